@@ -9,47 +9,28 @@ sidecars. This helper reproduces that with the ``zstandard`` package (FORMAT.md 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import zstandard
 
-
-def round_half_away(x: float) -> int:
-    """``llround``: nearest integer, halves away from zero (exact, no float rounding of x+0.5)."""
-    t = math.trunc(x)
-    if abs(x - t) >= 0.5:  # x - trunc(x) is exact for every double
-        t += 1 if x > 0 else -1
-    return int(t)
-
-
-def _varint(out: bytearray, v: int) -> None:
-    v &= (1 << 64) - 1
-    while v >= 0x80:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-
-
-def _zigzag(v: int) -> int:
-    return ((v << 1) ^ (v >> 63)) & ((1 << 64) - 1)
+from common import put_varint, round_half_away, zigzag
 
 
 def encode_legacy_record(stream_id: int, tick_delta: int, indices: Sequence[int],
                          quantised: Sequence[int]) -> bytes:
     """One 0.1.x record: sid, zigzag tick delta, n, first index, gaps, zigzag values."""
     out = bytearray()
-    _varint(out, stream_id)
-    _varint(out, _zigzag(tick_delta))
-    _varint(out, len(indices))
+    put_varint(out, stream_id)
+    put_varint(out, zigzag(tick_delta))
+    put_varint(out, len(indices))
     prev = None
     for i in indices:
-        _varint(out, i if prev is None else i - prev - 1)
+        put_varint(out, i if prev is None else i - prev - 1)
         prev = i
     for q in quantised:
-        _varint(out, _zigzag(q))
+        put_varint(out, zigzag(q))
     return bytes(out)
 
 
