@@ -1,0 +1,77 @@
+"""Markdown rendering of a results document (see runner.py for its structure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ANCHORS = ("seed", "arrow_ipc")
+CONTENDERS = ("ours", "seed", "arrow_ipc")
+
+ROWS = [
+    ("record_records_per_s", "record() records/s, incl. close", "{:,.0f}"),
+    ("record_nonzeros_per_s", "record() nonzeros/s", "{:,.0f}"),
+    ("record_many_records_per_s", "bulk call records/s (ours: record_many)", "{:,.0f}"),
+    ("bytes_per_record", "bytes on disk per record (data)", "{:,.2f}"),
+    ("total_bytes_per_record", "bytes on disk per record (dir total)", "{:,.2f}"),
+    ("decode_records_per_s", "decode to Arrow, records/s", "{:,.0f}"),
+    ("decode_nonzeros_per_s", "decode to Arrow, nonzeros/s", "{:,.0f}"),
+    ("periodic_updates_per_s", "periodic stream updates/s, incl. close", "{:,.0f}"),
+    ("sweep_records_per_s", "sweep records/s", "{:,.0f}"),
+]
+
+
+def _fmt(fmt: str, value: Any) -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    meta = doc["meta"]
+    m = meta["machine"]
+    lines = [
+        f"## Benchmark results ({meta['mode']} mode, {meta['reps']} repetitions, medians)",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_bytes'] / 2**30:.0f} GiB, "
+        f"Python {m['python']}, {m['platform']}. Command: `{meta['command']}`. "
+        f"Took {meta['duration_s']:.0f} s.",
+        "",
+    ]
+    for name in CONTENDERS:
+        info = doc["contenders"].get(name)
+        if info is None:
+            continue
+        state = f"version {info['version']}" if info["available"] else f"skipped: {info['reason']}"
+        lines.append(f"- `{name}`: {state}")
+    lines += ["", "| measure | workload | ours | seed 0.1.5 | arrow_ipc | ours/seed | ours/arrow |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for key, label, fmt in ROWS:
+        for wl, per_c in doc["results"].get(key, {}).items():
+            vals = [_fmt(fmt, per_c.get(c, {}).get("median")) for c in CONTENDERS]
+            rat = doc["ratios"].get(key, {}).get(wl, {})
+            rs = [_fmt("{:.2f}×", rat.get(f"ours/{a}")) for a in ANCHORS]
+            lines.append(f"| {label} | {wl} | " + " | ".join(vals + rs) + " |")
+    scaling = doc["ratios"].get("sweep_records_per_s", {}).get("scaling", {})
+    if scaling:
+        lines.append(f"| sweep scaling | 2 workers / 1 | {scaling['workers2/workers1']:.2f}× "
+                     "| | | | |")
+    mem = doc.get("memory")
+    if mem and mem.get("ok"):
+        lines += ["", f"Memory (ours, {mem['seconds']:.0f} s, {mem['records']:,} records, "
+                      f"{mem['data_bytes'] / 2**20:.0f} MiB written): RSS baseline "
+                      f"{mem['baseline_rss_bytes'] / 2**20:.0f} MiB, peak "
+                      f"+{mem['peak_above_baseline_bytes'] / 2**20:.1f} MiB above it, growth "
+                      f"after warm-up {mem['growth_after_warmup_bytes'] / 2**20:.1f} MiB."]
+    lines += ["", "| target | measured | bound | holds |", "| --- | ---: | ---: | --- |"]
+    for t in doc["targets"]:
+        big = t["target"].startswith("memory")
+        fmt = "{:,.0f}" if big else "{:.3g}"
+        holds = {True: "yes", False: "**no**", None: "n/a"}[t["holds"]]
+        lines.append(f"| {t['target']} | {_fmt(fmt, t['value'])} | {t['op']} "
+                     f"{fmt.format(t['bound'])} | {holds} |")
+    bad = [c for c in doc["checks"] if not c["round_trip_ok"]]
+    lines += ["", f"Round-trip checks (rows, nonzeros, value sum of the decoded table vs the "
+                  f"input): {len(doc['checks']) - len(bad)} ok, {len(bad)} failed."]
+    for c in bad:
+        lines.append(f"- {c['contender']} {c['workload']}: decoded {c['decoded']}")
+    for f in doc["failures"]:
+        lines.append(f"- FAILED {f['contender']} {f['task']} {f['workload']}: {f['error']}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,245 @@
+"""Run benchmark tasks for one contender in this interpreter; print results as JSON.
+
+Executed by path (``python benchmarks/worker/run.py``) so that the repository root is not on
+``sys.path``: ours is imported from wherever it is installed, the seed from the anchors venv.
+
+    run.py --contender ours --tasks tasks.json --out result.json
+    run.py --probe ours
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from contenders import CONTENDERS, Contender, probe
+
+
+def _load(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files if k != "meta"}
+        meta = json.loads(str(npz["meta"]))
+    return meta, arrays
+
+
+def _split(arrays: dict[str, np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    cuts = arrays["offsets"][1:-1]
+    return np.split(arrays["indices"], cuts), np.split(arrays["values"], cuts)
+
+
+def _fresh(workdir: str, label: str) -> Path:
+    path = Path(workdir) / label
+    shutil.rmtree(path, ignore_errors=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _register_all(c: Contender, meta: dict[str, Any]) -> list[int]:
+    return [c.register({"entity": f"e{s:04d}", "measure": "stock", "bench": meta["name"]},
+                       meta["epoch_scale"], meta["value_scale"])
+            for s in range(meta["n_streams"])]
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _table_summary(table: Any) -> dict[str, Any]:
+    import pyarrow.compute as pc
+
+    values = table.column("values")
+    flat = pc.list_flatten(values)
+    return {"rows": table.num_rows, "nonzeros": len(flat),
+            "value_sum": float(pc.sum(flat).as_py() or 0.0)}
+
+
+def task_record(cls: type[Contender], spec: dict[str, Any]) -> dict[str, Any]:
+    """record() per record, end to end incl. close(); then sizes; then decode to Arrow."""
+    meta, arrays = _load(spec["workload"])
+    idx, vals = _split(arrays)
+    epochs = arrays["epochs"].tolist()
+    c = cls(_fresh(spec["workdir"], f"{cls.name}-{meta['name']}"))
+    sid_of = _register_all(c, meta)
+    sids = [sid_of[s] for s in arrays["stream_ids"].tolist()]
+    n = len(sids)
+    nnz = int(arrays["offsets"][-1])
+    record = c.recorder()
+    gc.collect()
+    gc.freeze()  # the prepared workload is not garbage; don't let collections walk it
+    t0 = time.perf_counter()
+    for s, e, i, v in zip(sids, epochs, idx, vals, strict=True):
+        record(s, e, i, v)
+    c.close()
+    elapsed = time.perf_counter() - t0
+    gc.unfreeze()
+    out: dict[str, Any] = {
+        "records": n, "nonzeros": nnz, "seconds": elapsed,
+        "records_per_s": n / elapsed, "nonzeros_per_s": nnz / elapsed,
+        "data_bytes": c.data_bytes(), "total_bytes": c.total_bytes(),
+    }
+    out["bytes_per_record"] = out["data_bytes"] / n
+    out["total_bytes_per_record"] = out["total_bytes"] / n
+    if spec.get("decode", True):
+        gc.collect()
+        t0 = time.perf_counter()
+        table = c.decode()
+        elapsed = time.perf_counter() - t0
+        out["decode_seconds"] = elapsed
+        out["decode_records_per_s"] = table.num_rows / elapsed
+        summary = _table_summary(table)
+        out["decode_nonzeros_per_s"] = summary["nonzeros"] / elapsed
+        out["decoded"] = summary
+        out["input_value_sum"] = float(arrays["values"].sum())
+    return out
+
+
+def task_record_many(cls: type[Contender], spec: dict[str, Any]) -> dict[str, Any]:
+    """The bulk call, CSR chunks of ``chunk`` records, end to end incl. close()."""
+    meta, arrays = _load(spec["workload"])
+    c = cls(_fresh(spec["workdir"], f"{cls.name}-{meta['name']}-bulk"))
+    sid_of = np.asarray(_register_all(c, meta), dtype=np.int64)
+    sids = sid_of[arrays["stream_ids"]]
+    offsets = arrays["offsets"]
+    n = len(sids)
+    step = spec.get("chunk", 4096)
+    chunks = []
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        lo, hi = offsets[a], offsets[b]
+        chunks.append((sids[a:b], arrays["epochs"][a:b], offsets[a:b + 1] - lo,
+                       arrays["indices"][lo:hi], arrays["values"][lo:hi]))
+    gc.collect()
+    t0 = time.perf_counter()
+    for chunk in chunks:
+        c.record_many(*chunk)
+    c.close()
+    elapsed = time.perf_counter() - t0
+    return {"records": n, "seconds": elapsed, "records_per_s": n / elapsed,
+            "nonzeros_per_s": int(offsets[-1]) / elapsed, "data_bytes": c.data_bytes()}
+
+
+def task_periodic(cls: type[Contender], spec: dict[str, Any]) -> dict[str, Any]:
+    """PeriodicStream.record() per update, end to end incl. every ps.close() and close()."""
+    meta, arrays = _load(spec["workload"])
+    idx, vals = _split(arrays)
+    epochs = arrays["epochs"].tolist()
+    c = cls(_fresh(spec["workdir"], f"{cls.name}-{meta['name']}"))
+    streams = [c.register_periodic({"entity": f"p{s:04d}", "universe": meta["universe"]},
+                                   meta["epoch_scale"], meta["value_scale"],
+                                   meta["periodicity"], str(kind))
+               for s, kind in enumerate(arrays["kinds"])]
+    by_record = [streams[s].record for s in arrays["stream_ids"].tolist()]
+    n = len(by_record)
+    gc.collect()
+    gc.freeze()
+    t0 = time.perf_counter()
+    for rec, e, i, v in zip(by_record, epochs, idx, vals, strict=True):
+        rec(e, i, v)
+    for ps in streams:
+        ps.close(meta["final_epoch"])
+    c.close()
+    elapsed = time.perf_counter() - t0
+    gc.unfreeze()
+    table = c.decode()
+    return {"updates": n, "seconds": elapsed, "updates_per_s": n / elapsed,
+            "emitted_records": table.num_rows, "data_bytes": c.data_bytes()}
+
+
+def task_memory(cls: type[Contender], spec: dict[str, Any]) -> dict[str, Any]:
+    """Record the workload over and over for ``seconds``, sampling RSS as the run grows."""
+    meta, arrays = _load(spec["workload"])
+    idx, vals = _split(arrays)
+    epochs = arrays["epochs"]
+    span = float(epochs[-1] - epochs[0]) + 1.0
+    c = cls(_fresh(spec["workdir"], f"{cls.name}-{meta['name']}-memory"))
+    sid_of = _register_all(c, meta)
+    sids = [sid_of[s] for s in arrays["stream_ids"].tolist()]
+    record = c.recorder()
+    duration = float(spec["seconds"])
+    interval = duration / 40
+    gc.collect()
+    base = _rss_bytes()
+    samples: list[tuple[float, int, int]] = []
+    n = len(sids)
+    done = 0
+    lap = 0
+    t0 = time.perf_counter()
+    next_sample = t0
+    running = True
+    while running:
+        shifted = (epochs + lap * span).tolist()
+        lap += 1
+        for k0 in range(0, n, 1000):
+            k1 = min(k0 + 1000, n)
+            for k in range(k0, k1):
+                record(sids[k], shifted[k], idx[k], vals[k])
+            done += k1 - k0
+            now = time.perf_counter()
+            if now >= next_sample:
+                samples.append((now - t0, done, _rss_bytes()))
+                next_sample += interval
+            if now - t0 >= duration:
+                running = False
+                break
+    c.close()
+    elapsed = time.perf_counter() - t0
+    samples.append((elapsed, done, _rss_bytes()))
+    rss = [s[2] for s in samples]
+    tail = rss[len(rss) // 5:]
+    return {
+        "records": done, "seconds": elapsed, "records_per_s": done / elapsed,
+        "baseline_rss_bytes": base, "peak_rss_bytes": max(rss),
+        "peak_above_baseline_bytes": max(rss) - base,
+        # Growth after the first fifth of the run: a bounded writer stays near zero.
+        "growth_after_warmup_bytes": max(tail) - tail[0],
+        "data_bytes": c.data_bytes(),
+        "samples": [{"t": t, "records": r, "rss_bytes": b} for t, r, b in samples],
+    }
+
+
+def task_sweep(cls: type[Contender], spec: dict[str, Any]) -> dict[str, Any]:
+    from sweep import run_sweep  # only ours has a sharded service
+
+    return run_sweep(spec)
+
+
+TASKS = {"record": task_record, "record_many": task_record_many, "periodic": task_periodic,
+         "memory": task_memory, "sweep": task_sweep}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--contender", required=True, choices=sorted(CONTENDERS))
+    ap.add_argument("--probe", action="store_true")
+    ap.add_argument("--tasks")
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    if args.probe:
+        print(json.dumps(probe(args.contender)))
+        return 0
+    cls = CONTENDERS[args.contender]
+    results = []
+    for spec in json.loads(Path(args.tasks).read_text()):
+        try:
+            result = {"ok": True, **TASKS[spec["task"]](cls, spec)}
+        except Exception as exc:  # noqa: BLE001 - reported per task, the run goes on
+            result = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                      "traceback": traceback.format_exc()}
+        results.append({"spec": spec, "result": result})
+        sys.stdout.flush()
+    Path(args.out).write_text(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
