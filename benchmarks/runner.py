@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.setup_anchors:
         anchors.setup(log)
 
-    wl_dir = DEFAULT_OUT / "workloads"
+    wl_dir = out / "workloads"
     log(f"mode {args.mode}: generating workloads in {wl_dir}")
     sparse = {f"nnz{nnz}": workloads.build(
         workloads.SparseSpec(name=f"nnz{nnz}", nnz=nnz, n_records=n), wl_dir)
