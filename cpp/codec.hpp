@@ -1,0 +1,214 @@
+// Record codec of format v1 (docs/FORMAT.md section 4): varints, zigzag, quantisation and the
+// per-stream "predecessor" state that lets a record say "same indices as last time" and store
+// value deltas. Pure functions over byte buffers; no threads, no I/O.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <vector>
+
+namespace ddl {
+
+constexpr uint8_t kFormatVersion = 1;
+constexpr uint32_t kSkippableMagic = 0x184D2A5Du;
+constexpr uint32_t kZstdMagic = 0xFD2FB528u;
+constexpr uint8_t kKindSegmentHeader = 1;
+constexpr uint8_t kKindRegistration = 2;
+constexpr uint8_t kKindBlockHeader = 3;
+constexpr uint8_t kKindSegmentFooter = 4;
+constexpr uint32_t kMaxRawBlock = 1u << 28;   // bound every reader enforces before allocating
+constexpr uint32_t kMaxJson = 1u << 24;
+constexpr size_t kMaxNnz = size_t(1) << 23;   // per record; keeps one record far below kMaxRawBlock
+constexpr size_t kMaxVarint = 10;
+
+// A growable byte buffer written through raw pointers: the encoder reserves the worst case for a
+// record once, then writes without per-byte bounds checks.
+class Bytes {
+public:
+    Bytes() = default;
+    Bytes(const Bytes&) = delete;
+    Bytes& operator=(const Bytes&) = delete;
+    Bytes(Bytes&& o) noexcept : data_(o.data_), size_(o.size_), cap_(o.cap_) {
+        o.data_ = nullptr;
+        o.size_ = o.cap_ = 0;
+    }
+    Bytes& operator=(Bytes&& o) noexcept {
+        if (this != &o) {
+            std::free(data_);
+            data_ = o.data_;
+            size_ = o.size_;
+            cap_ = o.cap_;
+            o.data_ = nullptr;
+            o.size_ = o.cap_ = 0;
+        }
+        return *this;
+    }
+    ~Bytes() { std::free(data_); }
+
+    uint8_t* data() { return data_; }
+    const uint8_t* data() const { return data_; }
+    size_t size() const { return size_; }
+    size_t capacity() const { return cap_; }
+    bool empty() const { return size_ == 0; }
+    void clear() { size_ = 0; }
+
+    // Make room for `extra` more bytes and return where they start.
+    uint8_t* reserve_tail(size_t extra) {
+        if (size_ + extra > cap_) grow(size_ + extra);
+        return data_ + size_;
+    }
+    void commit_to(uint8_t* end) { size_ = size_t(end - data_); }
+    void resize(size_t n) {
+        if (n > cap_) grow(n);
+        size_ = n;
+    }
+    void append(const void* p, size_t n) {
+        std::memcpy(reserve_tail(n), p, n);
+        size_ += n;
+    }
+    // Give back memory of an oversized buffer (after one huge record) so idle buffers stay small.
+    void shrink_to(size_t limit) {
+        if (cap_ > limit && size_ <= limit) {
+            void* p = std::realloc(data_, limit);
+            if (p) {
+                data_ = static_cast<uint8_t*>(p);
+                cap_ = limit;
+            }
+        }
+    }
+
+private:
+    void grow(size_t need) {
+        size_t cap = cap_ ? cap_ : 256;
+        while (cap < need) cap *= 2;
+        void* p = std::realloc(data_, cap);
+        if (!p) throw std::bad_alloc();
+        data_ = static_cast<uint8_t*>(p);
+        cap_ = cap;
+    }
+    uint8_t* data_ = nullptr;
+    size_t size_ = 0;
+    size_t cap_ = 0;
+};
+
+inline uint64_t zigzag(int64_t v) { return (uint64_t(v) << 1) ^ uint64_t(v >> 63); }
+inline int64_t unzigzag(uint64_t u) { return int64_t(u >> 1) ^ -int64_t(u & 1); }
+
+inline uint8_t* put_varint(uint8_t* p, uint64_t v) {
+    while (v >= 0x80) {
+        *p++ = uint8_t(v) | 0x80;
+        v >>= 7;
+    }
+    *p++ = uint8_t(v);
+    return p;
+}
+
+// Returns nullptr on truncation or on a varint longer than 10 bytes.
+inline const uint8_t* get_varint(const uint8_t* p, const uint8_t* end, uint64_t& out) {
+    uint64_t r = 0;
+    for (int shift = 0; shift < 70 && p < end; shift += 7) {
+        uint8_t c = *p++;
+        r |= uint64_t(c & 0x7F) << shift;
+        if (!(c & 0x80)) {
+            out = r;
+            return p;
+        }
+    }
+    return nullptr;
+}
+
+inline void put_u16(uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); }
+inline void put_u32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
+inline void put_u64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
+inline void put_f64(uint8_t* p, double v) { std::memcpy(p, &v, 8); }
+inline uint32_t get_u32(const uint8_t* p) {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    return v;
+}
+inline uint64_t get_u64(const uint8_t* p) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    return v;
+}
+inline double get_f64(const uint8_t* p) {
+    double v;
+    std::memcpy(&v, p, 8);
+    return v;
+}
+inline uint64_t f64_bits(double v) {
+    uint64_t b;
+    std::memcpy(&b, &v, 8);
+    return b;
+}
+inline double bits_f64(uint64_t b) {
+    double v;
+    std::memcpy(&v, &b, 8);
+    return v;
+}
+
+// round(x / scale) half away from zero into int64; false when not finite or out of range.
+inline bool quantise(double x, double scale, int64_t& out) {
+    const double r = std::round(x / scale);
+    // 2^63 exactly; every double below it converts to int64 without overflow.
+    if (!(r >= -9223372036854775808.0 && r < 9223372036854775808.0)) return false;
+    out = int64_t(r);
+    return true;
+}
+
+// The previous record of a stream in the block being written or read. `generation` says which
+// block it belongs to, so starting a new block invalidates every stream at once in O(1).
+struct Predecessor {
+    uint64_t generation = 0;
+    int64_t tick = 0;
+    std::vector<int64_t> indices;
+    std::vector<uint64_t> values;  // zigzag-free q as uint64 bits, or float64 bits
+};
+
+// Worst-case encoded size of one record with n non-zeros.
+inline size_t record_bound(size_t n) { return 3 * kMaxVarint + n * (kMaxVarint + kMaxVarint); }
+
+// Append one record. `values` holds q (quantised) or float64 bits (exact) as uint64.
+// `pred` is updated to this record.
+inline void encode_record(Bytes& out, uint32_t sid, bool exact, Predecessor& pred,
+                          uint64_t generation, int64_t tick, const int64_t* idx,
+                          const uint64_t* values, size_t n) {
+    const bool has_pred = pred.generation == generation;
+    const bool same = has_pred && pred.indices.size() == n &&
+                      (n == 0 || std::memcmp(pred.indices.data(), idx, n * sizeof(int64_t)) == 0);
+    uint8_t* p = out.reserve_tail(record_bound(n));
+    p = put_varint(p, (uint64_t(sid) << 1) | (same ? 1u : 0u));
+    p = put_varint(p, zigzag(has_pred ? int64_t(uint64_t(tick) - uint64_t(pred.tick)) : tick));
+    if (!same) {
+        p = put_varint(p, n);
+        if (n > 0) {
+            p = put_varint(p, uint64_t(idx[0]));
+            for (size_t i = 1; i < n; ++i) p = put_varint(p, uint64_t(idx[i] - idx[i - 1] - 1));
+        }
+    }
+    if (exact) {
+        if (same) {
+            for (size_t i = 0; i < n; ++i) {
+                put_u64(p, values[i] ^ pred.values[i]);
+                p += 8;
+            }
+        } else {
+            std::memcpy(p, values, n * 8);
+            p += n * 8;
+        }
+    } else if (same) {
+        for (size_t i = 0; i < n; ++i) p = put_varint(p, zigzag(int64_t(values[i] - pred.values[i])));
+    } else {
+        for (size_t i = 0; i < n; ++i) p = put_varint(p, zigzag(int64_t(values[i])));
+    }
+    out.commit_to(p);
+    pred.generation = generation;
+    pred.tick = tick;
+    if (!same) pred.indices.assign(idx, idx + n);
+    pred.values.assign(values, values + n);
+}
+
+}  // namespace ddl

@@ -1,0 +1,533 @@
+#include "decoder.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <unordered_map>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <zstd.h>
+
+#include "crc32.hpp"
+#include "errors.hpp"
+
+namespace ddl {
+
+namespace {
+
+constexpr uint32_t kMaxFramePayload = kMaxJson + 64;
+
+bool read_file(const std::string& path, std::vector<uint8_t>& out, std::string& err) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        err = std::strerror(errno);
+        return false;
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+        err = std::strerror(errno);
+        ::close(fd);
+        return false;
+    }
+    out.resize(size_t(st.st_size));
+    size_t got = 0;
+    while (got < out.size()) {
+        const ssize_t r = ::read(fd, out.data() + got, out.size() - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;  // the file shrank under us: decode what we have
+        got += size_t(r);
+    }
+    out.resize(got);
+    ::close(fd);
+    return true;
+}
+
+struct StreamFilter {
+    std::vector<char> keep;
+    bool active = false;
+    explicit StreamFilter(const DecodeOptions& o) : active(o.filter) {
+        for (uint32_t s : o.stream_ids) {
+            if (s >= keep.size()) keep.resize(size_t(s) + 1, 0);
+            keep[s] = 1;
+        }
+    }
+    bool operator()(uint32_t sid) const { return !active || (sid < keep.size() && keep[sid]); }
+};
+
+struct Pred {
+    uint64_t generation = 0;
+    int64_t tick = 0;
+    std::vector<int64_t> idx;
+    std::vector<uint64_t> vals;
+};
+
+// Everything one segment needs while it is decoded; one per thread.
+class SegmentDecoder {
+public:
+    SegmentDecoder(const DecodeOptions& opts, const StreamFilter& filter)
+        : opts_(opts), filter_(filter), dctx_(ZSTD_createDCtx()) {}
+    ~SegmentDecoder() { ZSTD_freeDCtx(dctx_); }
+
+    void decode_v1(const std::string& path, const std::vector<uint8_t>& data, DecodeResult& out);
+    // 0.1.x: `last_tick` carries on across the segments of a directory.
+    void decode_legacy(const std::string& path, const std::vector<uint8_t>& data,
+                       std::unordered_map<uint32_t, int64_t>& last_tick, DecodeResult& out);
+
+private:
+    const RegistrationInfo* lookup(uint32_t sid) const {
+        auto it = regs_.find(sid);
+        if (it != regs_.end()) return &it->second;
+        auto fb = opts_.fallback.find(sid);
+        return fb == opts_.fallback.end() ? nullptr : &fb->second;
+    }
+    bool parse_block(const uint8_t* p, const uint8_t* end, uint32_t n_records,
+                     DecodedColumns& cols, uint64_t& decoded, std::string& why);
+    bool decompress(const uint8_t* src, size_t n, size_t raw_size, std::string& why);
+
+    const DecodeOptions& opts_;
+    const StreamFilter& filter_;
+    ZSTD_DCtx* dctx_;
+    std::map<uint32_t, RegistrationInfo> regs_;
+    std::unordered_map<uint32_t, Pred> preds_;
+    uint64_t generation_ = 0;
+    std::vector<uint8_t> raw_;
+    std::vector<int64_t> idx_;
+    std::vector<uint64_t> vals_;
+};
+
+void rollback(DecodedColumns& c, size_t records, size_t nnz) {
+    c.stream_id.resize(records);
+    c.epoch.resize(records);
+    c.offsets.resize(records + 1);
+    c.indices.resize(nnz);
+    c.values.resize(nnz);
+}
+
+bool SegmentDecoder::decompress(const uint8_t* src, size_t n, size_t raw_size, std::string& why) {
+    raw_.resize(raw_size);
+    const size_t got = ZSTD_decompressDCtx(dctx_, raw_.data(), raw_size, src, n);
+    if (ZSTD_isError(got)) {
+        why = std::string("zstd: ") + ZSTD_getErrorName(got);
+        return false;
+    }
+    if (got != raw_size) {
+        why = "decompressed size differs from the header";
+        return false;
+    }
+    return true;
+}
+
+bool SegmentDecoder::parse_block(const uint8_t* p, const uint8_t* end, uint32_t n_records,
+                                 DecodedColumns& cols, uint64_t& decoded, std::string& why) {
+    ++generation_;
+    for (uint32_t r = 0; r < n_records; ++r) {
+        uint64_t head, zt, n;
+        if (!(p = get_varint(p, end, head))) return why = "truncated record head", false;
+        if ((head >> 1) > 0xFFFFFFFFull) return why = "stream id out of range", false;
+        const uint32_t sid = uint32_t(head >> 1);
+        const bool same = head & 1;
+        const RegistrationInfo* reg = lookup(sid);
+        if (!reg) return why = "record of unregistered stream " + std::to_string(sid), false;
+        if (!(p = get_varint(p, end, zt))) return why = "truncated tick", false;
+        Pred& pred = preds_[sid];
+        const bool has_pred = pred.generation == generation_;
+        const int64_t tick = has_pred ? int64_t(uint64_t(pred.tick) + uint64_t(unzigzag(zt)))
+                                      : unzigzag(zt);
+        if (same) {
+            if (!has_pred) return why = "same-indices flag without a predecessor", false;
+            n = pred.idx.size();
+        } else {
+            if (!(p = get_varint(p, end, n))) return why = "truncated count", false;
+            // Every index takes at least one byte: bounds the allocation by the payload size.
+            if (n > uint64_t(end - p)) return why = "count larger than the payload", false;
+            idx_.resize(n);
+            uint64_t prev = 0;
+            for (uint64_t i = 0; i < n; ++i) {
+                uint64_t v;
+                if (!(p = get_varint(p, end, v))) return why = "truncated indices", false;
+                const uint64_t cur = i == 0 ? v : prev + 1 + v;
+                if (cur > uint64_t(INT64_MAX) || (i > 0 && cur <= prev))
+                    return why = "index out of range", false;
+                idx_[i] = int64_t(cur);
+                prev = cur;
+            }
+        }
+        const std::vector<int64_t>& idx = same ? pred.idx : idx_;
+        vals_.resize(n);
+        if (reg->exact) {
+            if (uint64_t(end - p) < n * 8) return why = "truncated values", false;
+            for (uint64_t i = 0; i < n; ++i, p += 8)
+                vals_[i] = same ? (get_u64(p) ^ pred.vals[i]) : get_u64(p);
+        } else {
+            for (uint64_t i = 0; i < n; ++i) {
+                uint64_t v;
+                if (!(p = get_varint(p, end, v))) return why = "truncated values", false;
+                vals_[i] = same ? pred.vals[i] + uint64_t(unzigzag(v)) : uint64_t(unzigzag(v));
+            }
+        }
+        if (filter_(sid)) {
+            cols.stream_id.push_back(sid);
+            cols.epoch.push_back(double(tick) * reg->epoch_scale);
+            cols.indices.insert(cols.indices.end(), idx.begin(), idx.end());
+            if (reg->exact) {
+                for (uint64_t i = 0; i < n; ++i) cols.values.push_back(bits_f64(vals_[i]));
+            } else {
+                for (uint64_t i = 0; i < n; ++i)
+                    cols.values.push_back(double(int64_t(vals_[i])) * reg->value_scale);
+            }
+            cols.offsets.push_back(int64_t(cols.indices.size()));
+        }
+        ++decoded;
+        pred.generation = generation_;
+        pred.tick = tick;
+        if (!same) pred.idx.assign(idx_.begin(), idx_.end());
+        pred.vals.swap(vals_);
+    }
+    if (p != end) return why = "payload longer than its records", false;
+    return true;
+}
+
+void SegmentDecoder::decode_v1(const std::string& path, const std::vector<uint8_t>& data,
+                               DecodeResult& out) {
+    SegmentSummary sum;
+    sum.path = path;
+    sum.bytes = data.size();
+    const uint8_t* base = data.data();
+    const size_t size = data.size();
+    size_t pos = 0;
+    bool first = true;
+    auto stop = [&](const std::string& reason, bool torn) {
+        out.skipped.push_back({path, pos, size - pos, reason});
+        sum.torn = sum.torn || torn;
+    };
+    while (pos < size) {
+        if (size - pos < kFrameHead) {
+            stop("torn tail: the file ends inside a frame header", true);
+            break;
+        }
+        const uint32_t magic = get_u32(base + pos);
+        const uint32_t psize = get_u32(base + pos + 4);
+        if (magic != kSkippableMagic) {
+            stop("unexpected data where a frame header should be (corrupt segment)", false);
+            break;
+        }
+        if (psize > kMaxFramePayload) {
+            stop("frame header declares an implausible size (corrupt segment)", false);
+            break;
+        }
+        if (size - pos - kFrameHead < psize) {
+            stop("torn tail: the file ends inside a frame", true);
+            break;
+        }
+        const uint8_t* payload = base + pos + kFrameHead;
+        uint8_t kind = 0;
+        if (!payload_valid(payload, psize, kind)) {
+            stop("frame checksum mismatch (corrupt segment)", false);
+            break;
+        }
+        if (first != (kind == kKindSegmentHeader)) {
+            stop(first ? "segment does not start with a segment header" : "second segment header",
+                 false);
+            break;
+        }
+        first = false;
+        if (kind == kKindSegmentHeader) {
+            if (payload[5] != kFormatVersion)
+                throw FormatFailure(path + ": format version " + std::to_string(payload[5]) +
+                                    " is not supported by this version of disco-data-logger "
+                                    "(it reads version " + std::to_string(kFormatVersion) +
+                                    "); upgrade the package");
+            pos += kFrameHead + psize;
+            continue;
+        }
+        if (kind == kKindRegistration) {
+            RegistrationInfo r = parse_registration(payload);
+            regs_[r.stream_id] = r;
+            out.registrations[r.stream_id] = std::move(r);
+            pos += kFrameHead + psize;
+            continue;
+        }
+        if (kind == kKindSegmentFooter) {
+            sum.has_footer = true;
+            pos += kFrameHead + psize;
+            continue;
+        }
+        const BlockHeader h = parse_block_header(payload);
+        const size_t data_start = pos + kFrameHead + psize;
+        if (h.raw_size > kMaxRawBlock) {
+            stop("block header declares an implausible size (corrupt segment)", false);
+            break;
+        }
+        if (size - data_start < h.compressed_size) {
+            stop("torn tail: the file ends inside block " + std::to_string(h.block_seq), true);
+            break;
+        }
+        const uint8_t* comp = base + data_start;
+        const size_t next = data_start + h.compressed_size;
+        std::string why;
+        bool ok = crc32(comp, h.compressed_size) == h.compressed_crc;
+        if (!ok) why = "checksum mismatch";
+        if (ok) ok = decompress(comp, h.compressed_size, h.raw_size, why);
+        if (ok && crc32(raw_.data(), h.raw_size) != h.raw_crc) {
+            ok = false;
+            why = "checksum of the decompressed payload mismatch";
+        }
+        if (ok) {
+            DecodedColumns& c = out.columns;
+            const size_t rec0 = c.records(), nnz0 = c.indices.size();
+            uint64_t decoded = 0;
+            ok = parse_block(raw_.data(), raw_.data() + h.raw_size, h.n_records, c, decoded, why);
+            if (ok) {
+                sum.records += decoded;
+                ++sum.blocks;
+            } else {
+                rollback(c, rec0, nnz0);
+            }
+        }
+        if (!ok) {
+            ++sum.bad_blocks;
+            out.skipped.push_back({path, pos, next - pos,
+                                   "block " + std::to_string(h.block_seq) + " skipped: " + why});
+        }
+        pos = next;
+    }
+    if (first && size > 0 && out.skipped.empty())
+        out.skipped.push_back({path, 0, size, "no segment header"});
+    out.segments.push_back(sum);
+}
+
+void SegmentDecoder::decode_legacy(const std::string& path, const std::vector<uint8_t>& data,
+                                   std::unordered_map<uint32_t, int64_t>& last_tick,
+                                   DecodeResult& out) {
+    SegmentSummary sum;
+    sum.path = path;
+    sum.legacy = true;
+    sum.bytes = data.size();
+    const uint8_t* base = data.data();
+    const size_t size = data.size();
+    size_t pos = 0;
+    DecodedColumns& cols = out.columns;
+    while (pos < size) {
+        const size_t fsize = ZSTD_findFrameCompressedSize(base + pos, size - pos);
+        if (ZSTD_isError(fsize)) {
+            const bool torn = size - pos < 8 || get_u32(base + pos) == kZstdMagic;
+            out.skipped.push_back({path, pos, size - pos,
+                                   torn ? "torn tail: the file ends inside a zstd frame"
+                                        : "unreadable data where a zstd frame should be"});
+            sum.torn = torn;
+            break;
+        }
+        const unsigned long long content = ZSTD_getFrameContentSize(base + pos, fsize);
+        std::string why;
+        bool ok = content != ZSTD_CONTENTSIZE_UNKNOWN && content != ZSTD_CONTENTSIZE_ERROR &&
+                  content <= kMaxRawBlock;
+        if (!ok) why = "frame without a usable content size";
+        if (ok) ok = decompress(base + pos, fsize, size_t(content), why);
+        const size_t rec0 = cols.records(), nnz0 = cols.indices.size();
+        std::unordered_map<uint32_t, int64_t> ticks_before;
+        const uint8_t* p = raw_.data();
+        const uint8_t* end = p + (ok ? content : 0);
+        uint64_t decoded = 0;
+        while (ok && p < end) {
+            uint64_t sid64, zt, n;
+            if (!(p = get_varint(p, end, sid64)) || sid64 > 0xFFFFFFFFull) {
+                ok = false, why = "bad stream id";
+                break;
+            }
+            const uint32_t sid = uint32_t(sid64);
+            const RegistrationInfo* reg = lookup(sid);
+            if (!reg) {
+                ok = false, why = "stream " + std::to_string(sid) + " has no sidecar with its scales";
+                break;
+            }
+            if (!(p = get_varint(p, end, zt)) || !(p = get_varint(p, end, n)) ||
+                n > uint64_t(end - p)) {
+                ok = false, why = "truncated record";
+                break;
+            }
+            auto it = last_tick.find(sid);
+            if (!ticks_before.count(sid))
+                ticks_before[sid] = it == last_tick.end() ? INT64_MIN : it->second;
+            const int64_t tick = it == last_tick.end()
+                                     ? unzigzag(zt)
+                                     : int64_t(uint64_t(it->second) + uint64_t(unzigzag(zt)));
+            idx_.resize(n);
+            uint64_t prev = 0;
+            for (uint64_t i = 0; i < n && ok; ++i) {
+                uint64_t v;
+                if (!(p = get_varint(p, end, v))) {
+                    ok = false, why = "truncated indices";
+                    break;
+                }
+                const uint64_t cur = i == 0 ? v : prev + 1 + v;
+                if (cur > uint64_t(INT64_MAX) || (i > 0 && cur <= prev)) ok = false, why = "index out of range";
+                idx_[i] = int64_t(cur);
+                prev = cur;
+            }
+            vals_.resize(n);
+            for (uint64_t i = 0; i < n && ok; ++i) {
+                uint64_t v;
+                if (!(p = get_varint(p, end, v))) {
+                    ok = false, why = "truncated values";
+                    break;
+                }
+                vals_[i] = uint64_t(unzigzag(v));
+            }
+            if (!ok) break;
+            last_tick[sid] = tick;
+            ++decoded;
+            if (filter_(sid)) {
+                cols.stream_id.push_back(sid);
+                cols.epoch.push_back(double(tick) * reg->epoch_scale);
+                cols.indices.insert(cols.indices.end(), idx_.begin(), idx_.end());
+                for (uint64_t i = 0; i < n; ++i)
+                    cols.values.push_back(double(int64_t(vals_[i])) * reg->value_scale);
+                cols.offsets.push_back(int64_t(cols.indices.size()));
+            }
+        }
+        if (ok) {
+            ++sum.blocks;
+            sum.records += decoded;
+        } else {
+            rollback(cols, rec0, nnz0);
+            for (auto& kv : ticks_before) {
+                if (kv.second == INT64_MIN) last_tick.erase(kv.first);
+                else last_tick[kv.first] = kv.second;
+            }
+            ++sum.bad_blocks;
+            out.skipped.push_back({path, pos, fsize, "0.1.x frame skipped: " + why});
+        }
+        pos += fsize;
+    }
+    out.segments.push_back(sum);
+}
+
+bool is_legacy(const std::vector<uint8_t>& data) {
+    return data.size() >= 4 && get_u32(data.data()) == kZstdMagic;
+}
+
+bool file_is_legacy(const std::string& path) {
+    uint8_t head[4];
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    const ssize_t r = ::read(fd, head, 4);
+    ::close(fd);
+    return r == 4 && get_u32(head) == kZstdMagic;
+}
+
+void append_columns(DecodedColumns& dst, DecodedColumns&& src) {
+    if (dst.records() == 0 && dst.indices.empty()) {
+        dst = std::move(src);
+        return;
+    }
+    const int64_t base = int64_t(dst.indices.size());
+    dst.stream_id.insert(dst.stream_id.end(), src.stream_id.begin(), src.stream_id.end());
+    dst.epoch.insert(dst.epoch.end(), src.epoch.begin(), src.epoch.end());
+    dst.indices.insert(dst.indices.end(), src.indices.begin(), src.indices.end());
+    dst.values.insert(dst.values.end(), src.values.begin(), src.values.end());
+    dst.offsets.reserve(dst.offsets.size() + src.records());
+    for (size_t i = 1; i < src.offsets.size(); ++i) dst.offsets.push_back(base + src.offsets[i]);
+}
+
+void merge_result(DecodeResult& dst, DecodeResult&& src) {
+    append_columns(dst.columns, std::move(src.columns));
+    for (auto& kv : src.registrations) dst.registrations[kv.first] = std::move(kv.second);
+    dst.skipped.insert(dst.skipped.end(), src.skipped.begin(), src.skipped.end());
+    dst.segments.insert(dst.segments.end(), src.segments.begin(), src.segments.end());
+}
+
+}  // namespace
+
+std::vector<std::string> list_segments(const std::string& dir) {
+    std::vector<std::pair<unsigned long, std::string>> found;
+    DIR* d = ::opendir(dir.c_str());
+    if (!d) {
+        const int err = errno;
+        throw FormatFailure("cannot read logger directory '" + dir + "': " + std::strerror(err));
+    }
+    while (dirent* e = ::readdir(d)) {
+        const std::string name = e->d_name;
+        const std::string suffix = ".seg.zst";
+        if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+            continue;
+        const std::string stem = name.substr(0, name.size() - suffix.size());
+        if (stem.empty() || !std::all_of(stem.begin(), stem.end(), ::isdigit)) continue;
+        found.emplace_back(std::stoul(stem), dir + "/" + name);
+    }
+    ::closedir(d);
+    std::sort(found.begin(), found.end());
+    std::vector<std::string> out;
+    for (auto& f : found) out.push_back(std::move(f.second));
+    return out;
+}
+
+DecodeResult decode_files(const std::vector<std::string>& paths, const DecodeOptions& opts) {
+    const StreamFilter filter(opts);
+    const size_t n = paths.size();
+    std::vector<std::vector<uint8_t>> heads(n);
+    // Sniff the first bytes: a 0.1.x directory must be decoded in order (ticks carry across).
+    bool legacy = false;
+    for (size_t i = 0; i < n && !legacy; ++i) legacy = file_is_legacy(paths[i]);
+    DecodeResult result;
+    if (legacy) {
+        SegmentDecoder dec(opts, filter);
+        std::unordered_map<uint32_t, int64_t> last_tick;
+        for (const auto& path : paths) {
+            std::vector<uint8_t> data;
+            std::string err;
+            if (!read_file(path, data, err)) {
+                result.skipped.push_back({path, 0, 0, "cannot read: " + err});
+                continue;
+            }
+            if (is_legacy(data) || data.empty()) dec.decode_legacy(path, data, last_tick, result);
+            else dec.decode_v1(path, data, result);
+        }
+        return result;
+    }
+    std::vector<DecodeResult> parts(n);
+    std::vector<std::string> errors(n);
+    unsigned threads = opts.threads ? opts.threads : std::max(1u, std::thread::hardware_concurrency());
+    threads = unsigned(std::min<size_t>(threads, n));
+    std::atomic<size_t> next{0};
+    auto work = [&] {
+        for (size_t i = next++; i < n; i = next++) {
+            try {
+                std::vector<uint8_t> data;
+                std::string err;
+                if (!read_file(paths[i], data, err)) {
+                    parts[i].skipped.push_back({paths[i], 0, 0, "cannot read: " + err});
+                    continue;
+                }
+                SegmentDecoder own(opts, filter);  // registrations are per segment
+                own.decode_v1(paths[i], data, parts[i]);
+            } catch (const std::exception& e) {
+                errors[i] = e.what();  // never let an exception escape a thread
+            }
+        }
+    };
+    if (threads <= 1) {
+        work();
+    } else {
+        std::vector<std::thread> pool;
+        for (unsigned t = 0; t < threads; ++t) pool.emplace_back(work);
+        for (auto& t : pool) t.join();
+    }
+    for (size_t i = 0; i < n; ++i)
+        if (!errors[i].empty()) throw FormatFailure(errors[i]);
+    for (auto& part : parts) merge_result(result, std::move(part));
+    return result;
+}
+
+DecodeResult decode_directory(const std::string& dir, const DecodeOptions& opts) {
+    return decode_files(list_segments(dir), opts);
+}
+
+}  // namespace ddl
