@@ -208,7 +208,7 @@ def task_memory(cls: type[Contender], spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def task_sweep(cls: type[Contender], spec: dict[str, Any]) -> dict[str, Any]:
-    from sweep import run_sweep  # only ours has a sharded service
+    from bench_sweep import run_sweep  # only ours has a sharded service
 
     return run_sweep(spec)
 
