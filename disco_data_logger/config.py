@@ -529,7 +529,8 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ValueError(f"value {raw!r} is not valid YAML ({exc})") from None
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ValueError(f"value {raw!r} is not valid YAML ({problem})") from None
     node: Any = data
     for depth, part in enumerate(parts):
         last = depth == len(parts) - 1
@@ -580,7 +581,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         raise ConfigError(f"{source}: invalid YAML: {where}{problem}") from None
     if data is None:
