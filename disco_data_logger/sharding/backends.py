@@ -1,0 +1,589 @@
+"""Execution backends: where tasks run. The coordinator decides *what* runs; a backend only
+dispatches one task at a time to each worker and reports how each attempt ended.
+
+Every worker owns one :class:`~.worker.TaskRunner` (so one ShardWriter, so one native logger) for
+its whole life. A worker that dies (``os._exit``, SIGKILL, out of memory) is noticed through its
+process sentinel or Ray's actor error, its task is reported as a failed attempt with
+``worker_died=True``, and a fresh worker with a fresh shard takes its slot: the dead worker's
+shard keeps what it committed before, and its torn tail is never read as committed data.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, DataLoggerError
+from .shard import new_shard_id
+from .worker import ShardActor, TaskOutcome, TaskRunner
+
+__all__ = [
+    "Backend",
+    "SerialBackend",
+    "MultiprocessingBackend",
+    "RayBackend",
+    "WorkerStartupError",
+    "make_backend",
+]
+
+STOP_GRACE_SECONDS = 30.0
+"""How long stopping workers may take to close their writers before they are killed."""
+
+MAX_STARTUP_DEATHS = 3
+"""Consecutive workers dying before running anything: the setup is broken, stop retrying."""
+
+
+class WorkerStartupError(DataLoggerError, RuntimeError):
+    """Workers cannot start (their logger or the model's module fails in the worker)."""
+
+
+class Backend(ABC):
+    """Runs tasks on ``workers`` long-lived workers, one task per worker at a time."""
+
+    name = "backend"
+
+    def __init__(self, cfg: Any, output_dir: Path, fingerprint: str | None, workers: int) -> None:
+        self.cfg = cfg
+        self.output_dir = Path(output_dir)
+        self.fingerprint = fingerprint
+        self.workers = max(1, int(workers))
+        self.shard_ids: list[str] = []
+
+    @abstractmethod
+    def start(self) -> None:
+        """Start the workers (they create their writers themselves)."""
+
+    @abstractmethod
+    def free_slots(self) -> int:
+        """How many more tasks can be submitted now."""
+
+    @abstractmethod
+    def in_flight(self) -> int:
+        """Tasks submitted and not yet reported."""
+
+    @abstractmethod
+    def submit(self, task: Any, attempt: int) -> None:
+        """Hand one attempt of a task to a free worker."""
+
+    @abstractmethod
+    def wait(self, timeout: float) -> list[TaskOutcome]:
+        """Outcomes that arrived within ``timeout`` seconds (possibly none)."""
+
+    @abstractmethod
+    def shutdown(self) -> None:
+        """Stop the (idle) workers; each closes its writer and finishes its manifest."""
+
+    @abstractmethod
+    def interrupt(self) -> list[TaskOutcome]:
+        """Stop now: running replications are aborted (uncommitted), writers closed."""
+
+    def _new_shard_id(self, slot: int) -> str:
+        shard_id = new_shard_id(f"{self.name[:2]}{slot:02d}")
+        self.shard_ids.append(shard_id)
+        return shard_id
+
+
+# ----------------------------------------------------------------------------------- serial
+
+
+class SerialBackend(Backend):
+    """Runs tasks in the coordinator's own process: simplest, and easiest to debug."""
+
+    name = "serial"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.workers = 1
+        self._runner: TaskRunner | None = None
+        self._queued: tuple[Any, int] | None = None
+
+    def start(self) -> None:
+        self._runner = TaskRunner(self.cfg, self.output_dir, self._new_shard_id(0),
+                                  self.fingerprint)
+
+    def free_slots(self) -> int:
+        return 0 if self._queued is not None else 1
+
+    def in_flight(self) -> int:
+        return 0 if self._queued is None else 1
+
+    def submit(self, task: Any, attempt: int) -> None:
+        self._queued = (task, attempt)
+
+    def wait(self, timeout: float) -> list[TaskOutcome]:
+        if self._queued is None or self._runner is None:
+            return []
+        task, attempt = self._queued
+        self._queued = None
+        return [self._runner.run(task, attempt)]
+
+    def shutdown(self) -> None:
+        if self._runner is not None:
+            self._runner.close()
+
+    def interrupt(self) -> list[TaskOutcome]:
+        self._queued = None
+        self.shutdown()
+        return []
+
+
+# --------------------------------------------------------------------------- multiprocessing
+
+
+def _stop_on_first_sigint(signum: int, frame: Any) -> None:
+    # The terminal sends SIGINT to the whole process group and the coordinator forwards one too:
+    # react to the first, ignore the rest so that closing the writer is never interrupted.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _mp_worker_main(conn: Connection, cfg: Any, output_dir: str, shard_id: str,
+                    fingerprint: str | None) -> None:
+    """A spawned worker: build the writer here, then serve tasks until told to stop."""
+    signal.signal(signal.SIGINT, _stop_on_first_sigint)
+    runner: TaskRunner | None = None
+    try:
+        try:
+            runner = TaskRunner(cfg, output_dir, shard_id, fingerprint)
+        except Exception as exc:
+            conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
+            return
+        conn.send(("ready", os.getpid()))
+        while True:
+            message = conn.recv()
+            if message is None:
+                break
+            task, attempt = message
+            conn.send(("done", runner.run(task, attempt)))
+    except (KeyboardInterrupt, EOFError, BrokenPipeError):
+        pass  # stopped by the coordinator (or it went away): close the writer below
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if runner is not None:
+            runner.close()
+        try:
+            conn.send(("closed", shard_id))
+        except (OSError, ValueError):
+            pass
+        conn.close()
+
+
+@dataclass
+class _Worker:
+    slot: int
+    process: Any
+    conn: Connection
+    shard_id: str
+    task: Any = None
+    attempt: int = 0
+    started: float = 0.0
+    ready: bool = False
+    ran_any: bool = False
+    killed_for_timeout: bool = False
+
+    @property
+    def busy(self) -> bool:
+        return self.task is not None
+
+
+class MultiprocessingBackend(Backend):
+    """Long-lived ``spawn`` worker processes, each creating its own DataLogger after start."""
+
+    name = "multiprocessing"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ctx = mp.get_context("spawn")
+        self._slots: list[_Worker | None] = [None] * self.workers
+        self._startup_deaths = 0
+        self._stopping = False
+        self.timeout: float | None = getattr(getattr(self.cfg, "execution", None), "timeout", None)
+
+    def _spawn(self, slot: int) -> _Worker:
+        parent, child = self._ctx.Pipe(duplex=True)
+        shard_id = self._new_shard_id(slot)
+        process = self._ctx.Process(
+            target=_mp_worker_main,
+            args=(child, self.cfg, str(self.output_dir), shard_id, self.fingerprint),
+            name=f"disco-worker-{slot}",
+            daemon=True,
+        )
+        process.start()
+        child.close()  # the worker holds the only other end: EOF here means it is gone
+        worker = _Worker(slot=slot, process=process, conn=parent, shard_id=shard_id)
+        self._slots[slot] = worker
+        return worker
+
+    def start(self) -> None:
+        for slot in range(self.workers):
+            self._spawn(slot)
+
+    def _live(self) -> list[_Worker]:
+        return [w for w in self._slots if w is not None]
+
+    def free_slots(self) -> int:
+        return sum(1 for w in self._live() if not w.busy)
+
+    def in_flight(self) -> int:
+        return sum(1 for w in self._live() if w.busy)
+
+    def submit(self, task: Any, attempt: int) -> None:
+        # Tasks may go to a worker still starting up: the pipe holds them until it listens.
+        for worker in self._live():
+            if not worker.busy:
+                worker.task, worker.attempt = task, attempt
+                worker.started = time.monotonic()
+                worker.conn.send((task, attempt))
+                return
+        raise RuntimeError("submit() without a free worker")
+
+    def wait(self, timeout: float) -> list[TaskOutcome]:
+        outcomes: list[TaskOutcome] = []
+        workers = self._live()
+        if not workers:
+            return outcomes
+        handles: dict[Any, tuple[str, _Worker]] = {}
+        for w in workers:
+            handles[w.conn] = ("conn", w)
+            handles[w.process.sentinel] = ("sentinel", w)
+        ready = wait(list(handles), timeout=self._wait_timeout(timeout))
+        died: list[_Worker] = []
+        for handle in ready:
+            kind, w = handles[handle]
+            if kind == "conn":
+                self._drain(w, outcomes)
+            else:
+                died.append(w)
+        for w in died:
+            self._drain(w, outcomes)  # a result sent just before dying still counts
+            self._bury(w, outcomes)
+        self._enforce_timeouts()
+        return outcomes
+
+    def _wait_timeout(self, timeout: float) -> float:
+        if self.timeout is None:
+            return timeout
+        now = time.monotonic()
+        deadlines = [w.started + self.timeout - now for w in self._live() if w.busy]
+        return max(0.0, min([timeout, *deadlines]))
+
+    def _drain(self, w: _Worker, outcomes: list[TaskOutcome]) -> None:
+        try:
+            while w.conn.poll():
+                message = w.conn.recv()
+                self._handle(w, message, outcomes)
+        except (EOFError, OSError):
+            pass  # the sentinel reports the death
+
+    def _handle(self, w: _Worker, message: tuple[str, Any], outcomes: list[TaskOutcome]) -> None:
+        kind, payload = message
+        if kind == "ready":
+            w.ready = True
+        elif kind == "done":
+            w.task = None
+            w.ran_any = True
+            self._startup_deaths = 0
+            outcomes.append(payload)
+        elif kind == "fatal":
+            raise WorkerStartupError(f"worker {w.slot} could not start: {payload}")
+
+    def _bury(self, w: _Worker, outcomes: list[TaskOutcome]) -> None:
+        w.process.join(timeout=5)
+        code = w.process.exitcode
+        w.conn.close()
+        self._slots[w.slot] = None
+        if w.busy:
+            if w.killed_for_timeout:
+                why = f"timed out after {self.timeout:g} s (worker killed)"
+            else:
+                why = f"worker process died ({_describe_exit(code)})"
+            outcomes.append(TaskOutcome(task_id=w.task.task_id, attempt=w.attempt, ok=False,
+                                        shard_id=w.shard_id, error=why, worker_died=True,
+                                        seconds=time.monotonic() - w.started))
+        if self._stopping:
+            return
+        if not w.ran_any and not w.killed_for_timeout:
+            self._startup_deaths += 1
+            if self._startup_deaths >= MAX_STARTUP_DEATHS:
+                raise WorkerStartupError(
+                    f"{self._startup_deaths} worker processes died before finishing a task "
+                    f"(last: {_describe_exit(code)}); giving up"
+                )
+        self._spawn(w.slot)
+
+    def _enforce_timeouts(self) -> None:
+        if self.timeout is None:
+            return
+        now = time.monotonic()
+        for w in self._live():
+            if w.busy and not w.killed_for_timeout and now - w.started > self.timeout:
+                w.killed_for_timeout = True
+                w.process.kill()
+
+    def _stop_all(self, signal_first: bool) -> None:
+        self._stopping = True
+        for w in self._live():
+            if signal_first and w.process.is_alive() and w.process.pid is not None:
+                try:
+                    os.kill(w.process.pid, signal.SIGINT)
+                except ProcessLookupError:
+                    pass
+            try:
+                w.conn.send(None)
+            except (OSError, ValueError):
+                pass
+
+    def _join_all(self, outcomes: list[TaskOutcome] | None) -> None:
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for w in self._live():
+            while w.process.is_alive() and time.monotonic() < deadline:
+                if outcomes is not None:
+                    self._drain(w, outcomes)
+                w.process.join(timeout=0.05)
+            if outcomes is not None:
+                self._drain(w, outcomes)
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join(timeout=5)
+            w.conn.close()
+        self._slots = [None] * len(self._slots)
+
+    def shutdown(self) -> None:
+        self._stop_all(signal_first=False)
+        self._join_all(None)
+
+    def interrupt(self) -> list[TaskOutcome]:
+        outcomes: list[TaskOutcome] = []
+        self._stop_all(signal_first=True)
+        self._join_all(outcomes)
+        return outcomes
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+# ---------------------------------------------------------------------------------------- ray
+
+RAY_MISSING = (
+    'the ray backend needs Ray, which is not installed: pip install "disco-data-logger[ray]"'
+)
+
+
+def import_ray() -> Any:
+    """Ray is an optional extra: import it or say how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(f"execution.backend: {RAY_MISSING}") from None
+    return ray
+
+
+class RayBackend(Backend):
+    """Ray actors, each owning one shard writer; the output must be a path every node shares.
+
+    Connects to ``execution.ray_address`` when set, else uses the Ray instance this process is
+    already connected to, else starts a local one. Only a Ray connection this backend opened is
+    shut down at the end; a cluster it merely joined keeps running.
+    """
+
+    name = "ray"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ray = import_ray()
+        self._started_ray = False
+        self._actor_class: Any = None
+        self._actors: list[Any] = [None] * self.workers
+        self._actor_shards: list[str] = [""] * self.workers
+        self._running: dict[Any, tuple[int, Any, int, float]] = {}
+        self._startup_deaths = 0
+        self.timeout: float | None = getattr(getattr(self.cfg, "execution", None), "timeout", None)
+
+    def start(self) -> None:
+        ray = self.ray
+        address = getattr(self.cfg.execution, "ray_address", None)
+        if not ray.is_initialized():
+            init_kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+            if address:
+                init_kwargs["address"] = address
+            ray.init(**init_kwargs)
+            self._started_ray = True
+        self._actor_class = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(ShardActor)
+        for slot in range(self.workers):
+            self._spawn(slot)
+
+    def _spawn(self, slot: int) -> None:
+        shard_id = self._new_shard_id(slot)
+        self._actors[slot] = self._actor_class.remote(
+            self.cfg, str(self.output_dir), shard_id, self.fingerprint)
+        self._actor_shards[slot] = shard_id
+
+    def _busy_slots(self) -> set[int]:
+        return {slot for slot, *_ in self._running.values()}
+
+    def free_slots(self) -> int:
+        return self.workers - len(self._running)
+
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    def submit(self, task: Any, attempt: int) -> None:
+        busy = self._busy_slots()
+        for slot in range(self.workers):
+            if slot not in busy:
+                ref = self._actors[slot].run.remote(task, attempt)
+                self._running[ref] = (slot, task, attempt, time.monotonic())
+                return
+        raise RuntimeError("submit() without a free worker")
+
+    def wait(self, timeout: float) -> list[TaskOutcome]:
+        ray = self.ray
+        outcomes: list[TaskOutcome] = []
+        if not self._running:
+            return outcomes
+        ready, _ = ray.wait(list(self._running), num_returns=1, timeout=timeout)
+        # Collect every other result that is already there, without waiting again.
+        if ready:
+            more, _ = ray.wait(list(self._running), num_returns=len(self._running), timeout=0)
+            ready = list(dict.fromkeys([*ready, *more]))
+        for ref in ready:
+            slot, task, attempt, started = self._running.pop(ref)
+            outcomes.append(self._collect(ref, slot, task, attempt, started))
+        self._enforce_timeouts(outcomes)
+        return outcomes
+
+    def _collect(self, ref: Any, slot: int, task: Any, attempt: int,
+                 started: float) -> TaskOutcome:
+        ray = self.ray
+        try:
+            outcome: TaskOutcome = ray.get(ref)
+            self._startup_deaths = 0
+            return outcome
+        except ray.exceptions.RayActorError as exc:
+            self._replace_actor(slot, startup=_actor_never_started(exc))
+            return TaskOutcome(task_id=task.task_id, attempt=attempt, ok=False,
+                               shard_id=self._actor_shards[slot], worker_died=True,
+                               error=f"Ray actor died: {_first_line(exc)}",
+                               seconds=time.monotonic() - started)
+        except ray.exceptions.RayError as exc:
+            return TaskOutcome(task_id=task.task_id, attempt=attempt, ok=False,
+                               shard_id=self._actor_shards[slot],
+                               error=f"Ray task failed: {_first_line(exc)}",
+                               seconds=time.monotonic() - started)
+
+    def _replace_actor(self, slot: int, startup: bool) -> None:
+        if startup:
+            self._startup_deaths += 1
+            if self._startup_deaths >= MAX_STARTUP_DEATHS:
+                raise WorkerStartupError(
+                    f"{self._startup_deaths} Ray actors died before finishing a task; giving up")
+        try:
+            self.ray.kill(self._actors[slot], no_restart=True)
+        except Exception:
+            pass
+        self._spawn(slot)
+
+    def _enforce_timeouts(self, outcomes: list[TaskOutcome]) -> None:
+        if self.timeout is None:
+            return
+        now = time.monotonic()
+        for ref, (_slot, task, attempt, started) in list(self._running.items()):
+            if now - started > self.timeout:
+                del self._running[ref]
+                self._replace_actor(slot, startup=False)
+                outcomes.append(TaskOutcome(
+                    task_id=task.task_id, attempt=attempt, ok=False, worker_died=True,
+                    shard_id=None, error=f"timed out after {self.timeout:g} s (actor killed)",
+                    seconds=now - started))
+
+    def _close_actors(self, grace: float) -> list[TaskOutcome]:
+        ray = self.ray
+        outcomes: list[TaskOutcome] = []
+        # close() queues behind a running task on the same actor, so running tasks finish first.
+        closing = {a.close.remote(): slot for slot, a in enumerate(self._actors) if a is not None}
+        deadline = time.monotonic() + grace
+        pending = list(closing)
+        while pending and time.monotonic() < deadline:
+            _, pending = ray.wait(pending, num_returns=len(pending),
+                                  timeout=max(0.0, deadline - time.monotonic()))
+        for ref, (_slot, task, attempt, started) in list(self._running.items()):
+            done, _ = ray.wait([ref], timeout=0)
+            if done:
+                outcomes.append(self._collect_quietly(ref, task, attempt, started))
+            del self._running[ref]
+        for ref in pending:  # did not close in time: kill; its journal keeps every commit
+            try:
+                ray.kill(self._actors[closing[ref]], no_restart=True)
+            except Exception:
+                pass
+        self._actors = [None] * self.workers
+        return outcomes
+
+    def _collect_quietly(self, ref: Any, task: Any, attempt: int, started: float) -> TaskOutcome:
+        try:
+            outcome: TaskOutcome = self.ray.get(ref)
+            return outcome
+        except Exception as exc:
+            return TaskOutcome(task_id=task.task_id, attempt=attempt, ok=False, worker_died=True,
+                               error=_first_line(exc), seconds=time.monotonic() - started)
+
+    def _disconnect(self) -> None:
+        if self._started_ray:
+            self.ray.shutdown()
+            self._started_ray = False
+
+    def shutdown(self) -> None:
+        try:
+            self._close_actors(STOP_GRACE_SECONDS)
+        finally:
+            self._disconnect()
+
+    def interrupt(self) -> list[TaskOutcome]:
+        try:
+            return self._close_actors(STOP_GRACE_SECONDS)
+        finally:
+            self._disconnect()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _actor_never_started(exc: BaseException) -> bool:
+    # An actor whose constructor raised is reported with "__init__" in the error text.
+    return "__init__" in str(exc)
+
+
+BACKENDS: dict[str, Callable[..., Backend]] = {
+    "serial": SerialBackend,
+    "multiprocessing": MultiprocessingBackend,
+    "ray": RayBackend,
+}
+
+
+def make_backend(name: str, cfg: Any, output_dir: Path, fingerprint: str | None,
+                 workers: int) -> Backend:
+    try:
+        factory = BACKENDS[name]
+    except KeyError:
+        raise ConfigError(
+            f"execution.backend: unknown backend {name!r}; choose one of {', '.join(BACKENDS)}"
+        ) from None
+    return factory(cfg, output_dir, fingerprint, workers)

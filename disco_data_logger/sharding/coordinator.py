@@ -1,0 +1,293 @@
+"""The coordinator: plan the tasks of a config, run them on a backend, merge the shards.
+
+It owns the retry policy and the status of every task; backends only run attempts. Progress is
+a bar on stderr. Resume is free: committed replications are read from the shard manifests at
+start and skipped. Ctrl-C (or SIGTERM) stops the workers, which abort their running replication
+and close their writers, and the index is merged with what finished; re-running the same
+command continues from there.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..errors import ConfigError
+from .backends import Backend, make_backend
+from .index import (
+    EXPERIMENT_JSON,
+    INDEX_DIR,
+    ExperimentIndex,
+    load_manifests,
+    merge,
+    read_experiment_json,
+)
+from .progress import ProgressBar
+from .shard import SHARDS_DIR
+from .worker import TaskOutcome
+
+__all__ = ["Coordinator", "RunResult", "run_experiment"]
+
+
+@dataclass
+class RunResult:
+    """What one ``run`` did, and the merged index it left behind."""
+
+    output: Path
+    state: str
+    """``complete``, ``failed`` (some replications failed every attempt) or ``interrupted``."""
+    planned: int
+    resumed: int
+    committed: int
+    failed: dict[str, str] = field(default_factory=dict)
+    retried: int = 0
+    wall_seconds: float = 0.0
+    index: ExperimentIndex | None = None
+
+    @property
+    def pending(self) -> int:
+        return self.planned - self.resumed - self.committed - len(self.failed)
+
+    @property
+    def rate(self) -> float:
+        """Replications committed per second of wall time in this run."""
+        return self.committed / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+
+def _now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """The commit of the git checkout the run starts from (the model's code), if any."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                             text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    if out.returncode != 0 or not commit:
+        return None
+    try:
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=cwd, capture_output=True, text=True, timeout=5, check=False)
+        if dirty.returncode == 0 and dirty.stdout.strip():
+            commit += "-dirty"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return commit
+
+
+class Coordinator:
+    """Runs one experiment config to completion (or until interrupted)."""
+
+    def __init__(
+        self,
+        cfg: Any,
+        *,
+        overrides: Sequence[str] = (),
+        config_path: str | os.PathLike[str] | None = None,
+        overwrite: bool = False,
+        progress: bool = True,
+        progress_stream: TextIO | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.overrides = list(overrides)
+        self.config_path = str(config_path) if config_path is not None else None
+        self.overwrite = overwrite
+        self.progress_enabled = progress
+        self.progress_stream = progress_stream
+        self.output = Path(cfg.output)
+        self.fingerprint: str = cfg.fingerprint()
+
+    # -- output directory ----------------------------------------------------------------------
+
+    def _prepare_output(self) -> None:
+        """Refuse to mix results of different configs in one output, unless told to replace them."""
+        self.output.mkdir(parents=True, exist_ok=True)
+        previous = read_experiment_json(self.output)
+        found: set[str] = set()
+        if previous is not None and previous.get("fingerprint"):
+            found.add(previous["fingerprint"])
+        else:
+            found.update(m.fingerprint for m in load_manifests(self.output) if m.fingerprint)
+        others = found - {self.fingerprint}
+        if not others:
+            return
+        if not self.overwrite:
+            raise ConfigError(
+                f"{self.output} holds results of a different config (fingerprint "
+                f"{sorted(others)[0][:12]}, this config {self.fingerprint[:12]}); "
+                "re-run with --force to replace them, or choose another output"
+            )
+        for name in (SHARDS_DIR, INDEX_DIR):
+            shutil.rmtree(self.output / name, ignore_errors=True)
+        try:
+            (self.output / EXPERIMENT_JSON).unlink()
+        except FileNotFoundError:
+            pass
+
+    # -- running -------------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        from ..config import config_snapshot, plan_tasks, resolve_entry_point
+
+        t0 = time.perf_counter()
+        resolve_entry_point(self.cfg.entry_point)  # fail here, not in every worker
+        self._prepare_output()
+        tasks = plan_tasks(self.cfg)
+        by_id = {t.task_id: t for t in tasks}
+        execution = self.cfg.execution
+        run_record: dict[str, Any] = {
+            "run_id": uuid.uuid4().hex,
+            "started": _now_iso(),
+            "backend": execution.backend,
+            "workers": execution.workers if execution.backend != "serial" else 1,
+            "retries": execution.retries,
+            "pid": os.getpid(),
+            "state": "running",
+        }
+        self._run_info: dict[str, Any] = {
+            "planned": [
+                {"task_id": t.task_id, "point_id": t.point_id, "point_index": t.point_index,
+                 "replication": t.replication}
+                for t in tasks
+            ],
+            "experiment": {
+                "organisation": self.cfg.experiment.organisation,
+                "model": self.cfg.experiment.model,
+                "name": self.cfg.experiment.name,
+            },
+            "fingerprint": self.fingerprint,
+            "config": config_snapshot(self.cfg),
+            "overrides": self.overrides,
+            "config_path": self.config_path,
+            "git_commit": git_commit(),
+            "run": run_record,
+            "state": "running",
+            "failed": {},
+            "attempts": {},
+            "tracebacks": {},
+        }
+        start_index = merge(self.output, run=self._run_info)
+        committed_before = start_index.committed_task_ids & set(by_id)
+        queue: deque[tuple[Any, int]] = deque(
+            (t, 1) for t in tasks if t.task_id not in committed_before)
+
+        result = RunResult(output=self.output, state="running", planned=len(tasks),
+                           resumed=len(committed_before), committed=0)
+        bar = ProgressBar(len(tasks), skipped=len(committed_before),
+                          stream=self.progress_stream, enabled=self.progress_enabled)
+        failed: dict[str, str] = self._run_info["failed"]
+        attempts: dict[str, int] = self._run_info["attempts"]
+        tracebacks: dict[str, str] = self._run_info["tracebacks"]
+
+        def handle(outcome: TaskOutcome) -> None:
+            tid = outcome.task_id
+            attempts[tid] = max(attempts.get(tid, 0), outcome.attempt)
+            if outcome.ok:
+                result.committed += 1
+                bar.done += 1
+            elif outcome.interrupted:
+                return
+            elif outcome.attempt <= execution.retries and not stopping:
+                queue.append((by_id[tid], outcome.attempt + 1))
+                result.retried += 1
+                bar.retried += 1
+            else:
+                failed[tid] = outcome.error or "failed"
+                if outcome.traceback:
+                    tracebacks[tid] = outcome.traceback
+                bar.failed += 1
+
+        stopping = False
+        backend: Backend | None = None
+        restore = self._catch_sigterm()
+        try:
+            if queue:
+                backend = make_backend(execution.backend, self.cfg, self.output,
+                                       self.fingerprint, execution.workers)
+                backend.start()
+                bar.update(force=True)
+                while queue or backend.in_flight():
+                    while queue and backend.free_slots() > 0:
+                        task, attempt = queue.popleft()
+                        backend.submit(task, attempt)
+                    for outcome in backend.wait(timeout=0.25):
+                        handle(outcome)
+                    bar.update()
+                backend.shutdown()
+                backend = None
+            result.state = "failed" if failed else "complete"
+        except KeyboardInterrupt:
+            stopping = True
+            result.state = "interrupted"
+            with _sigint_ignored():
+                if backend is not None:
+                    for outcome in backend.interrupt():
+                        handle(outcome)
+                    backend = None
+        except BaseException:
+            stopping = True
+            result.state = "error"
+            with _sigint_ignored():
+                if backend is not None:
+                    backend.interrupt()
+            raise
+        finally:
+            restore()
+            bar.finish()
+            result.failed = dict(failed)
+            result.wall_seconds = time.perf_counter() - t0
+            run_record.update(finished=_now_iso(), state=result.state,
+                              wall_seconds=round(result.wall_seconds, 3),
+                              committed=result.committed, failed=len(failed),
+                              resumed=result.resumed)
+            self._run_info["state"] = result.state
+            result.index = merge(self.output, run=self._run_info)
+        return result
+
+    def _catch_sigterm(self) -> Any:
+        """Treat SIGTERM like Ctrl-C while running (a batch scheduler stopping the job)."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def stop(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, stop)
+        return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+class _sigint_ignored:
+    """Ignore further Ctrl-C while workers close their writers (bounded by the stop grace)."""
+
+    def __enter__(self) -> None:
+        self._main = threading.current_thread() is threading.main_thread()
+        if self._main:
+            self._previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._main:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def run_experiment(config: str | os.PathLike[str], overrides: Sequence[str] = (), *,
+                   overwrite: bool = False, progress: bool = True) -> RunResult:
+    """Load a YAML config and run it: the library form of ``disco-data-logger run``."""
+    from ..config import load_config
+
+    cfg = load_config(config, overrides)
+    return Coordinator(cfg, overrides=overrides, config_path=config, overwrite=overwrite,
+                       progress=progress).run()

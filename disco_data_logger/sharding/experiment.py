@@ -1,0 +1,307 @@
+"""Experiment: query the results of a merged (or mergeable) output directory.
+
+Streams are chosen by labels from the index (``index/streams.parquet``), then each shard's
+segments are decoded once by the native reader with exactly the committed stream ids of that
+shard, so the records of failed or uncommitted replications never appear. Everything after the
+decode is Arrow compute on whole columns: no Python loop per record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from ..errors import CorruptDataWarning
+from .index import (
+    EXPERIMENT_JSON,
+    INDEX_DIR,
+    ExperimentIndex,
+    label_columns_of,
+    replications_table,
+)
+from .manifest import JOURNAL_NAME, MANIFEST_NAME
+from .shard import SHARDS_DIR
+
+if TYPE_CHECKING:
+    import pandas
+    import polars
+
+    from ..selector import Rule
+
+__all__ = ["Experiment"]
+
+# Columns the record tables carry besides the labels, in front of them.
+_KEY_COLUMNS = ("task_id", "point_id", "replication")
+DEFAULT_PARTITIONS = ("stream", "point_id")
+
+
+class Experiment:
+    """A finished (or interrupted) experiment: its replications, streams and records."""
+
+    def __init__(self, path: Path, streams: pa.Table, replications: pa.Table,
+                 info: dict[str, Any]) -> None:
+        self.path = path
+        self._streams = streams
+        self._replications = replications
+        self.info = info
+        self._labels: list[dict[str, Any]] | None = None
+        closed = {s["shard_id"]: bool(s.get("closed")) for s in info.get("shards", [])}
+        self._closed_shards = closed
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Experiment:
+        """Open an output directory; the index is rebuilt in memory when missing or stale."""
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path}: no such experiment directory")
+        index_dir = path / INDEX_DIR
+        streams_file = index_dir / "streams.parquet"
+        if _index_is_current(path, streams_file):
+            info = json.loads((path / EXPERIMENT_JSON).read_text())
+            streams = pq.read_table(streams_file)
+            replications = pq.read_table(index_dir / "replications.parquet")
+            return cls(path, streams, replications, info)
+        if not (path / SHARDS_DIR).is_dir():
+            raise FileNotFoundError(
+                f"{path}: not an experiment directory (no {SHARDS_DIR}/ and no {INDEX_DIR}/)")
+        index = ExperimentIndex.build(path)
+        return cls(path, index.streams, replications_table(index.replications), index.info)
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    @property
+    def replications(self) -> pa.Table:
+        """One row per replication: task id, point, replication, status, attempts, shard, timing."""
+        return self._replications
+
+    @property
+    def label_columns(self) -> list[str]:
+        return label_columns_of(self._streams)
+
+    def streams(self, rule: Rule = None) -> pa.Table:
+        """The committed streams whose labels match ``rule`` (:mod:`disco_data_logger.selector`)."""
+        if rule is None or (isinstance(rule, str) and not rule.strip()):
+            return self._streams
+        from ..selector import compile_rule
+
+        predicate = compile_rule(rule)
+        mask = np.fromiter((bool(predicate(labels)) for labels in self._stream_labels()),
+                           dtype=bool, count=len(self._streams))
+        return self._streams.filter(pa.array(mask))
+
+    def _stream_labels(self) -> list[dict[str, Any]]:
+        # The labels as the model registered them, plus task id, point and replication for
+        # streams of users' own shards whose labels do not carry them.
+        if self._labels is None:
+            raw = self._streams["labels"].to_pylist()
+            keys = {k: self._streams[k].to_pylist() for k in _KEY_COLUMNS}
+            labels = []
+            for i, text in enumerate(raw):
+                d = json.loads(text) if text else {}
+                for k in _KEY_COLUMNS:
+                    if k not in d and keys[k][i] is not None:
+                        d[k] = keys[k][i]
+                labels.append(d)
+            self._labels = labels
+        return self._labels
+
+    # -- records -------------------------------------------------------------------------------
+
+    def select(self, rule: Rule = None, *,
+               format: Literal["long", "list"] = "long") -> pa.Table:
+        """Records of the matching streams as one Arrow table.
+
+        ``format="long"``: one row per non-zero: ``task_id, point_id, replication, <labels...>,
+        epoch, index, value`` (records with an empty vector have no row).
+        ``format="list"``: one row per record with ``indices`` and ``values`` list columns.
+        """
+        if format not in ("long", "list"):
+            raise ValueError(f"format must be 'long' or 'list' (got {format!r})")
+        selected = self.streams(rule)
+        parts = list(self._iter_parts(selected, format))
+        if not parts:
+            return self._empty(selected, format)
+        return pa.concat_tables(parts)
+
+    def _meta_columns(self, selected: pa.Table) -> list[str]:
+        labels = [c for c in label_columns_of(selected)
+                  if c not in _KEY_COLUMNS and selected[c].null_count < len(selected)]
+        return [*_KEY_COLUMNS, *labels]
+
+    def _iter_parts(self, selected: pa.Table, format: str) -> Iterator[pa.Table]:
+        from .. import read
+
+        meta_names = self._meta_columns(selected) if len(selected) else list(_KEY_COLUMNS)
+        meta = selected.select(meta_names)
+        shard_col = selected["shard_id"].to_numpy(zero_copy_only=False)
+        sid_col = selected["stream_id"].to_numpy().astype(np.int64)
+        expected = selected["records"].to_numpy(zero_copy_only=False)
+        order = np.argsort(shard_col, kind="stable")
+        shard_ids, starts = np.unique(shard_col[order], return_index=True)
+        bounds = [*starts[1:], len(order)]
+        for shard_id, lo, hi in zip(shard_ids, starts, bounds, strict=True):
+            rows = order[lo:hi]
+            sids = sid_col[rows]
+            shard_dir = self.path / SHARDS_DIR / str(shard_id)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", CorruptDataWarning)
+                table = read(shard_dir, stream_ids=sids.tolist())
+            closed = self._closed_shards.get(str(shard_id), True)
+            for w in caught:
+                # A shard whose worker died has a torn tail after its last commit; that is
+                # expected, and the record counts below catch any loss of committed data.
+                if closed or not issubclass(w.category, CorruptDataWarning):
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            table = table.combine_chunks()
+            lookup = np.full(int(sids.max()) + 1, -1, dtype=np.int64)
+            lookup[sids] = rows
+            got_sid = table["stream_id"].to_numpy().astype(np.int64)
+            in_range = got_sid < len(lookup)
+            pos = np.where(in_range, lookup[np.minimum(got_sid, len(lookup) - 1)], -1)
+            if (pos < 0).any():  # the reader returned streams we did not ask for
+                keep = pos >= 0
+                table = table.filter(pa.array(keep))
+                pos = pos[keep]
+            self._check_counts(str(shard_id), rows, pos, sid_col, expected)
+            meta_rows = meta.take(pa.array(pos))
+            if format == "list":
+                cols = {n: meta_rows[n] for n in meta_names}
+                cols.update(epoch=table["epoch"], indices=table["indices"],
+                            values=table["values"])
+                yield pa.table(cols)
+                continue
+            indices = table["indices"].chunk(0) if table.num_rows else pa.array(
+                [], pa.list_(pa.int64()))
+            values = table["values"].chunk(0) if table.num_rows else pa.array(
+                [], pa.list_(pa.float64()))
+            parents = pc.list_parent_indices(indices)
+            cols = {n: meta_rows[n].take(parents) for n in meta_names}
+            cols["epoch"] = table["epoch"].take(parents)
+            cols["index"] = pc.list_flatten(indices)
+            cols["value"] = pc.list_flatten(values)
+            yield pa.table(cols)
+
+    def _check_counts(self, shard_id: str, rows: np.ndarray, pos: np.ndarray,
+                      sid_col: np.ndarray, expected: np.ndarray) -> None:
+        counts = np.bincount(pos, minlength=len(sid_col))[rows]
+        want = expected[rows].astype(np.int64)
+        short = np.nonzero(counts < want)[0]
+        if len(short):
+            i = short[0]
+            warnings.warn(
+                f"shard {shard_id}: stream {int(sid_col[rows[i]])} has {int(counts[i])} readable "
+                f"records but its commit lists {int(want[i])} ({len(short)} stream(s) short); "
+                f"run `disco-data-logger verify {self.path}`",
+                CorruptDataWarning,
+                stacklevel=3,
+            )
+
+    def _empty(self, selected: pa.Table, format: str) -> pa.Table:
+        meta_names = self._meta_columns(selected) if len(selected) else list(_KEY_COLUMNS)
+        cols = {n: pa.array([], type=self._streams.schema.field(n).type) for n in meta_names}
+        cols["epoch"] = pa.array([], pa.float64())
+        if format == "list":
+            cols["indices"] = pa.array([], pa.list_(pa.int64()))
+            cols["values"] = pa.array([], pa.list_(pa.float64()))
+        else:
+            cols["index"] = pa.array([], pa.int64())
+            cols["value"] = pa.array([], pa.float64())
+        return pa.table(cols)
+
+    def to_pandas(self, rule: Rule = None) -> pandas.DataFrame:
+        """The long table as a pandas DataFrame (needs pandas)."""
+        try:
+            import pandas  # noqa: F401
+        except ImportError:
+            raise ImportError(
+                'to_pandas() needs pandas: pip install "disco-data-logger[query]"') from None
+        return self.select(rule).to_pandas()
+
+    def to_polars(self, rule: Rule = None) -> polars.DataFrame:
+        """The long table as a Polars DataFrame (needs polars)."""
+        try:
+            import polars
+        except ImportError:
+            raise ImportError(
+                'to_polars() needs polars: pip install "disco-data-logger[query]"') from None
+        frame = polars.from_arrow(self.select(rule))
+        assert isinstance(frame, polars.DataFrame)
+        return frame
+
+    # -- export --------------------------------------------------------------------------------
+
+    def export(self, out_dir: str | os.PathLike[str], rule: Rule = None, *,
+               partition_by: Sequence[str] | None = None, overwrite: bool = False) -> Path:
+        """Write the long table as a Hive-partitioned Parquet dataset.
+
+        Partitioned by ``stream`` and ``point_id`` by default (those present), so DuckDB
+        (``read_parquet('OUT/**/*.parquet', hive_partitioning=true)``) and Polars
+        (``pl.scan_parquet('OUT/**/*.parquet', hive_partitioning=True)``) prune by them.
+        Written shard by shard, so memory stays bounded by the largest shard.
+        """
+        out = Path(out_dir)
+        if out.exists() and any(out.iterdir()):
+            if not overwrite:
+                raise FileExistsError(
+                    f"{out} exists and is not empty; choose another directory or overwrite it")
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        selected = self.streams(rule)
+        names = self._meta_columns(selected) if len(selected) else list(_KEY_COLUMNS)
+        if partition_by is None:
+            partition_by = [c for c in DEFAULT_PARTITIONS if c in names]
+        missing = [c for c in partition_by if c not in names]
+        if missing:
+            raise ValueError(f"cannot partition by {missing}: columns are {names}")
+        for n, part in enumerate(self._iter_parts(selected, "long")):
+            if part.num_rows == 0:
+                continue
+            ds.write_dataset(
+                part,
+                out,
+                format="parquet",
+                partitioning=list(partition_by) or None,
+                partitioning_flavor="hive" if partition_by else None,
+                basename_template=f"part-{n:05d}-{{i}}.parquet",
+                existing_data_behavior="overwrite_or_ignore",
+                file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"),
+            )
+        return out
+
+    def __repr__(self) -> str:
+        totals = self.info.get("totals", {})
+        return (f"<Experiment {self.path}: {totals.get('committed', '?')} replications, "
+                f"{len(self._streams)} streams>")
+
+
+def _index_is_current(path: Path, streams_file: Path) -> bool:
+    """The written index is usable when no manifest changed after it was written."""
+    try:
+        built = streams_file.stat().st_mtime
+        (path / EXPERIMENT_JSON).stat()
+    except FileNotFoundError:
+        return False
+    try:
+        shards = list(os.scandir(path / SHARDS_DIR))
+    except FileNotFoundError:
+        return True
+    for entry in shards:
+        for name in (MANIFEST_NAME, JOURNAL_NAME):
+            try:
+                if os.stat(os.path.join(entry.path, name)).st_mtime > built:
+                    return False
+            except FileNotFoundError:
+                continue
+    return True
+
