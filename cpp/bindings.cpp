@@ -118,11 +118,17 @@ py::dict registration_dict(const ddl::RegistrationInfo& r) {
 
 py::dict result_dict(ddl::DecodeResult&& r) {
     py::dict out;
-    out["stream_id"] = to_numpy(std::move(r.columns.stream_id));
-    out["epoch"] = to_numpy(std::move(r.columns.epoch));
-    out["offsets"] = to_numpy(std::move(r.columns.offsets));
-    out["indices"] = to_numpy(std::move(r.columns.indices));
-    out["values"] = to_numpy(std::move(r.columns.values));
+    py::list parts;
+    for (auto& c : r.parts) {
+        py::dict part;
+        part["stream_id"] = to_numpy(std::move(c.stream_id));
+        part["epoch"] = to_numpy(std::move(c.epoch));
+        part["offsets"] = to_numpy(std::move(c.offsets));
+        part["indices"] = to_numpy(std::move(c.indices));
+        part["values"] = to_numpy(std::move(c.values));
+        parts.append(part);
+    }
+    out["parts"] = parts;
     py::dict regs;
     for (const auto& kv : r.registrations) regs[py::int_(kv.first)] = registration_dict(kv.second);
     out["registrations"] = regs;

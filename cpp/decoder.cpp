@@ -195,8 +195,38 @@ bool SegmentDecoder::parse_block(const uint8_t* p, const uint8_t* end, uint32_t 
     return true;
 }
 
+// Sum of the raw sizes the block headers declare: an upper bound on the non-zeros (every value
+// takes at least one byte) used to reserve the columns once. Reserved pages that are never
+// touched cost nothing.
+size_t declared_raw_bytes(const std::vector<uint8_t>& data) {
+    size_t pos = 0, total = 0;
+    const uint8_t* base = data.data();
+    while (data.size() - pos >= kFrameHead + kBlockHeaderPayload) {
+        if (get_u32(base + pos) != kSkippableMagic) break;
+        const uint32_t psize = get_u32(base + pos + 4);
+        if (psize > kMaxFramePayload || data.size() - pos - kFrameHead < psize) break;
+        size_t next = pos + kFrameHead + psize;
+        if (psize == kBlockHeaderPayload && base[pos + kFrameHead + 4] == kKindBlockHeader) {
+            const BlockHeader h = parse_block_header(base + pos + kFrameHead);
+            total += std::min<size_t>(h.raw_size, kMaxRawBlock);
+            next += h.compressed_size;
+        }
+        if (next > data.size()) break;
+        pos = next;
+    }
+    return total;
+}
+
 void SegmentDecoder::decode_v1(const std::string& path, const std::vector<uint8_t>& data,
                                DecodeResult& out) {
+    out.parts.emplace_back();
+    DecodedColumns& part = out.parts.back();
+    const size_t bound = declared_raw_bytes(data);
+    part.indices.reserve(bound);
+    part.values.reserve(bound);
+    part.stream_id.reserve(bound / 2);
+    part.epoch.reserve(bound / 2);
+    part.offsets.reserve(bound / 2 + 1);
     SegmentSummary sum;
     sum.path = path;
     sum.bytes = data.size();
@@ -281,7 +311,7 @@ void SegmentDecoder::decode_v1(const std::string& path, const std::vector<uint8_
             why = "checksum of the decompressed payload mismatch";
         }
         if (ok) {
-            DecodedColumns& c = out.columns;
+            DecodedColumns& c = part;
             const size_t rec0 = c.records(), nnz0 = c.indices.size();
             uint64_t decoded = 0;
             ok = parse_block(raw_.data(), raw_.data() + h.raw_size, h.n_records, c, decoded, why);
@@ -314,7 +344,8 @@ void SegmentDecoder::decode_legacy(const std::string& path, const std::vector<ui
     const uint8_t* base = data.data();
     const size_t size = data.size();
     size_t pos = 0;
-    DecodedColumns& cols = out.columns;
+    if (out.parts.empty()) out.parts.emplace_back();
+    DecodedColumns& cols = out.parts.back();
     while (pos < size) {
         const size_t fsize = ZSTD_findFrameCompressedSize(base + pos, size - pos);
         if (ZSTD_isError(fsize)) {
@@ -423,22 +454,8 @@ bool file_is_legacy(const std::string& path) {
     return r == 4 && get_u32(head) == kZstdMagic;
 }
 
-void append_columns(DecodedColumns& dst, DecodedColumns&& src) {
-    if (dst.records() == 0 && dst.indices.empty()) {
-        dst = std::move(src);
-        return;
-    }
-    const int64_t base = int64_t(dst.indices.size());
-    dst.stream_id.insert(dst.stream_id.end(), src.stream_id.begin(), src.stream_id.end());
-    dst.epoch.insert(dst.epoch.end(), src.epoch.begin(), src.epoch.end());
-    dst.indices.insert(dst.indices.end(), src.indices.begin(), src.indices.end());
-    dst.values.insert(dst.values.end(), src.values.begin(), src.values.end());
-    dst.offsets.reserve(dst.offsets.size() + src.records());
-    for (size_t i = 1; i < src.offsets.size(); ++i) dst.offsets.push_back(base + src.offsets[i]);
-}
-
 void merge_result(DecodeResult& dst, DecodeResult&& src) {
-    append_columns(dst.columns, std::move(src.columns));
+    for (auto& p : src.parts) dst.parts.push_back(std::move(p));
     for (auto& kv : src.registrations) dst.registrations[kv.first] = std::move(kv.second);
     dst.skipped.insert(dst.skipped.end(), src.skipped.begin(), src.skipped.end());
     dst.segments.insert(dst.segments.end(), src.segments.begin(), src.segments.end());

@@ -48,7 +48,9 @@ struct DecodeOptions {
 };
 
 struct DecodeResult {
-    DecodedColumns columns;
+    // One part per segment (one in all for a 0.1.x directory), in file order; handing the parts
+    // over separately saves concatenating them (Arrow takes them as record batches).
+    std::vector<DecodedColumns> parts;
     std::map<uint32_t, RegistrationInfo> registrations;  // in-band ones found
     std::vector<SkipReport> skipped;
     std::vector<SegmentSummary> segments;

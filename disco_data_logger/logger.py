@@ -286,10 +286,12 @@ class DataLogger:
 
         self._sync_for_reading()
         cols = decode_columns(self._path)
-        offsets = cols.offsets
-        for k in range(len(cols.stream_id)):
-            a, b = offsets[k], offsets[k + 1]
-            yield int(cols.stream_id[k]), float(cols.epoch[k]), cols.indices[a:b].copy(), cols.values[a:b].copy()
+        for part in cols.parts:
+            offsets = part.offsets
+            for k in range(len(part)):
+                a, b = offsets[k], offsets[k + 1]
+                yield (int(part.stream_id[k]), float(part.epoch[k]),
+                       part.indices[a:b].copy(), part.values[a:b].copy())
 
     def to_arrow(self) -> Any:
         """All records as a ``pyarrow.Table`` (stream_id, epoch, indices, values)."""

@@ -25,20 +25,60 @@ METADATA_FIELDS = ("stream_id", "epoch_scale", "value_scale", "periodicity", "ki
 
 
 @dataclass
-class DecodedColumns:
-    """Flat columns of decoded records: record ``k`` owns ``indices[offsets[k]:offsets[k+1]]``."""
+class ColumnPart:
+    """Decoded records of one segment: record ``k`` owns ``indices[offsets[k]:offsets[k+1]]``."""
 
     stream_id: np.ndarray
     epoch: np.ndarray
     offsets: np.ndarray
     indices: np.ndarray
     values: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.stream_id)
+
+
+@dataclass
+class DecodedColumns:
+    """Decoded records of a directory, kept as per-segment parts (no concatenation needed for
+    Arrow); the flat properties concatenate on first use."""
+
+    parts: list[ColumnPart]
     streams: dict[int, dict[str, Any]] = field(default_factory=dict)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     segments: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.stream_id)
+        return sum(len(p) for p in self.parts)
+
+    def _flat(self, name: str, dtype: Any) -> np.ndarray:
+        arrays = [getattr(p, name) for p in self.parts]
+        return np.concatenate(arrays) if arrays else np.empty(0, dtype=dtype)
+
+    @property
+    def stream_id(self) -> np.ndarray:
+        return self._flat("stream_id", np.uint32)
+
+    @property
+    def epoch(self) -> np.ndarray:
+        return self._flat("epoch", np.float64)
+
+    @property
+    def indices(self) -> np.ndarray:
+        return self._flat("indices", np.int64)
+
+    @property
+    def values(self) -> np.ndarray:
+        return self._flat("values", np.float64)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        out = [np.zeros(1, dtype=np.int64)]
+        base = 0
+        for p in self.parts:
+            out.append(p.offsets[1:] + base)
+            base += int(p.offsets[-1])
+        return np.concatenate(out)
 
 
 def load_sidecars(path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
@@ -91,9 +131,10 @@ def decode_columns(
             streams.setdefault(int(sid), {"stream_id": int(sid), "epoch_scale": reg["epoch_scale"],
                                           "value_scale": reg["value_scale"]})
     cols = DecodedColumns(
-        stream_id=raw["stream_id"], epoch=raw["epoch"], offsets=raw["offsets"],
-        indices=raw["indices"], values=raw["values"], streams=streams,
-        skipped=list(raw["skipped"]), segments=list(raw["segments"]),
+        parts=[ColumnPart(**part) for part in raw["parts"]],
+        streams=streams,
+        skipped=list(raw["skipped"]),
+        segments=list(raw["segments"]),
     )
     if warn and cols.skipped:
         first = cols.skipped[0]
@@ -107,35 +148,60 @@ def decode_columns(
     return cols
 
 
-def columns_to_arrow(cols: DecodedColumns, *, label_columns: bool | Iterable[str] = False) -> Any:
-    """Arrow table (stream_id, epoch, indices, values [, labels]) sharing the columns' memory."""
+SCHEMA_FIELDS = (("stream_id", "uint32"), ("epoch", "float64"))
+
+
+def _part_arrays(part: ColumnPart) -> list[Any]:
     import pyarrow as pa
 
-    n_nnz = len(cols.indices)
-    if n_nnz < 2**31:
-        offsets = pa.array(cols.offsets.astype(np.int32))
-        indices = pa.ListArray.from_arrays(offsets, pa.array(cols.indices))
-        values = pa.ListArray.from_arrays(offsets, pa.array(cols.values))
+    if len(part.indices) < 2**31:
+        offsets = pa.array(part.offsets.astype(np.int32))
+        list_type = pa.ListArray
     else:
-        offsets = pa.array(cols.offsets)
-        indices = pa.LargeListArray.from_arrays(offsets, pa.array(cols.indices))
-        values = pa.LargeListArray.from_arrays(offsets, pa.array(cols.values))
-    arrays = {
-        "stream_id": pa.array(cols.stream_id, type=pa.uint32()),
-        "epoch": pa.array(cols.epoch, type=pa.float64()),
-        "indices": indices,
-        "values": values,
-    }
+        offsets = pa.array(part.offsets)
+        list_type = pa.LargeListArray
+    return [
+        pa.array(part.stream_id, type=pa.uint32()),
+        pa.array(part.epoch, type=pa.float64()),
+        list_type.from_arrays(offsets, pa.array(part.indices)),
+        list_type.from_arrays(offsets, pa.array(part.values)),
+    ]
+
+
+def columns_to_arrow(cols: DecodedColumns, *, label_columns: bool | Iterable[str] = False) -> Any:
+    """Arrow table (stream_id, epoch, indices, values [, labels]) sharing the columns' memory:
+    one record batch per segment."""
+    import pyarrow as pa
+
+    names = ["stream_id", "epoch", "indices", "values"]
+    batches = [pa.RecordBatch.from_arrays(_part_arrays(p), names=names) for p in cols.parts if len(p)]
+    if batches:
+        # A huge segment may need large_list; unify so every batch has the same schema.
+        if any(b.schema != batches[0].schema for b in batches):
+            large = pa.schema([("stream_id", pa.uint32()), ("epoch", pa.float64()),
+                               ("indices", pa.large_list(pa.int64())), ("values", pa.large_list(pa.float64()))])
+            batches = [b.cast(large) for b in batches]
+        table = pa.Table.from_batches(batches)
+    else:
+        table = pa.table({
+            "stream_id": pa.array([], type=pa.uint32()),
+            "epoch": pa.array([], type=pa.float64()),
+            "indices": pa.array([], type=pa.list_(pa.int64())),
+            "values": pa.array([], type=pa.list_(pa.float64())),
+        })
     if label_columns:
-        arrays.update(_label_arrays(cols, label_columns))
-    metadata = {b"disco.skipped": json.dumps(cols.skipped).encode()} if cols.skipped else None
-    return pa.table(arrays, metadata=metadata)
+        for key, arr in _label_arrays(cols, label_columns).items():
+            table = table.append_column(key, arr)
+    if cols.skipped:
+        table = table.replace_schema_metadata({b"disco.skipped": json.dumps(cols.skipped).encode()})
+    return table
 
 
 def _label_arrays(cols: DecodedColumns, which: bool | Iterable[str]) -> dict[str, Any]:
     import pyarrow as pa
 
-    uniq, inverse = np.unique(cols.stream_id, return_inverse=True)
+    sids = cols.stream_id
+    uniq, inverse = np.unique(sids, return_inverse=True)
     metas = [cols.streams.get(int(s), {}) for s in uniq]
     if which is True:
         keys: list[str] = []
