@@ -503,7 +503,7 @@ class RayBackend(Backend):
         if self.timeout is None:
             return
         now = time.monotonic()
-        for ref, (_slot, task, attempt, started) in list(self._running.items()):
+        for ref, (slot, task, attempt, started) in list(self._running.items()):
             if now - started > self.timeout:
                 del self._running[ref]
                 self._replace_actor(slot, startup=False)
