@@ -48,6 +48,8 @@ class LegacyLogger:
         self._last_tick: dict[int, int] = {}
         self._segment = 0
         self._written = 0
+        self.frames: list[tuple[str, int]] = []
+        """Where each record's frame went: (segment file name, offset), for corruption tests."""
         self._file = open(self._segment_path(), "wb")  # noqa: SIM115 - closed in close()
 
     def _segment_path(self) -> Path:
@@ -72,6 +74,7 @@ class LegacyLogger:
         raw = encode_legacy_record(stream_id, tick if prev is None else tick - prev,
                                    [int(i) for i in indices], q)
         frame = self._compressor.compress(raw)
+        self.frames.append((self._segment_path().name, self._written))
         self._file.write(frame)
         self._written += len(frame)
         if self._written >= self.rotate_bytes:  # 0.1.x rotated after the write that crossed it
