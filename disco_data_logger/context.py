@@ -149,13 +149,13 @@ def open_context(cfg: ExperimentConfig, task: Task, logger: DataLogger) -> RunCo
     streams: dict[str, int | PeriodicStream] = {}
     for spec in cfg.streams:
         labels = stream_labels(cfg, task, spec)
-        if spec.periodic:
+        if spec.periodicity is not None:
             streams[spec.name] = logger.register_periodic_stream(
                 labels,
                 epoch_scale=spec.epoch_scale,
                 value_scale=spec.value_scale,
                 periodicity=spec.periodicity,
-                kind=spec.kind,
+                kind=spec.kind or "state",
             )
         else:
             streams[spec.name] = logger.register_stream(
