@@ -44,6 +44,21 @@ def quantise(x: float, scale: float) -> float:
     return float(round_half_away(x / scale)) * scale
 
 
+def float_to_text(x: float) -> str:
+    """Exact, short text of a float64 for JSON: ``repr`` (which round-trips), NaN with its bits."""
+    x = float(x)
+    if math.isnan(x):
+        return f"nan(0x{struct.unpack('<Q', struct.pack('<d', x))[0]:016x})"
+    return repr(x)
+
+
+def text_to_float(text: str) -> float:
+    """Inverse of :func:`float_to_text`, bit for bit."""
+    if text.startswith("nan("):
+        return struct.unpack("<d", struct.pack("<Q", int(text[4:-1], 16)))[0]
+    return float(text)
+
+
 @dataclass
 class Decoded:
     """Decoded columns of a directory, whichever reader produced them."""
