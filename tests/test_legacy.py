@@ -121,3 +121,23 @@ def test_sidecar_labels_are_returned(tmp_path, label_value):
     r = pyreader.read_directory(tmp_path)
     assert r.registrations[sid]["replication"] == label_value
     assert r.values.tolist() == [2.5] and r.epoch.tolist() == [1.0]
+
+
+@both_readers
+def test_damaged_middle_segment_never_shifts_later_epochs(tmp_path, decode):
+    """0.1.x tick deltas run across segments: once a frame is lost, the later records of the
+    directory have no trustworthy epoch. A reader may drop them (and report it) but must not
+    return them with epochs shifted by the lost deltas (SPEC section 3: never garbage)."""
+    with LegacyLogger(tmp_path, rotate_bytes=200) as lg:
+        sid = lg.register_stream({}, epoch_scale=1.0, value_scale=1.0)
+        for k in range(40):
+            lg.record(sid, float(k), [k], [1.0])
+    segments = sorted(tmp_path.glob("*.seg.zst"))
+    assert len(segments) >= 3
+    damaged = bytearray(segments[1].read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    segments[1].write_bytes(bytes(damaged))
+    got = decode(tmp_path)
+    assert got.skipped
+    # each record's index is its true epoch: every returned record must still say so
+    assert got.epoch.tolist() == got.indices.astype(float).tolist()
