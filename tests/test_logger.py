@@ -1,0 +1,298 @@
+"""DataLogger round trips through the real native writer, checked by both readers."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from sparse_array import Vector
+
+from disco_data_logger import DataLogger, LoggerClosedError, WriterError, read
+from tests.common import both_readers, decode_native, decode_python, quantise
+
+
+def test_round_trip_quantised_and_exact(tmp_path: Path) -> None:
+    d = tmp_path / "log"
+    rng = np.random.default_rng(1)
+    expected = []
+    with DataLogger(d) as dl:
+        q = dl.register_stream({"entity": "A", "measure": "stock"}, epoch_scale=1e-3, value_scale=1e-2)
+        x = dl.register_stream({"entity": "B", "measure": "cost"}, value_scale=None)
+        for t in range(300):
+            idx = np.sort(rng.choice(1000, 5, replace=False))
+            vals = rng.normal(50, 10, 5)
+            sid = q if t % 2 else x
+            dl.record(sid, t * 0.25, idx, vals)
+            want = [quantise(v, 1e-2) for v in vals] if sid == q else list(vals)
+            expected.append((sid, quantise(t * 0.25, 1e-3 if sid == q else 1e-6), idx, want))
+    for decode in (decode_native, decode_python):
+        got = decode(d).records()
+        assert len(got) == len(expected)
+        for (sid, ep, idx, vals), (gsid, gep, gidx, gvals) in zip(expected, got):
+            assert (gsid, gep) == (sid, ep)
+            np.testing.assert_array_equal(gidx, idx)
+            np.testing.assert_array_equal(gvals, np.array(vals))
+
+
+def test_exact_stream_keeps_bits(tmp_path: Path) -> None:
+    specials = np.array([-0.0, 0.1, np.nan, np.inf, -np.inf, 5e-324, 1.7976931348623157e308])
+    with DataLogger(tmp_path / "l") as dl:
+        s = dl.register_stream({"m": "x"}, value_scale=None)
+        for t in range(3):
+            dl.record(s, t, np.arange(len(specials)), specials)
+    for decode in (decode_native, decode_python):
+        got = decode(tmp_path / "l")
+        np.testing.assert_array_equal(got.values.view(np.uint64), np.tile(specials, 3).view(np.uint64))
+
+
+@both_readers
+def test_empty_vectors_huge_indices_and_backwards_epochs(tmp_path: Path, decode) -> None:
+    big = np.array([0, 2**62, 2**63 - 2, 2**63 - 1], dtype=np.int64)
+    with DataLogger(tmp_path / "l") as dl:
+        s = dl.register_stream({"m": "x"}, epoch_scale=1.0, value_scale=1.0)
+        dl.record(s, 10, [], [])
+        dl.record(s, 5, big, [1, -2, 3, -4])  # epochs may go backwards
+        dl.record(s, -1e15, big, [1, -2, 3, -5])
+        dl.record(s, 7, [], [])
+    got = decode(tmp_path / "l").records()
+    assert [r[1] for r in got] == [10.0, 5.0, -1e15, 7.0]
+    assert [len(r[2]) for r in got] == [0, 4, 4, 0]
+    np.testing.assert_array_equal(got[1][2], big)
+    np.testing.assert_array_equal(got[2][3], [1, -2, 3, -5])
+
+
+@both_readers
+def test_many_streams_and_rotation(tmp_path: Path, decode) -> None:
+    rng = np.random.default_rng(7)
+    n_streams = 300
+    dl = DataLogger(tmp_path / "l", rotate_bytes=60_000, block_bytes=4096)
+    with dl:
+        sids = [dl.register_stream({"entity": str(i)}, epoch_scale=1e-3, value_scale=1e-3)
+                for i in range(n_streams)]
+        expected = []
+        for k in range(6000):
+            sid = sids[k % n_streams]
+            idx = np.unique(rng.integers(0, 10_000, 8))
+            vals = rng.normal(0, 100, len(idx))
+            dl.record(sid, k * 0.001, idx, vals)
+            expected.append((sid, idx, vals))
+    stats = dl.stats()  # after close: every segment is written
+    segments = sorted((tmp_path / "l").glob("*.seg.zst"))
+    assert len(segments) >= 3 and stats["segments"] == len(segments)
+    got = decode(tmp_path / "l").records()
+    assert len(got) == len(expected)
+    for (sid, idx, vals), (gsid, _ep, gidx, gvals) in zip(expected, got):
+        assert gsid == sid
+        np.testing.assert_array_equal(gidx, idx)
+        np.testing.assert_allclose(gvals, vals, atol=0.5e-3 + 1e-12)
+
+
+def test_unsorted_indices_are_sorted_with_values(tmp_path: Path) -> None:
+    with DataLogger(tmp_path / "l") as dl:
+        s = dl.register_stream({"m": "x"}, value_scale=None)
+        dl.record(s, 0, np.array([9, 2, 5]), np.array([0.9, 0.2, 0.5]))
+    (_, _, idx, vals), = decode_native(tmp_path / "l").records()
+    assert idx.tolist() == [2, 5, 9] and vals.tolist() == [0.2, 0.5, 0.9]
+
+
+def test_arrays_are_copied(tmp_path: Path) -> None:
+    idx = np.array([1, 2, 3])
+    vals = np.array([1.0, 2.0, 3.0])
+    with DataLogger(tmp_path / "l") as dl:
+        s = dl.register_stream({"m": "x"}, value_scale=None)
+        dl.record(s, 0, idx, vals)
+        idx[:] = [7, 8, 9]
+        vals[:] = 0
+        dl.record(s, 1, idx, vals)
+    got = decode_native(tmp_path / "l").records()
+    assert got[0][2].tolist() == [1, 2, 3] and got[0][3].tolist() == [1.0, 2.0, 3.0]
+    assert got[1][2].tolist() == [7, 8, 9]
+
+
+def test_accepts_lists_and_other_dtypes(tmp_path: Path) -> None:
+    with DataLogger(tmp_path / "l") as dl:
+        s = dl.register_stream({"m": "x"}, value_scale=None)
+        dl.record(s, 0, [3, 1], [1, 2])
+        dl.record(s, 1, np.array([4], dtype=np.uint32), np.array([2.5], dtype=np.float32))
+        dl.record(s, 2, np.arange(10, dtype=np.int16)[::3], np.ones(4, dtype=np.int8))
+    got = decode_native(tmp_path / "l").records()
+    assert got[0][2].tolist() == [1, 3] and got[0][3].tolist() == [2.0, 1.0]
+    assert got[1][2].tolist() == [4] and got[1][3].tolist() == [2.5]
+    assert got[2][2].tolist() == [0, 3, 6, 9]
+
+
+def test_record_vector(tmp_path: Path) -> None:
+    v = Vector(np.array([2, 7], dtype=np.uint32), np.array([1.5, -2.0]))
+    with DataLogger(tmp_path / "l") as dl:
+        s = dl.register_stream({"m": "x"}, value_scale=None)
+        dl.record_vector(s, 3.0, v)
+        with pytest.raises(TypeError, match="sparse_array.Vector"):
+            dl.record_vector(s, 3.0, ([1], [2.0]))
+    ((sid, ep, idx, vals),) = decode_native(tmp_path / "l").records()
+    assert (sid, ep, idx.tolist(), vals.tolist()) == (0, 3.0, [2, 7], [1.5, -2.0])
+
+
+@both_readers
+def test_record_many_bulk(tmp_path: Path, decode) -> None:
+    rng = np.random.default_rng(3)
+    with DataLogger(tmp_path / "l") as dl:
+        a = dl.register_stream({"m": "a"}, epoch_scale=1e-3, value_scale=1e-3)
+        b = dl.register_stream({"m": "b"}, value_scale=None)
+        lengths = rng.integers(0, 20, 500)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        idx = np.concatenate([np.sort(rng.choice(10_000, n, replace=False)) for n in lengths])
+        vals = rng.normal(size=len(idx)).round(3)
+        sids = np.where(np.arange(500) % 3 == 0, a, b)
+        epochs = np.arange(500) * 0.5
+        dl.record_many(sids, epochs, offsets, idx, vals)
+        dl.record_many(a, [1000.0], [0, 2], [5, 6], [1.0, 2.0])  # one id for all records
+    got = decode(tmp_path / "l").records()
+    assert len(got) == 501
+    for k in range(500):
+        gsid, gep, gidx, gvals = got[k]
+        assert gsid == sids[k] and gep == epochs[k]
+        np.testing.assert_array_equal(gidx, idx[offsets[k]:offsets[k + 1]])
+        np.testing.assert_allclose(gvals, vals[offsets[k]:offsets[k + 1]], atol=1e-9)
+    assert got[500][0] == a and got[500][2].tolist() == [5, 6]
+
+
+def test_sidecars_done_marker_and_streams(tmp_path: Path) -> None:
+    d = tmp_path / "l"
+    dl = DataLogger(d)
+    s = dl.register_stream({"entity": "A", "n": 3}, epoch_scale=0.5, value_scale=None)
+    ps = dl.register_periodic_stream({"entity": "B"}, value_scale=0.1, periodicity=2.0, kind="accumulator")
+    meta = json.loads((d / "streams" / "00000000.json").read_text())
+    assert meta == {"entity": "A", "n": 3, "stream_id": s, "epoch_scale": 0.5, "value_scale": None}
+    pmeta = json.loads((d / "streams" / "00000001.json").read_text())
+    assert pmeta["periodicity"] == 2.0 and pmeta["kind"] == "accumulator" and pmeta["stream_id"] == ps.stream_id
+    assert dl.streams[s]["entity"] == "A"
+    assert not (d / "_DONE").exists()
+    dl.close()
+    assert (d / "_DONE").exists() and (d / "_DONE").stat().st_size == 0
+    dl.close()  # idempotent
+    with pytest.raises(LoggerClosedError, match="closed"):
+        dl.record(s, 0, [1], [1.0])
+
+
+def test_flush_makes_data_readable_while_open(tmp_path: Path) -> None:
+    with DataLogger(tmp_path / "l", flush_interval=3600) as dl:
+        s = dl.register_stream({"m": "x"}, value_scale=None)
+        dl.record(s, 0, [1], [1.0])
+        dl.flush()
+        assert len(decode_native(tmp_path / "l")) == 1
+        assert len(decode_python(tmp_path / "l")) == 1
+        dl.record(s, 1, [1], [2.0])
+        assert len(list(dl.decode_all_segments())) == 2  # flushes first
+
+
+def test_flush_interval_bounds_the_loss_window(tmp_path: Path) -> None:
+    import time
+
+    with DataLogger(tmp_path / "l", flush_interval=0.05) as dl:
+        s = dl.register_stream({"m": "x"}, value_scale=None)
+        dl.record(s, 0, [1], [1.0])
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and dl.stats()["blocks"] == 0:
+            time.sleep(0.01)
+        assert dl.stats()["blocks"] == 1  # written by the timer, without flush() or close()
+        assert len(decode_native(tmp_path / "l")) == 1
+
+
+def test_to_arrow_to_parquet_decode_all(tmp_path: Path) -> None:
+    with DataLogger(tmp_path / "l") as dl:
+        s = dl.register_stream({"m": "x"}, epoch_scale=1e-3, value_scale=1e-3)
+        for t in range(10):
+            dl.record(s, t, [t, t + 1], [t, -t])
+        table = dl.to_arrow()
+        dl.to_parquet(tmp_path / "out.parquet")
+        records = list(dl.decode_all_segments())
+    assert table.column_names == ["stream_id", "epoch", "indices", "values"]
+    assert str(table.schema.field("indices").type) == "list<item: int64>"
+    assert pq.read_table(tmp_path / "out.parquet").equals(table)
+    assert [r[1] for r in records] == list(map(float, range(10)))
+    assert records[3][2].tolist() == [3, 4] and records[3][3].tolist() == [3.0, -3.0]
+
+
+def test_read_label_columns_and_rule(tmp_path: Path) -> None:
+    with DataLogger(tmp_path / "l") as dl:
+        a = dl.register_stream({"entity": "a", "measure": "stock"}, value_scale=None)
+        b = dl.register_stream({"entity": "b", "measure": "stock"}, value_scale=None)
+        c = dl.register_stream({"entity": "a", "measure": "demand"}, value_scale=None)
+        for sid in (a, b, c):
+            dl.record(sid, sid, [sid], [float(sid)])
+    t = read(tmp_path / "l", "measure=stock", label_columns=True)
+    assert t["stream_id"].to_pylist() == [a, b]
+    assert t["entity"].to_pylist() == ["a", "b"]
+    assert read(tmp_path / "l", {"entity": "a"})["stream_id"].to_pylist() == [a, c]
+    assert read(tmp_path / "l", stream_ids=[c])["stream_id"].to_pylist() == [c]
+    # without sidecars the in-band registrations still select and decode
+    for f in (tmp_path / "l" / "streams").iterdir():
+        f.unlink()
+    assert read(tmp_path / "l", "measure=demand")["stream_id"].to_pylist() == [c]
+
+
+def test_stats_and_stream_stats(tmp_path: Path) -> None:
+    with DataLogger(tmp_path / "l") as dl:
+        s = dl.register_stream({"m": "x"}, value_scale=0.01)
+        for t in range(100):
+            dl.record(s, 10 - t * 0.1, [1, 2, 3], [1.0, 2.0, float(t)])
+        dl.flush()
+        st = dl.stats()
+        assert st["records"] == 100 and st["nonzeros"] == 300 and st["streams"] == 1
+        assert st["blocks"] >= 1 and st["compressed_bytes"] > 0 and st["raw_bytes"] > 0
+        records, lo, hi = dl.stream_stats()[s]
+        assert records == 100 and lo == pytest.approx(0.1) and hi == 10.0
+
+
+def test_refuses_directory_with_segments(tmp_path: Path) -> None:
+    with DataLogger(tmp_path / "l") as dl:
+        dl.register_stream({"m": "x"}, value_scale=None)
+    with pytest.raises(WriterError, match="already holds"):
+        DataLogger(tmp_path / "l")
+
+
+def test_unwritable_directory_fails_in_constructor(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        target = Path("/proc/ddl-cannot-write-here")  # even root cannot create files in /proc
+    else:
+        target = tmp_path / "ro"
+        target.mkdir()
+        target.chmod(0o500)
+    with pytest.raises(OSError):
+        DataLogger(target)
+
+
+def test_concurrent_threads_record_into_one_logger(tmp_path: Path) -> None:
+    n_threads, per_thread = 8, 2000
+    with DataLogger(tmp_path / "l", ring_bytes=16 << 10, block_bytes=2048) as dl:
+        sids = [dl.register_stream({"thread": i}, epoch_scale=1.0, value_scale=1.0) for i in range(n_threads)]
+        barrier = threading.Barrier(n_threads)
+        errors: list[BaseException] = []
+
+        def work(i: int) -> None:
+            try:
+                barrier.wait()
+                for k in range(per_thread):
+                    dl.record(sids[i], k, [i, 100 + k % 7], [k, i])
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        stats = dl.stats()
+    assert stats["stalls"] > 0  # the tiny ring forced backpressure, and it was counted
+    got = decode_native(tmp_path / "l")
+    assert len(got) == n_threads * per_thread
+    for i in range(n_threads):
+        mine = [r for r in got.records() if r[0] == sids[i]]
+        assert [r[1] for r in mine] == [float(k) for k in range(per_thread)]  # per-thread order kept
+        assert all(r[3][0] == k for k, r in enumerate(mine))

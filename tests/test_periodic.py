@@ -1,0 +1,137 @@
+"""PeriodicStream semantics (SPEC section 2) on the real native aggregator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sparse_array import Vector
+
+from disco_data_logger import DataLogger, InvalidRecordError, LoggerClosedError
+from tests.common import decode_native
+
+
+def _records(path: Path) -> list[tuple[float, list[int], list[float]]]:
+    return [(ep, idx.tolist(), vals.tolist()) for _, ep, idx, vals in decode_native(path).records()]
+
+
+def test_state_repeats_last_vector_at_every_boundary(tmp_path: Path) -> None:
+    with DataLogger(tmp_path / "l") as dl:
+        ps = dl.register_periodic_stream({"m": "stock"}, epoch_scale=1e-3, value_scale=None,
+                                         periodicity=1.0, kind="state")
+        ps.record(0.5, [1], [10.0])
+        ps.record(0.7, [1, 2], [11.0, 5.0])  # replaces the state of 0.5
+        ps.record(3.0, [2], [7.0])  # exactly on a boundary: counts for boundary 3
+        ps.close(5.0)
+    assert _records(tmp_path / "l") == [
+        (1.0, [1, 2], [11.0, 5.0]),
+        (2.0, [1, 2], [11.0, 5.0]),
+        (3.0, [2], [7.0]),
+        (4.0, [2], [7.0]),
+        (5.0, [2], [7.0]),
+    ]
+
+
+def test_state_emits_nothing_before_first_update(tmp_path: Path) -> None:
+    with DataLogger(tmp_path / "l") as dl:
+        ps = dl.register_periodic_stream({"m": "stock"}, value_scale=None, periodicity=2.0)
+        ps.record(7.0, [1], [1.0])
+        ps.close(9.0)
+    assert [r[0] for r in _records(tmp_path / "l")] == [8.0]
+
+
+def test_accumulator_sums_within_periods_and_emits_empty_periods(tmp_path: Path) -> None:
+    with DataLogger(tmp_path / "l") as dl:
+        ps = dl.register_periodic_stream({"m": "demand"}, epoch_scale=1e-3, value_scale=0.5,
+                                         periodicity=1.0, kind="accumulator")
+        ps.record(1.2, [3], [1.0])
+        ps.record(1.9, [3, 4], [2.0, 0.5])
+        ps.record(3.0, [4], [1.0])  # period 3 starts at 3.0
+        ps.record(3.5, [4], [-1.0])  # cancels to 0, the entry stays
+        ps.close(5.0)  # periods 3 and 4 end at or before 5.0
+    assert _records(tmp_path / "l") == [
+        (0.0, [], []),
+        (1.0, [3, 4], [3.0, 0.5]),
+        (2.0, [], []),
+        (3.0, [4], [0.0]),
+        (4.0, [], []),
+    ]
+
+
+def test_accumulator_close_emits_only_complete_periods(tmp_path: Path) -> None:
+    with DataLogger(tmp_path / "l") as dl:
+        ps = dl.register_periodic_stream({"m": "d"}, value_scale=None, periodicity=1.0,
+                                         kind="accumulator")
+        ps.record(0.5, [1], [1.0])
+        ps.record(1.5, [1], [2.0])
+        ps.close(1.99)  # period 1 is not complete
+    assert _records(tmp_path / "l") == [(0.0, [1], [1.0])]
+
+
+def test_boundaries_do_not_drift(tmp_path: Path) -> None:
+    with DataLogger(tmp_path / "l") as dl:
+        ps = dl.register_periodic_stream({"m": "s"}, epoch_scale=1e-3, value_scale=None,
+                                         periodicity=0.1)
+        ps.record(0.0, [1], [1.0])
+        ps.close(1000.0)
+    epochs = [r[0] for r in _records(tmp_path / "l")]
+    assert len(epochs) == 10001
+    assert epochs[-1] == 1000.0 and epochs[3] == 0.3  # integer ticks, no float accumulation
+
+
+def test_vectors_are_copied(tmp_path: Path) -> None:
+    idx, vals = np.array([1, 2]), np.array([1.0, 2.0])
+    with DataLogger(tmp_path / "l") as dl:
+        st = dl.register_periodic_stream({"m": "s"}, value_scale=None, periodicity=1.0)
+        acc = dl.register_periodic_stream({"m": "a"}, value_scale=None, periodicity=1.0,
+                                          kind="accumulator")
+        st.record(0.0, idx, vals)
+        acc.record(0.0, idx, vals)
+        idx[:] = [8, 9]
+        vals[:] = -1
+        st.close(1.0)
+        acc.close(1.0)
+    got = decode_native(tmp_path / "l").records()
+    assert all(r[2].tolist() == [1, 2] and r[3].tolist() == [1.0, 2.0] for r in got)
+
+
+def test_record_vector_and_errors(tmp_path: Path) -> None:
+    with DataLogger(tmp_path / "l") as dl:
+        ps = dl.register_periodic_stream({"entity": "A"}, value_scale=0.01, periodicity=1.0)
+        ps.record_vector(0.0, Vector(np.array([4], dtype=np.uint32), np.array([2.0])))
+        with pytest.raises(InvalidRecordError, match=r"stream 0 \(entity=A\): epoch .* earlier"):
+            ps.record(-1.0, [1], [1.0])
+        with pytest.raises(InvalidRecordError, match="more than once"):
+            ps.record(1.0, [1, 1], [1.0, 2.0])
+        with pytest.raises(InvalidRecordError, match="not finite"):
+            ps.record(1.0, [1], [np.nan])
+        ps.close(2.0)
+        ps.close(3.0)  # idempotent: nothing more
+        with pytest.raises(LoggerClosedError):
+            ps.record(4.0, [1], [1.0])
+    assert [r[0] for r in _records(tmp_path / "l")] == [0.0, 1.0, 2.0]
+
+
+def test_periodic_and_plain_streams_share_a_logger_from_threads(tmp_path: Path) -> None:
+    import threading
+
+    with DataLogger(tmp_path / "l") as dl:
+        ps = dl.register_periodic_stream({"m": "acc"}, value_scale=None, periodicity=10.0,
+                                         kind="accumulator")
+        plain = dl.register_stream({"m": "plain"}, value_scale=None)
+
+        def work(i: int) -> None:
+            for k in range(1000):
+                ps.record(5.0, [i], [1.0])  # epochs must not decrease: all threads use one
+                dl.record(plain, k, [i], [1.0])
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        ps.close(10.0)
+    recs = decode_native(tmp_path / "l").records()
+    acc = [r for r in recs if r[0] == ps.stream_id]
+    assert len(acc) == 1 and acc[0][2].tolist() == [0, 1, 2, 3] and acc[0][3].tolist() == [1000.0] * 4
