@@ -1,0 +1,117 @@
+"""Experiment: selecting streams by labels, Arrow long/list tables, pandas/Polars, export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from disco_data_logger.sharding import Experiment, ShardWriter, merge
+
+
+@pytest.fixture
+def experiment_dir(tmp_path: Path) -> Path:
+    """Two shards, three committed replications, one aborted one whose records must not show."""
+    root = tmp_path / "exp"
+    for shard_id, reps in (("a", [0, 1]), ("b", [2])):
+        with ShardWriter(root, shard_id) as shard:
+            for r in reps:
+                with shard.replication(f"p0000-r{r:06d}", replication=r, point_id="p0000") as rep:
+                    for name in ("stock", "demand"):
+                        sid = rep.logger.register_stream(
+                            {"stream": name, "replication": r, "point_id": "p0000"},
+                            value_scale=None)
+                        for day in range(5):
+                            rep.logger.record(sid, day + 0.5, [day, day + 10],
+                                              [r * 100.0 + day, -1.0])
+            if shard_id == "b":
+                with pytest.raises(KeyError):
+                    with shard.replication("p0000-r000003", replication=3, point_id="p0000") as rep:
+                        sid = rep.logger.register_stream(
+                            {"stream": "stock", "replication": 3, "point_id": "p0000"},
+                            value_scale=None)
+                        rep.logger.record(sid, 0.5, [0], [666.0])
+                        rep.logger.flush()
+                        raise KeyError("model failed")
+    merge(root)
+    return root
+
+
+def test_streams_by_rule(experiment_dir: Path) -> None:
+    exp = Experiment.open(experiment_dir)
+    assert exp.streams().num_rows == 6
+    assert exp.streams("stream=stock").num_rows == 3
+    assert exp.streams({"stream": "stock", "replication": [0, 2]}).num_rows == 2
+    assert exp.streams(lambda labels: labels["replication"] == 1).num_rows == 2
+    assert sorted(exp.replications["status"].to_pylist()) == ["committed"] * 3 + ["failed"]
+
+
+def test_select_long_format(experiment_dir: Path) -> None:
+    exp = Experiment.open(experiment_dir)
+    table = exp.select("stream=stock")
+    assert table.column_names[:3] == ["task_id", "point_id", "replication"]
+    assert {"stream", "epoch", "index", "value"} <= set(table.column_names)
+    assert table.num_rows == 3 * 5 * 2
+    assert 666.0 not in table["value"].to_pylist()  # the aborted replication never shows
+    rep1 = table.filter(pc.equal(table["replication"], 1))
+    first = rep1.filter(pc.equal(rep1["index"], 0))
+    assert first["value"].to_pylist() == [100.0] and first["epoch"].to_pylist() == [0.5]
+
+
+def test_select_list_format(experiment_dir: Path) -> None:
+    table = Experiment.open(experiment_dir).select("stream=demand", format="list")
+    assert table.num_rows == 15
+    assert table["indices"].type == pa.list_(pa.int64())
+    assert all(len(i) == 2 for i in table["indices"].to_pylist())
+
+
+def test_select_nothing_gives_an_empty_table(experiment_dir: Path) -> None:
+    table = Experiment.open(experiment_dir).select("stream=nothing")
+    assert table.num_rows == 0 and "value" in table.column_names
+
+
+def test_pandas_and_polars(experiment_dir: Path) -> None:
+    exp = Experiment.open(experiment_dir)
+    df = exp.to_pandas("stream=stock")
+    assert len(df) == 30 and df["value"].dtype == np.float64
+    polars = pytest.importorskip("polars")
+    pl_df = exp.to_polars("stream=stock")
+    assert isinstance(pl_df, polars.DataFrame) and pl_df.height == 30
+
+
+def test_open_without_index_builds_it_in_memory(experiment_dir: Path) -> None:
+    (experiment_dir / "index" / "streams.parquet").unlink()
+    exp = Experiment.open(experiment_dir)
+    assert exp.streams().num_rows == 6
+    assert not (experiment_dir / "index" / "streams.parquet").exists()
+
+
+def test_open_refuses_a_non_experiment(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="not an experiment"):
+        Experiment.open(tmp_path)
+
+
+def test_export_hive_partitioned_readable_by_duckdb_and_polars(experiment_dir: Path,
+                                                               tmp_path: Path) -> None:
+    out = Experiment.open(experiment_dir).export(tmp_path / "pq")
+    assert (out / "stream=stock" / "point_id=p0000").is_dir()
+    duckdb = pytest.importorskip("duckdb")
+    rows = duckdb.sql(
+        f"SELECT stream, count(*) AS n, sum(value) AS s FROM "
+        f"read_parquet('{out}/**/*.parquet', hive_partitioning=true) "
+        f"GROUP BY stream ORDER BY stream").fetchall()
+    assert [(r[0], r[1]) for r in rows] == [("demand", 30), ("stock", 30)]
+    polars = pytest.importorskip("polars")
+    frame = polars.scan_parquet(f"{out}/**/*.parquet", hive_partitioning=True).collect()
+    assert frame.height == 60 and "stream" in frame.columns
+    with pytest.raises(FileExistsError):
+        Experiment.open(experiment_dir).export(out)
+
+
+def test_export_with_rule_and_partitions(experiment_dir: Path, tmp_path: Path) -> None:
+    out = Experiment.open(experiment_dir).export(tmp_path / "pq", "replication in (0, 2)",
+                                                 partition_by=["replication"])
+    assert sorted(p.name for p in out.iterdir()) == ["replication=0", "replication=2"]
