@@ -65,6 +65,7 @@ __all__ = [
     "config_snapshot",
     "resolve_entry_point",
     "plan_tasks",
+    "make_task",
     "parse_size",
     "RESERVED_LABELS",
 ]
