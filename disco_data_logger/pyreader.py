@@ -138,7 +138,7 @@ class DirectoryResult(_Columns):
 
 
 class _Builder:
-    """Collects decoded records; a block's records are committed only when the whole block is valid."""
+    """Collects decoded records; a block's records are committed only once all of it is valid."""
 
     def __init__(self, stream_ids: frozenset[int] | None) -> None:
         self.stream_ids = stream_ids
@@ -339,7 +339,7 @@ def _check_scales(epoch_scale: float, value_scale: float | None) -> None:
 
 
 def load_sidecars(directory: str | Path) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
-    """The sidecars ``streams/*.json`` of a logger directory, and the ones that could not be read."""
+    """The sidecars ``streams/*.json`` of a logger directory, and those that could not be read."""
     streams_dir = Path(directory) / "streams"
     sidecars: dict[int, dict[str, Any]] = {}
     problems: list[dict[str, Any]] = []
@@ -427,7 +427,8 @@ class _SegmentV1:
                 pos = payload_end
                 if pos < end:
                     self.skipped.append(_skip(
-                        self.path, pos, "data after the segment footer; rest of the segment skipped"))
+                        self.path, pos,
+                        "data after the segment footer; rest of the segment skipped"))
                 return
 
     def _frame(self, pos: int, end: int) -> tuple[int, int]:
@@ -560,7 +561,7 @@ class _SegmentV1:
                 if same:
                     q = q + pred[2]  # type: ignore[index]  # int64 arrays wrap modulo 2**64
                 state = q
-                vals = q.astype(np.float64) * stream.value_scale
+                vals = q.astype(np.float64) * float(stream.value_scale)  # type: ignore[arg-type]
             preds[sid] = (tick, idx, state)
             out.append((sid, float(tick) * stream.epoch_scale, idx, vals))
         if pos != end:
@@ -611,12 +612,13 @@ def _read_legacy(path: Path, data: bytes, sidecars: Mapping[int, _Stream], ticks
                                                     f"streams/{sid:08d}.json; its records skipped"))
                 continue
             decoded.append((sid, float(tick) * stream.epoch_scale, idx,
-                            q.astype(np.float64) * stream.value_scale))
+                            q.astype(np.float64) * float(stream.value_scale)))  # type: ignore[arg-type]
         builder.extend(decoded)
         pos += size
 
 
-def _legacy_records(raw: bytes, ticks: _LegacyTicks) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+def _legacy_records(raw: bytes,
+                    ticks: _LegacyTicks) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
     """Parse every record of one 0.1.x frame; ticks are updated only if the whole frame parses."""
     end = len(raw)
     varints = _Varints(raw)

@@ -16,19 +16,20 @@ A rule is one of
 * a callable taking the labels dict and returning a truth value.
 
 Label values in sidecars are JSON values, selector text is a string: a non-string label value is
-compared through its text (``replication=3`` matches the int ``3``, ``flag=true`` the bool ``True``),
+compared through its text (``replication=3`` matches the int ``3``, ``flag=true`` the bool
+``True``),
 so a selector means the same whether a label was stored as text or as a number.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Union
+from typing import Any
 
 __all__ = ["Rule", "compile_rule", "select"]
 
 Predicate = Callable[[Mapping[str, Any]], bool]
-Rule = Union[None, str, Mapping[str, Any], Predicate]
+Rule = None | str | Mapping[str, Any] | Predicate
 
 _COLLECTIONS = (list, tuple, set, frozenset)
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./")

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import zstandard
-
 from common import put_varint, round_half_away, zigzag
 
 

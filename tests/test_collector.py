@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
-
 from common import decode_python
+
 from disco_data_logger import Collector, DataLogger
 from disco_data_logger.collector import DONE_MARKER
 

@@ -11,10 +11,9 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+import format_v1 as v1
 import numpy as np
 import pytest
-
-import format_v1 as v1
 from common import (
     Decoded,
     FrameUnit,
@@ -25,6 +24,7 @@ from common import (
     frame_units,
     select_records,
 )
+
 from disco_data_logger import DataLogger
 
 NAME = "00000.seg.zst"

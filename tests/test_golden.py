@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from common import Decoded, both_readers, text_to_float
+
 from disco_data_logger import pyreader, read
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -29,7 +29,7 @@ def check_against_json(got: Decoded, content: dict) -> None:
     records = content["records"]
     assert len(got) == len(records)
     for k, ((sid, epoch, idx, vals), (gsid, gepoch, gidx, gvals)) in enumerate(
-            zip(records, got.records())):
+            zip(records, got.records(), strict=True)):
         assert gsid == sid, f"record {k}"
         assert np.float64(gepoch).view(np.uint64) == np.float64(text_to_float(epoch)).view(
             np.uint64), f"record {k}: epoch {gepoch!r} != {epoch}"
@@ -73,7 +73,7 @@ def test_golden_labels_through_read(name):
     table = read(FIXTURES / name, label_columns=True)
     assert "measure" in table.column_names
     for sid, measure in zip(table.column("stream_id").to_pylist(),
-                            table.column("measure").to_pylist()):
+                            table.column("measure").to_pylist(), strict=True):
         assert measure == sidecars[f"{sid:08d}"]["measure"]
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from common import assert_same_records, both_readers, decode_native, decode_python, quantise
-from disco_data_logger import pyreader, read
 from legacy import LegacyLogger
+
+from disco_data_logger import pyreader, read
 
 SCALES = {1: (1e-3, 1e-2), 2: (0.25, 1.0), 3: (1e-6, 1e-4)}
 
@@ -32,7 +32,8 @@ def write_legacy(path, *, records: int = 400, rotate_bytes: int = 1500, seed: in
 
 def check(decoded, recorded) -> None:
     assert len(decoded) == len(recorded)
-    for (sid, epoch, idx, vals), (gsid, gepoch, gidx, gvals) in zip(recorded, decoded.records()):
+    for (sid, epoch, idx, vals), (gsid, gepoch, gidx, gvals) in zip(
+            recorded, decoded.records(), strict=True):
         es, vs = SCALES[sid]
         assert gsid == sid
         assert gepoch == quantise(epoch, es)

@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import math
 
+import format_v1 as v1
 import numpy as np
 import pyarrow as pa
 import pytest
-
-import format_v1 as v1
 from common import (
     assert_same_records,
     both_readers,
@@ -22,6 +21,7 @@ from common import (
     frame_units,
     quantise,
 )
+
 from disco_data_logger import DataLogger, pyreader
 from disco_data_logger.errors import FormatError
 
@@ -52,7 +52,8 @@ def expected_value(stream: v1.Stream, v: float) -> float:
 
 def check_records(got, records) -> None:
     assert len(got) == len(records)
-    for (sid, epoch, idx, vals), (gsid, gepoch, gidx, gvals) in zip(records, got.records()):
+    for (sid, epoch, idx, vals), (gsid, gepoch, gidx, gvals) in zip(
+            records, got.records(), strict=True):
         s = STREAMS[sid]
         assert gsid == sid
         assert gepoch == quantise(epoch, s.epoch_scale)
@@ -313,7 +314,8 @@ def test_real_logger_read_by_both_readers(tmp_path):
     py, native = decode_python(tmp_path), decode_native(tmp_path)
     assert_same_records(py, native)
     assert py.skipped == [] and native.skipped == []
-    for (sid, epoch, idx, vals), (gsid, gepoch, gidx, gvals) in zip(expected, py.records()):
+    for (sid, epoch, idx, vals), (gsid, gepoch, gidx, gvals) in zip(
+            expected, py.records(), strict=True):
         assert gsid == sid and np.array_equal(gidx, idx)
         assert gepoch == quantise(epoch, 1e-3 if sid == q else 1e-6)
         want = vals if sid == x else np.array([quantise(v, 1e-2) for v in vals])

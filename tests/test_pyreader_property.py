@@ -12,10 +12,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from common import assert_same_records, decode_native, decode_python, quantise
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common import assert_same_records, decode_native, decode_python, quantise
 from disco_data_logger import DataLogger
 
 EPOCH_SCALES = [1e-6, 1e-3, 0.25, 7.0]
@@ -81,7 +81,7 @@ def test_both_readers_agree_with_what_was_recorded(case):
         assert_same_records(py, native)
 
         assert len(py) == len(records)
-        for (k, epoch, indices, values, _), got in zip(records, py.records()):
+        for (k, epoch, indices, values, _), got in zip(records, py.records(), strict=True):
             epoch_scale, value_scale = specs[k]
             sid, gepoch, gidx, gvals = got
             assert sid == sids[k]
