@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -112,6 +113,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config
     from .sharding.coordinator import Coordinator
 
+    # A shell starts background jobs with SIGINT ignored; `kill -INT` must still stop a run.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     overrides = list(args.overrides)
     if args.backend:
         overrides.append(f"execution.backend={args.backend}")

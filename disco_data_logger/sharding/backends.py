@@ -292,7 +292,7 @@ class MultiprocessingBackend(Backend):
             w.ran_any = True
             self._startup_deaths = 0
             outcomes.append(payload)
-        elif kind == "fatal":
+        elif kind == "fatal" and not self._stopping:
             raise WorkerStartupError(f"worker {w.slot} could not start: {payload}")
 
     def _bury(self, w: _Worker, outcomes: list[TaskOutcome]) -> None:
@@ -328,10 +328,11 @@ class MultiprocessingBackend(Backend):
                 w.killed_for_timeout = True
                 w.process.kill()
 
-    def _stop_all(self, signal_first: bool) -> None:
+    def _stop_all(self, signal_first: bool, outcomes: list[TaskOutcome]) -> None:
         self._stopping = True
         for w in self._live():
-            if signal_first and w.process.is_alive() and w.process.pid is not None:
+            self._drain(w, outcomes)  # learn which workers are ready (SIGINT handler installed)
+            if signal_first and w.ready and w.process.is_alive() and w.process.pid is not None:
                 try:
                     os.kill(w.process.pid, signal.SIGINT)
                 except ProcessLookupError:
@@ -357,12 +358,12 @@ class MultiprocessingBackend(Backend):
         self._slots = [None] * len(self._slots)
 
     def shutdown(self) -> None:
-        self._stop_all(signal_first=False)
+        self._stop_all(signal_first=False, outcomes=[])
         self._join_all(None)
 
     def interrupt(self) -> list[TaskOutcome]:
         outcomes: list[TaskOutcome] = []
-        self._stop_all(signal_first=True)
+        self._stop_all(signal_first=True, outcomes=outcomes)
         self._join_all(outcomes)
         return outcomes
 
@@ -527,11 +528,14 @@ class RayBackend(Backend):
             if done:
                 outcomes.append(self._collect_quietly(ref, task, attempt, started))
             del self._running[ref]
-        for ref in pending:  # did not close in time: kill; its journal keeps every commit
-            try:
-                ray.kill(self._actors[closing[ref]], no_restart=True)
-            except Exception:
-                pass
+        # Kill every actor, closed or not, so that its CPU goes back to a cluster that outlives
+        # this run; one that did not close in time still has every commit in its journal.
+        for actor in self._actors:
+            if actor is not None:
+                try:
+                    ray.kill(actor, no_restart=True)
+                except Exception:
+                    pass
         self._actors = [None] * self.workers
         return outcomes
 
