@@ -31,7 +31,8 @@ def main() -> None:
     ap.add_argument("path", choices=["record", "record_many", "decode", "periodic"])
     ap.add_argument("--nnz", type=int, default=8)
     ap.add_argument("--records", type=int, default=200_000)
-    ap.add_argument("--repeat", type=int, default=5, help="decode passes")
+    ap.add_argument("--repeat", type=int, default=5,
+                    help="decode: read() passes; record, record_many: passes over the workload")
     args = ap.parse_args()
 
     import disco_data_logger as ddl
@@ -65,19 +66,25 @@ def main() -> None:
         sid_of = [dl.register_stream({"s": s}, epoch_scale=1e-3, value_scale=1e-2)
                   for s in range(128)]
         sids = [sid_of[s] for s in a["stream_ids"].tolist()]
+        passes = 1 if args.path == "decode" else args.repeat
+        span = epochs[-1] + 1.0
+        shifted = [[e + p * span for e in epochs] for p in range(passes)]
         t0 = time.perf_counter()
-        if args.path == "record_many":
-            off = a["offsets"]
-            for k0 in range(0, n, 4096):
-                k1 = min(n, k0 + 4096)
-                dl.record_many(np.asarray(sids[k0:k1]), a["epochs"][k0:k1],
-                               off[k0:k1 + 1] - off[k0], a["indices"][off[k0]:off[k1]],
-                               a["values"][off[k0]:off[k1]])
-        else:
-            record = dl.record
-            for s, e, i, v in zip(sids, epochs, idx, vals, strict=True):
-                record(s, e, i, v)
+        for p in range(passes):
+            if args.path == "record_many":
+                off = a["offsets"]
+                sid_arr = np.asarray(sids)
+                ep = np.asarray(shifted[p])
+                for k0 in range(0, n, 4096):
+                    k1 = min(n, k0 + 4096)
+                    dl.record_many(sid_arr[k0:k1], ep[k0:k1], off[k0:k1 + 1] - off[k0],
+                                   a["indices"][off[k0]:off[k1]], a["values"][off[k0]:off[k1]])
+            else:
+                record = dl.record
+                for s, e, i, v in zip(sids, shifted[p], idx, vals, strict=True):
+                    record(s, e, i, v)
         dl.close()
+        n *= passes
     elapsed = time.perf_counter() - t0
     if args.path == "decode":
         t0 = time.perf_counter()

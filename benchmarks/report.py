@@ -24,6 +24,10 @@ def _fmt(fmt: str, value: Any) -> str:
     return "–" if value is None else fmt.format(value)
 
 
+def _load(values: list[float] | None) -> str:
+    return "?" if not values else ", ".join(f"{v:.2f}" for v in values)
+
+
 def markdown(doc: dict[str, Any]) -> str:
     meta = doc["meta"]
     m = meta["machine"]
@@ -32,7 +36,9 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_bytes'] / 2**30:.0f} GiB, "
         f"Python {m['python']}, {m['platform']}. Command: `{meta['command']}`. "
-        f"Took {meta['duration_s']:.0f} s.",
+        f"Took {meta['duration_s']:.0f} s. Load average (1, 5, 15 min) at start "
+        f"{_load(m.get('loadavg_at_start'))}, at end {_load(m.get('loadavg_at_end'))}: "
+        "anything above ~0.2 means other processes shared the 2 cores.",
         "",
     ]
     for name in CONTENDERS:

@@ -34,11 +34,11 @@ MODES: dict[str, dict[str, Any]] = {
     "smoke": {"reps": 1, "records": {8: 1500, 64: 300, 1024: 30}, "periodic_updates": 2000,
               "bulk_chunk": 256, "memory_seconds": 0.5, "memory_nnz": 8,
               "sweep": {"replications": 4, "records": 200, "streams": 8, "nnz": 8, "reps": 1}},
-    "quick": {"reps": 3, "records": {8: 60_000, 64: 20_000, 1024: 3_000},
+    "quick": {"reps": 3, "records": {8: 40_000, 64: 15_000, 1024: 3_000},
               "periodic_updates": 30_000, "bulk_chunk": 4096, "memory_seconds": 6,
               "memory_nnz": 64,
-              "sweep": {"replications": 24, "records": 20_000, "streams": 16, "nnz": 8,
-                        "reps": 2}},
+              "sweep": {"replications": 32, "records": 20_000, "streams": 16, "nnz": 8,
+                        "reps": 3}},
     "full": {"reps": 5, "records": {8: 400_000, 64: 100_000, 1024: 12_000},
              "periodic_updates": 200_000, "bulk_chunk": 4096, "memory_seconds": 45,
              "memory_nnz": 64,
@@ -112,7 +112,8 @@ def _machine() -> dict[str, Any]:
     except OSError:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_bytes": mem,
-            "platform": platform.platform(), "python": platform.python_version()}
+            "platform": platform.platform(), "python": platform.python_version(),
+            "loadavg_at_end": list(os.getloadavg())}
 
 
 def _median(values: list[float]) -> float | None:
@@ -135,7 +136,8 @@ def _collect(raw: list[dict[str, Any]]) -> dict[str, Any]:
         wl = spec.get("key", "")
         if not res.get("ok"):
             failures.append({"contender": who, "task": spec["task"], "workload": wl,
-                             "error": res.get("error")})
+                             "rep": item.get("rep"), "error": res.get("error"),
+                             "traceback": res.get("traceback")})
             continue
         task = spec["task"]
         if task == "record":
@@ -256,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     log = (lambda *_: None) if args.quiet else (lambda msg: print(msg, flush=True))
     started = time.time()
+    load_at_start = list(os.getloadavg())
 
     if args.setup_anchors:
         anchors.setup(log)
@@ -335,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                  "duration_s": time.time() - started,
                  "command": "python -m benchmarks " + " ".join(argv if argv is not None
                                                                 else sys.argv[1:]),
-                 "machine": _machine()},
+                 "machine": {**_machine(), "loadavg_at_start": load_at_start}},
         "contenders": contenders,
         "workloads": {"sparse": {k: str(v.name) for k, v in sparse.items()},
                       "periodic": {k: v.name for k, v in periodic.items()}, "config": {
