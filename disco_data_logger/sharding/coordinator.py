@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import ConfigError
-from .backends import Backend, make_backend
+from .backends import Backend, import_ray, make_backend
 from .index import (
     EXPERIMENT_JSON,
     INDEX_DIR,
@@ -145,6 +145,8 @@ class Coordinator:
 
         t0 = time.perf_counter()
         resolve_entry_point(self.cfg.entry_point)  # fail here, not in every worker
+        if self.cfg.execution.backend == "ray":
+            import_ray()  # say how to install it before touching the output
         self._prepare_output()
         tasks = plan_tasks(self.cfg)
         by_id = {t.task_id: t for t in tasks}

@@ -1,0 +1,111 @@
+"""A sweep on every backend with real worker processes; determinism; crashes and retries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+import pytest
+from helpers import decoded, run, statuses
+
+from disco_data_logger.sharding import Experiment
+
+N_TASKS = 6  # BASE_CONFIG: 2 sweep points x 3 replications
+
+
+def _check_complete(output: Path) -> None:
+    exp = Experiment.open(output)
+    assert set(statuses(output).values()) == {"committed"}
+    assert exp.info["totals"]["committed"] == N_TASKS
+    streams = exp.streams()
+    assert streams.num_rows == 2 * N_TASKS  # level + arrivals per task
+    assert sorted(set(streams["offset"].to_pylist())) == [0.0, 0.5]  # sweep params are labels
+    table = exp.select()
+    assert table.num_rows > 0
+    assert not pc.any(pc.equal(table["value"], 666.0)).as_py()  # no record of a failed attempt
+
+
+def test_serial_sweep(make_config: Any, tmp_path: Path) -> None:
+    result = run(make_config())
+    assert result.state == "complete" and result.committed == N_TASKS
+    _check_complete(tmp_path / "out")
+
+
+def test_multiprocessing_sweep_is_identical_to_one_worker(make_config: Any,
+                                                          tmp_path: Path) -> None:
+    one = make_config(tmp_path / "one", execution={"backend": "multiprocessing", "workers": 1})
+    two = make_config(tmp_path / "two", execution={"backend": "multiprocessing", "workers": 2})
+    assert run(one).state == "complete"
+    result = run(two)
+    assert result.state == "complete"
+    assert len({s for s in Experiment.open(tmp_path / "two").streams()["shard_id"].to_pylist()}) \
+        == 2  # both workers did some of the work
+    _check_complete(tmp_path / "two")
+    assert decoded(tmp_path / "one").equals(decoded(tmp_path / "two"))
+
+
+@pytest.mark.parametrize("model", ["exit_once", "kill_once", "raise_once"])
+def test_multiprocessing_crash_is_retried_without_duplicates(make_config: Any, tmp_path: Path,
+                                                             model: str) -> None:
+    reference = make_config(tmp_path / "ref")
+    crashing = make_config(entry_point=f"ddl_testmodels:{model}",
+                           parameters={"crash_replications": [1]},
+                           execution={"backend": "multiprocessing", "workers": 2, "retries": 1})
+    result = run(crashing)
+    assert result.state == "complete", result.failed
+    assert result.retried == 2  # replication 1 of both sweep points
+    out = tmp_path / "out"
+    _check_complete(out)
+    reps = Experiment.open(out).replications.to_pylist()
+    assert {r["task_id"]: r["attempts"] for r in reps if r["replication"] == 1} == {
+        "p0000-r000001": 2, "p0001-r000001": 2}
+    run(reference)
+    assert decoded(out).equals(decoded(tmp_path / "ref"))
+
+
+def test_serial_retry_after_exception(make_config: Any, tmp_path: Path) -> None:
+    result = run(make_config(entry_point="ddl_testmodels:raise_once",
+                             parameters={"crash_replications": [0, 2]}))
+    assert result.state == "complete" and result.retried == 4
+    _check_complete(tmp_path / "out")
+
+
+def test_replication_failing_every_attempt_is_reported(make_config: Any, tmp_path: Path) -> None:
+    result = run(make_config(entry_point="ddl_testmodels:always_fails",
+                             parameters={"fail_replications": [2]},
+                             execution={"retries": 1}))
+    assert result.state == "failed"
+    assert sorted(result.failed) == ["p0000-r000002", "p0001-r000002"]
+    assert "always fails" in result.failed["p0000-r000002"]
+    out = tmp_path / "out"
+    st = statuses(out)
+    assert st["p0000-r000002"] == "failed" and st["p0000-r000001"] == "committed"
+    exp = Experiment.open(out)
+    assert exp.streams("replication=2").num_rows == 0
+    failed = [r for r in exp.info["replications"] if r["status"] == "failed"]
+    assert all(r["attempts"] == 2 and "traceback" in r for r in failed)
+
+
+def test_ray_sweep_with_a_killed_actor(ray_instance: Any, make_config: Any,
+                                       tmp_path: Path) -> None:
+    reference = make_config(tmp_path / "ref")
+    result = run(make_config(entry_point="ddl_testmodels:kill_once",
+                             parameters={"crash_replications": [1]},
+                             execution={"backend": "ray", "workers": 2, "retries": 2}))
+    assert result.state == "complete", result.failed
+    assert result.retried == 2
+    _check_complete(tmp_path / "out")
+    assert ray_instance.is_initialized()  # a Ray instance we did not start stays up
+    run(reference)
+    assert decoded(tmp_path / "out").equals(decoded(tmp_path / "ref"))
+
+
+def test_ray_missing_message(monkeypatch: pytest.MonkeyPatch, make_config: Any) -> None:
+    import sys
+
+    from disco_data_logger.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an install without the extra sees
+    with pytest.raises(ConfigError, match=r'pip install "disco-data-logger\[ray\]"'):
+        run(make_config(execution={"backend": "ray", "workers": 1}))
