@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -77,8 +78,9 @@ public:
     ~SegmentDecoder() { ZSTD_freeDCtx(dctx_); }
 
     void decode_v1(const std::string& path, const std::vector<uint8_t>& data, DecodeResult& out);
-    // 0.1.x: `last_tick` carries on across the segments of a directory.
-    void decode_legacy(const std::string& path, const std::vector<uint8_t>& data,
+    // 0.1.x: `last_tick` carries on across the segments of a directory. False when a frame was
+    // damaged: the tick chain is broken for everything after it.
+    bool decode_legacy(const std::string& path, const std::vector<uint8_t>& data,
                        std::unordered_map<uint32_t, int64_t>& last_tick, DecodeResult& out);
 
 private:
@@ -260,7 +262,10 @@ void SegmentDecoder::decode_v1(const std::string& path, const std::vector<uint8_
         const uint8_t* payload = base + pos + kFrameHead;
         uint8_t kind = 0;
         if (!payload_valid(payload, psize, kind)) {
-            stop("frame checksum mismatch (corrupt segment)", false);
+            const bool known = psize >= 5 && std::memcmp(payload, "DDL1", 4) == 0 &&
+                               payload[4] >= kKindSegmentHeader && payload[4] <= kKindSegmentFooter;
+            stop(known ? "frame checksum or size mismatch (corrupt segment)"
+                       : "unknown frame (not a format 1 frame, or corrupt)", false);
             break;
         }
         if (first != (kind == kKindSegmentHeader)) {
@@ -280,8 +285,16 @@ void SegmentDecoder::decode_v1(const std::string& path, const std::vector<uint8_
         }
         if (kind == kKindRegistration) {
             RegistrationInfo r = parse_registration(payload);
-            regs_[r.stream_id] = r;
-            out.registrations[r.stream_id] = std::move(r);
+            const bool scales_ok = std::isfinite(r.epoch_scale) && r.epoch_scale > 0 &&
+                                   (r.exact || (std::isfinite(r.value_scale) && r.value_scale > 0));
+            if (scales_ok) {
+                regs_[r.stream_id] = r;
+                out.registrations[r.stream_id] = std::move(r);
+            } else {
+                out.skipped.push_back({path, pos, kFrameHead + psize,
+                                       "registration of stream " + std::to_string(r.stream_id) +
+                                           " has invalid scales; ignored"});
+            }
             pos += kFrameHead + psize;
             continue;
         }
@@ -292,10 +305,6 @@ void SegmentDecoder::decode_v1(const std::string& path, const std::vector<uint8_
         }
         const BlockHeader h = parse_block_header(payload);
         const size_t data_start = pos + kFrameHead + psize;
-        if (h.raw_size > kMaxRawBlock) {
-            stop("block header declares an implausible size (corrupt segment)", false);
-            break;
-        }
         if (size - data_start < h.compressed_size) {
             stop("torn tail: the file ends inside block " + std::to_string(h.block_seq), true);
             break;
@@ -303,8 +312,12 @@ void SegmentDecoder::decode_v1(const std::string& path, const std::vector<uint8_
         const uint8_t* comp = base + data_start;
         const size_t next = data_start + h.compressed_size;
         std::string why;
-        bool ok = crc32(comp, h.compressed_size) == h.compressed_crc;
-        if (!ok) why = "checksum mismatch";
+        bool ok = h.raw_size <= kMaxRawBlock;
+        if (!ok) why = "declared raw size beyond the format's bound";
+        if (ok && crc32(comp, h.compressed_size) != h.compressed_crc) {
+            ok = false;
+            why = "checksum mismatch";
+        }
         if (ok) ok = decompress(comp, h.compressed_size, h.raw_size, why);
         if (ok && crc32(raw_.data(), h.raw_size) != h.raw_crc) {
             ok = false;
@@ -334,7 +347,7 @@ void SegmentDecoder::decode_v1(const std::string& path, const std::vector<uint8_
     out.segments.push_back(sum);
 }
 
-void SegmentDecoder::decode_legacy(const std::string& path, const std::vector<uint8_t>& data,
+bool SegmentDecoder::decode_legacy(const std::string& path, const std::vector<uint8_t>& data,
                                    std::unordered_map<uint32_t, int64_t>& last_tick,
                                    DecodeResult& out) {
     SegmentSummary sum;
@@ -346,99 +359,103 @@ void SegmentDecoder::decode_legacy(const std::string& path, const std::vector<ui
     size_t pos = 0;
     if (out.parts.empty()) out.parts.emplace_back();
     DecodedColumns& cols = out.parts.back();
+    std::vector<uint32_t> unknown_reported;
+    bool intact = true;
     while (pos < size) {
         const size_t fsize = ZSTD_findFrameCompressedSize(base + pos, size - pos);
-        if (ZSTD_isError(fsize)) {
-            const bool torn = size - pos < 8 || get_u32(base + pos) == kZstdMagic;
-            out.skipped.push_back({path, pos, size - pos,
-                                   torn ? "torn tail: the file ends inside a zstd frame"
-                                        : "unreadable data where a zstd frame should be"});
-            sum.torn = torn;
-            break;
-        }
-        const unsigned long long content = ZSTD_getFrameContentSize(base + pos, fsize);
         std::string why;
-        bool ok = content != ZSTD_CONTENTSIZE_UNKNOWN && content != ZSTD_CONTENTSIZE_ERROR &&
-                  content <= kMaxRawBlock;
-        if (!ok) why = "frame without a usable content size";
+        bool ok = !ZSTD_isError(fsize);
+        if (!ok) {
+            sum.torn = size - pos < 8 || get_u32(base + pos) == kZstdMagic;
+            why = sum.torn ? "the file ends inside a zstd frame" : "not a zstd frame";
+        }
+        unsigned long long content = 0;
+        if (ok) {
+            content = ZSTD_getFrameContentSize(base + pos, fsize);
+            ok = content != ZSTD_CONTENTSIZE_UNKNOWN && content != ZSTD_CONTENTSIZE_ERROR &&
+                 content <= kMaxRawBlock;
+            if (!ok) why = "frame without a usable content size";
+        }
         if (ok) ok = decompress(base + pos, fsize, size_t(content), why);
-        const size_t rec0 = cols.records(), nnz0 = cols.indices.size();
-        std::unordered_map<uint32_t, int64_t> ticks_before;
+        // Parse the whole frame before touching the tick chains or the columns.
+        struct Rec { uint32_t sid; int64_t tick; size_t a, n; };
+        std::vector<Rec> recs;
+        std::unordered_map<uint32_t, int64_t> ticks;
+        idx_.clear();
+        vals_.clear();
         const uint8_t* p = raw_.data();
         const uint8_t* end = p + (ok ? content : 0);
-        uint64_t decoded = 0;
         while (ok && p < end) {
             uint64_t sid64, zt, n;
-            if (!(p = get_varint(p, end, sid64)) || sid64 > 0xFFFFFFFFull) {
-                ok = false, why = "bad stream id";
-                break;
-            }
+            if (!(p = get_varint(p, end, sid64)) || sid64 > 0xFFFFFFFFull) { ok = false; why = "bad stream id"; break; }
             const uint32_t sid = uint32_t(sid64);
-            const RegistrationInfo* reg = lookup(sid);
-            if (!reg) {
-                ok = false, why = "stream " + std::to_string(sid) + " has no sidecar with its scales";
+            if (!(p = get_varint(p, end, zt)) || !(p = get_varint(p, end, n)) || n > uint64_t(end - p)) {
+                ok = false;
+                why = "truncated record";
                 break;
             }
-            if (!(p = get_varint(p, end, zt)) || !(p = get_varint(p, end, n)) ||
-                n > uint64_t(end - p)) {
-                ok = false, why = "truncated record";
-                break;
-            }
-            auto it = last_tick.find(sid);
-            if (!ticks_before.count(sid))
-                ticks_before[sid] = it == last_tick.end() ? INT64_MIN : it->second;
-            const int64_t tick = it == last_tick.end()
-                                     ? unzigzag(zt)
-                                     : int64_t(uint64_t(it->second) + uint64_t(unzigzag(zt)));
-            idx_.resize(n);
+            auto known = ticks.find(sid);
+            auto prior = last_tick.find(sid);
+            int64_t tick = unzigzag(zt);
+            if (known != ticks.end()) tick = int64_t(uint64_t(known->second) + uint64_t(tick));
+            else if (prior != last_tick.end()) tick = int64_t(uint64_t(prior->second) + uint64_t(tick));
+            ticks[sid] = tick;
+            const size_t a = idx_.size();
             uint64_t prev = 0;
             for (uint64_t i = 0; i < n && ok; ++i) {
                 uint64_t v;
-                if (!(p = get_varint(p, end, v))) {
-                    ok = false, why = "truncated indices";
-                    break;
-                }
+                if (!(p = get_varint(p, end, v))) { ok = false; why = "truncated indices"; break; }
                 const uint64_t cur = i == 0 ? v : prev + 1 + v;
-                if (cur > uint64_t(INT64_MAX) || (i > 0 && cur <= prev)) ok = false, why = "index out of range";
-                idx_[i] = int64_t(cur);
+                if (cur > uint64_t(INT64_MAX) || (i > 0 && cur <= prev)) { ok = false; why = "index out of range"; }
+                idx_.push_back(int64_t(cur));
                 prev = cur;
             }
-            vals_.resize(n);
             for (uint64_t i = 0; i < n && ok; ++i) {
                 uint64_t v;
-                if (!(p = get_varint(p, end, v))) {
-                    ok = false, why = "truncated values";
-                    break;
-                }
-                vals_[i] = uint64_t(unzigzag(v));
+                if (!(p = get_varint(p, end, v))) { ok = false; why = "truncated values"; break; }
+                vals_.push_back(uint64_t(unzigzag(v)));
             }
-            if (!ok) break;
-            last_tick[sid] = tick;
-            ++decoded;
-            if (filter_(sid)) {
-                cols.stream_id.push_back(sid);
-                cols.epoch.push_back(double(tick) * reg->epoch_scale);
-                cols.indices.insert(cols.indices.end(), idx_.begin(), idx_.end());
-                for (uint64_t i = 0; i < n; ++i)
-                    cols.values.push_back(double(int64_t(vals_[i])) * reg->value_scale);
-                cols.offsets.push_back(int64_t(cols.indices.size()));
-            }
+            recs.push_back({sid, tick, a, size_t(n)});
         }
-        if (ok) {
-            ++sum.blocks;
-            sum.records += decoded;
-        } else {
-            rollback(cols, rec0, nnz0);
-            for (auto& kv : ticks_before) {
-                if (kv.second == INT64_MIN) last_tick.erase(kv.first);
-                else last_tick[kv.first] = kv.second;
-            }
+        if (!ok) {
+            // 0.1.x epochs are deltas running across the whole directory: after a lost frame
+            // no later epoch can be trusted, so the directory stops here.
+            out.skipped.push_back({path, pos, size - pos,
+                                   "0.1.x frame unreadable (" + why + "); rest of the segment skipped"});
             ++sum.bad_blocks;
-            out.skipped.push_back({path, pos, fsize, "0.1.x frame skipped: " + why});
+            intact = false;
+            break;
         }
+        for (const auto& kv : ticks) last_tick[kv.first] = kv.second;
+        for (const Rec& r : recs) {
+            const RegistrationInfo* reg = lookup(r.sid);
+            if (!reg || reg->exact) {
+                if (std::find(unknown_reported.begin(), unknown_reported.end(), r.sid) == unknown_reported.end()) {
+                    unknown_reported.push_back(r.sid);
+                    char name[16];
+                    std::snprintf(name, sizeof(name), "%08u", r.sid);
+                    out.skipped.push_back({path, pos, 0,
+                                           "0.1.x stream " + std::to_string(r.sid) +
+                                               " has no usable sidecar streams/" + name +
+                                               ".json; its records skipped"});
+                }
+                continue;
+            }
+            if (!filter_(r.sid)) continue;
+            cols.stream_id.push_back(r.sid);
+            cols.epoch.push_back(double(r.tick) * reg->epoch_scale);
+            cols.indices.insert(cols.indices.end(), idx_.begin() + ptrdiff_t(r.a),
+                                idx_.begin() + ptrdiff_t(r.a + r.n));
+            for (size_t i = 0; i < r.n; ++i)
+                cols.values.push_back(double(int64_t(vals_[r.a + i])) * reg->value_scale);
+            cols.offsets.push_back(int64_t(cols.indices.size()));
+        }
+        sum.records += recs.size();
+        ++sum.blocks;
         pos += fsize;
     }
     out.segments.push_back(sum);
+    return intact;
 }
 
 bool is_legacy(const std::vector<uint8_t>& data) {
@@ -497,14 +514,22 @@ DecodeResult decode_files(const std::vector<std::string>& paths, const DecodeOpt
     if (legacy) {
         SegmentDecoder dec(opts, filter);
         std::unordered_map<uint32_t, int64_t> last_tick;
+        bool broken = false;
         for (const auto& path : paths) {
+            if (broken) {
+                result.skipped.push_back({path, 0, 0,
+                                          "not read: an earlier 0.1.x segment is damaged and 0.1.x "
+                                          "epochs are deltas that run across segments"});
+                continue;
+            }
             std::vector<uint8_t> data;
             std::string err;
             if (!read_file(path, data, err)) {
                 result.skipped.push_back({path, 0, 0, "cannot read: " + err});
+                broken = true;
                 continue;
             }
-            if (is_legacy(data) || data.empty()) dec.decode_legacy(path, data, last_tick, result);
+            if (is_legacy(data) || data.empty()) broken = !dec.decode_legacy(path, data, last_tick, result);
             else dec.decode_v1(path, data, result);
         }
         return result;
