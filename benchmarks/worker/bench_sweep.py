@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import resource
 import shutil
 import time
 from pathlib import Path
@@ -96,7 +97,25 @@ def _byo_worker(path: str, spec: dict[str, Any], queue: Any, done: Any) -> None:
     done.put(records)
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (the sweep's worker processes)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        ru = resource.getrusage(who)
+        total += ru.ru_utime + ru.ru_stime
+    return total
+
+
 def run_sweep(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run the sweep; ``cpu_per_wall`` says how many cores it kept busy on average."""
+    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    result = _run_sweep(spec)
+    result["cpu_seconds"] = _cpu_seconds() - cpu0
+    result["cpu_per_wall"] = result["cpu_seconds"] / (time.perf_counter() - t0)
+    return result
+
+
+def _run_sweep(spec: dict[str, Any]) -> dict[str, Any]:
     workers = int(spec["workers"])
     root = Path(spec["workdir"]) / f"sweep-w{workers}"
     shutil.rmtree(root, ignore_errors=True)
