@@ -290,6 +290,6 @@ def run_experiment(config: str | os.PathLike[str], overrides: Sequence[str] = ()
     """Load a YAML config and run it: the library form of ``disco-data-logger run``."""
     from ..config import load_config
 
-    cfg = load_config(config, overrides)
+    cfg = load_config(Path(config), overrides)
     return Coordinator(cfg, overrides=overrides, config_path=config, overwrite=overwrite,
                        progress=progress).run()

@@ -207,9 +207,9 @@ def _verify_dir(name: str, path: Path) -> ShardCheck:
 
     if manifest is None:
         return shard
-    for seg in shard.segments:
-        if seg.torn_tail and closed:
-            seg.problems.append("torn tail in a shard that was closed cleanly")
+    for check in shard.segments:
+        if check.torn_tail and closed:
+            check.problems.append("torn tail in a shard that was closed cleanly")
     committed: dict[int, int] = {}
     for rep in manifest.replications:
         for s in rep.get("streams", []):

@@ -109,3 +109,12 @@ def test_ray_missing_message(monkeypatch: pytest.MonkeyPatch, make_config: Any) 
     monkeypatch.setitem(sys.modules, "ray", None)  # what an install without the extra sees
     with pytest.raises(ConfigError, match=r'pip install "disco-data-logger\[ray\]"'):
         run(make_config(execution={"backend": "ray", "workers": 1}))
+
+
+def test_multiprocessing_timeout_kills_the_worker(make_config: Any, tmp_path: Path) -> None:
+    result = run(make_config(replications=1, parameters={"sleep": 60.0},
+                             execution={"backend": "multiprocessing", "workers": 2,
+                                        "retries": 0, "timeout": 1.0}))
+    assert result.state == "failed"
+    assert all("timed out after 1 s" in e for e in result.failed.values())
+    assert len(result.failed) == 2
