@@ -288,11 +288,24 @@ def test_concurrent_threads_record_into_one_logger(tmp_path: Path) -> None:
         for t in threads:
             t.join()
         assert not errors
-        stats = dl.stats()
-    assert stats["stalls"] > 0  # the tiny ring forced backpressure, and it was counted
     got = decode_native(tmp_path / "l")
     assert len(got) == n_threads * per_thread
     for i in range(n_threads):
         mine = [r for r in got.records() if r[0] == sids[i]]
         assert [r[1] for r in mine] == [float(k) for k in range(per_thread)]  # per-thread order kept
         assert all(r[3][0] == k for k, r in enumerate(mine))
+
+
+def test_backpressure_blocks_and_is_counted(tmp_path: Path) -> None:
+    # Incompressible values at zstd level 19: the writer is far slower than the producer, so a
+    # 64 KiB ring must fill and block record(); the wait is counted, and nothing is lost.
+    rng = np.random.default_rng(5)
+    n = 400
+    with DataLogger(tmp_path / "l", ring_bytes=64 << 10, block_bytes=16 << 10, zstd_level=19) as dl:
+        s = dl.register_stream({"m": "noise"}, value_scale=None)
+        for k in range(n):
+            dl.record(s, k, np.arange(512), rng.random(512))
+    stats = dl.stats()
+    assert stats["stalls"] > 0 and stats["stall_seconds"] > 0
+    assert stats["queue_peak_bytes"] <= (64 << 10) + (16 << 10) + 512 * 20  # bounded by the ring
+    assert len(decode_native(tmp_path / "l")) == n
