@@ -142,7 +142,9 @@ class Experiment:
     def _iter_parts(self, selected: pa.Table, format: str) -> Iterator[pa.Table]:
         from .. import read
 
-        meta_names = self._meta_columns(selected) if len(selected) else list(_KEY_COLUMNS)
+        if len(selected) == 0:
+            return
+        meta_names = self._meta_columns(selected)
         meta = selected.select(meta_names)
         shard_col = selected["shard_id"].to_numpy(zero_copy_only=False)
         sid_col = selected["stream_id"].to_numpy().astype(np.int64)
