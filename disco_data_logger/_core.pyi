@@ -2,8 +2,6 @@
 # tests/test_core_stub.py (mypy.stubtest). Users import disco_data_logger, never _core.
 from typing import Any
 
-import numpy as np
-
 __version__: str
 FORMAT_VERSION: int
 MAX_NNZ: int
@@ -55,4 +53,3 @@ def decode_files(
     threads: int = ...,
 ) -> dict[str, Any]: ...
 def list_segments(dir: str) -> list[str]: ...
-

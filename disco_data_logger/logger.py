@@ -97,14 +97,18 @@ class DataLogger:
         ring_bytes = _check_positive_int("ring_bytes", ring_bytes)
         rotate_bytes = _check_positive_int("rotate_bytes", rotate_bytes)
         block_bytes = _check_positive_int("block_bytes", block_bytes)
-        if isinstance(zstd_level, bool) or not isinstance(zstd_level, (int, np.integer)) or not (
-            -7 <= zstd_level <= 22
+        if (
+            isinstance(zstd_level, bool)
+            or not isinstance(zstd_level, (int, np.integer))
+            or not (-7 <= zstd_level <= 22)
         ):
             raise ValueError(f"zstd_level must be an integer from -7 to 22 (got {zstd_level!r})")
         if not isinstance(flush_interval, (int, float)) or not (
             math.isfinite(flush_interval) and flush_interval > 0
         ):
-            raise ValueError(f"flush_interval must be a positive number of seconds (got {flush_interval!r})")
+            raise ValueError(
+                f"flush_interval must be a positive number of seconds (got {flush_interval!r})"
+            )
 
         self._path = Path(segments_dir)
         self._path.mkdir(parents=True, exist_ok=True)
@@ -116,7 +120,12 @@ class DataLogger:
             )
         (self._path / "streams").mkdir(exist_ok=True)
         self._core = _core.LoggerCore(
-            str(self._path), ring_bytes, block_bytes, rotate_bytes, int(zstd_level), float(flush_interval)
+            str(self._path),
+            ring_bytes,
+            block_bytes,
+            rotate_bytes,
+            int(zstd_level),
+            float(flush_interval),
         )
         self._streams: dict[int, dict[str, Any]] = {}
         self._register_lock = threading.Lock()  # ids, sidecars and the native table stay in step
@@ -146,16 +155,22 @@ class DataLogger:
         periodic: tuple[float, str] | None,
     ) -> int:
         if not isinstance(labels, Mapping):
-            raise InvalidStreamError(f"labels must be a mapping of str to value (got {type(labels).__name__})")
+            raise InvalidStreamError(
+                f"labels must be a mapping of str to value (got {type(labels).__name__})"
+            )
         desc = _describe(labels)
         for key in labels:
             if not isinstance(key, str):
-                raise InvalidStreamError(f"stream ({desc}): label names must be strings (got {key!r})")
+                raise InvalidStreamError(
+                    f"stream ({desc}): label names must be strings (got {key!r})"
+                )
             if key in RESERVED_LABELS:
                 raise InvalidStreamError(
-                    f"stream ({desc}): label '{key}' is reserved for the stream's metadata; rename it"
+                    f"stream ({desc}): label '{key}' is reserved for the stream's metadata; "
+                    "rename it"
                 )
         es = _check_scale(desc, "epoch_scale", epoch_scale, allow_none=False)
+        assert es is not None
         vs = _check_scale(desc, "value_scale", value_scale, allow_none=True)
         meta: dict[str, Any] = {**labels, "stream_id": None, "epoch_scale": es, "value_scale": vs}
         if periodic is not None:
@@ -163,7 +178,9 @@ class DataLogger:
         try:
             json.dumps(meta, allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise InvalidStreamError(f"stream ({desc}): labels must be JSON-serialisable: {exc}") from None
+            raise InvalidStreamError(
+                f"stream ({desc}): labels must be JSON-serialisable: {exc}"
+            ) from None
         with self._register_lock:
             sid = len(self._streams)
             meta["stream_id"] = sid
@@ -187,7 +204,9 @@ class DataLogger:
         """Register a stream that logs one record per period (see :class:`PeriodicStream`)."""
         desc = _describe(labels) if isinstance(labels, Mapping) else repr(labels)
         if kind not in ("state", "accumulator"):
-            raise InvalidStreamError(f"stream ({desc}): kind must be 'state' or 'accumulator' (got {kind!r})")
+            raise InvalidStreamError(
+                f"stream ({desc}): kind must be 'state' or 'accumulator' (got {kind!r})"
+            )
         p = _check_scale(desc, "periodicity", periodicity, allow_none=False)
         assert p is not None
         es = _check_scale(desc, "epoch_scale", epoch_scale, allow_none=False)
@@ -290,8 +309,12 @@ class DataLogger:
             offsets = part.offsets
             for k in range(len(part)):
                 a, b = offsets[k], offsets[k + 1]
-                yield (int(part.stream_id[k]), float(part.epoch[k]),
-                       part.indices[a:b].copy(), part.values[a:b].copy())
+                yield (
+                    int(part.stream_id[k]),
+                    float(part.epoch[k]),
+                    part.indices[a:b].copy(),
+                    part.values[a:b].copy(),
+                )
 
     def to_arrow(self) -> Any:
         """All records as a ``pyarrow.Table`` (stream_id, epoch, indices, values)."""

@@ -70,4 +70,7 @@ class PeriodicStream:
         self._core.close(final_epoch)
 
     def __repr__(self) -> str:
-        return f"PeriodicStream(stream_id={self._stream_id}, kind={self._kind!r}, periodicity={self._periodicity})"
+        return (
+            f"PeriodicStream(stream_id={self._stream_id}, kind={self._kind!r}, "
+            f"periodicity={self._periodicity})"
+        )

@@ -2,8 +2,8 @@
 
 Works on any logger directory: closed or still being written, killed mid-write, or written by the
 0.1.x library (one zstd frame per record, scales in the sidecars). Torn or corrupt parts are
-skipped and reported (a :class:`CorruptDataWarning` and ``table.schema.metadata[b"disco.skipped"]``);
-every intact block is returned.
+skipped and reported (a :class:`CorruptDataWarning` and
+``table.schema.metadata[b"disco.skipped"]``); every intact block is returned.
 """
 
 from __future__ import annotations
@@ -92,13 +92,17 @@ def load_sidecars(path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
             meta = json.loads(f.read_text(encoding="utf-8"))
             sid = int(meta["stream_id"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            warnings.warn(CorruptDataWarning(f"{f}: unreadable stream sidecar ignored ({exc})"), stacklevel=3)
+            warnings.warn(
+                CorruptDataWarning(f"{f}: unreadable stream sidecar ignored ({exc})"), stacklevel=3
+            )
             continue
         out[sid] = meta
     return out
 
 
-def _fallback_scales(sidecars: Mapping[int, Mapping[str, Any]]) -> dict[int, tuple[float, float | None]]:
+def _fallback_scales(
+    sidecars: Mapping[int, Mapping[str, Any]],
+) -> dict[int, tuple[float, float | None]]:
     out: dict[int, tuple[float, float | None]] = {}
     for sid, meta in sidecars.items():
         try:
@@ -128,8 +132,14 @@ def decode_columns(
         try:
             streams[int(sid)] = json.loads(reg["json"].decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
-            streams.setdefault(int(sid), {"stream_id": int(sid), "epoch_scale": reg["epoch_scale"],
-                                          "value_scale": reg["value_scale"]})
+            streams.setdefault(
+                int(sid),
+                {
+                    "stream_id": int(sid),
+                    "epoch_scale": reg["epoch_scale"],
+                    "value_scale": reg["value_scale"],
+                },
+            )
     cols = DecodedColumns(
         parts=[ColumnPart(**part) for part in raw["parts"]],
         streams=streams,
@@ -174,21 +184,31 @@ def columns_to_arrow(cols: DecodedColumns, *, label_columns: bool | Iterable[str
     import pyarrow as pa
 
     names = ["stream_id", "epoch", "indices", "values"]
-    batches = [pa.RecordBatch.from_arrays(_part_arrays(p), names=names) for p in cols.parts if len(p)]
+    batches = [
+        pa.RecordBatch.from_arrays(_part_arrays(p), names=names) for p in cols.parts if len(p)
+    ]
     if batches:
         # A huge segment may need large_list; unify so every batch has the same schema.
         if any(b.schema != batches[0].schema for b in batches):
-            large = pa.schema([("stream_id", pa.uint32()), ("epoch", pa.float64()),
-                               ("indices", pa.large_list(pa.int64())), ("values", pa.large_list(pa.float64()))])
+            large = pa.schema(
+                [
+                    ("stream_id", pa.uint32()),
+                    ("epoch", pa.float64()),
+                    ("indices", pa.large_list(pa.int64())),
+                    ("values", pa.large_list(pa.float64())),
+                ]
+            )
             batches = [b.cast(large) for b in batches]
         table = pa.Table.from_batches(batches)
     else:
-        table = pa.table({
-            "stream_id": pa.array([], type=pa.uint32()),
-            "epoch": pa.array([], type=pa.float64()),
-            "indices": pa.array([], type=pa.list_(pa.int64())),
-            "values": pa.array([], type=pa.list_(pa.float64())),
-        })
+        table = pa.table(
+            {
+                "stream_id": pa.array([], type=pa.uint32()),
+                "epoch": pa.array([], type=pa.float64()),
+                "indices": pa.array([], type=pa.list_(pa.int64())),
+                "values": pa.array([], type=pa.list_(pa.float64())),
+            }
+        )
     if label_columns:
         for key, arr in _label_arrays(cols, label_columns).items():
             table = table.append_column(key, arr)

@@ -40,7 +40,9 @@ BAD_RECORDS = [
 @pytest.fixture
 def logger(tmp_path: Path):
     dl = DataLogger(tmp_path / "l")
-    sid = dl.register_stream({"entity": "A", "measure": "stock"}, epoch_scale=1e-3, value_scale=1e-2)
+    sid = dl.register_stream(
+        {"entity": "A", "measure": "stock"}, epoch_scale=1e-3, value_scale=1e-2
+    )
     dl.record(sid, 0.0, [1, 2], [10.0, 20.0])  # logged before the bad input
     yield dl, sid
     dl.close()
@@ -53,8 +55,9 @@ def _assert_first_record_survives(path: Path, n: int = 1) -> None:
         assert got[0][2].tolist() == [1, 2] and got[0][3].tolist() == [10.0, 20.0]
 
 
-@pytest.mark.parametrize(("case", "indices", "values", "message"), BAD_RECORDS,
-                         ids=[c[0] for c in BAD_RECORDS])
+@pytest.mark.parametrize(
+    ("case", "indices", "values", "message"), BAD_RECORDS, ids=[c[0] for c in BAD_RECORDS]
+)
 def test_bad_record_is_refused_and_nothing_is_lost(logger, case, indices, values, message) -> None:
     dl, sid = logger
     with pytest.raises(InvalidRecordError, match=message) as info:
@@ -72,7 +75,9 @@ def test_bad_record_is_refused_and_nothing_is_lost(logger, case, indices, values
 @pytest.mark.parametrize("epoch", [np.nan, np.inf, -np.inf, 1e300])
 def test_bad_epoch(logger, epoch) -> None:
     dl, sid = logger
-    with pytest.raises(InvalidRecordError, match=r"stream 0 \(entity=A, measure=stock\): epoch") as info:
+    with pytest.raises(
+        InvalidRecordError, match=r"stream 0 \(entity=A, measure=stock\): epoch"
+    ) as info:
         dl.record(sid, epoch, [1], [1.0])
     assert ("not finite" in str(info.value)) or ("overflows int64" in str(info.value))
     dl.close()
@@ -172,7 +177,9 @@ def test_bad_labels(logger, labels, message) -> None:
 def test_bad_record_in_batch_records_nothing_of_the_batch(logger) -> None:
     dl, sid = logger
     offsets = [0, 1, 2, 3]
-    with pytest.raises(InvalidRecordError, match=r"record 1 of the batch; nothing of the batch was recorded"):
+    with pytest.raises(
+        InvalidRecordError, match=r"record 1 of the batch; nothing of the batch was recorded"
+    ):
         dl.record_many(sid, [1.0, 2.0, 3.0], offsets, [1, -5, 2], [1.0, 2.0, 3.0])
     with pytest.raises(InvalidRecordError, match="offsets must have len"):
         dl.record_many(sid, [1.0, 2.0], [0, 1], [1], [1.0])

@@ -13,8 +13,17 @@ from disco_data_logger import _core
 def test_stub_matches_extension() -> None:
     allowlist = Path(__file__).with_name("stubtest_allowlist.txt")
     proc = subprocess.run(
-        [sys.executable, "-m", "mypy.stubtest", "disco_data_logger._core", "--allowlist", str(allowlist)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "mypy.stubtest",
+            "disco_data_logger._core",
+            "--allowlist",
+            str(allowlist),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

@@ -21,7 +21,9 @@ def test_round_trip_quantised_and_exact(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     expected = []
     with DataLogger(d) as dl:
-        q = dl.register_stream({"entity": "A", "measure": "stock"}, epoch_scale=1e-3, value_scale=1e-2)
+        q = dl.register_stream(
+            {"entity": "A", "measure": "stock"}, epoch_scale=1e-3, value_scale=1e-2
+        )
         x = dl.register_stream({"entity": "B", "measure": "cost"}, value_scale=None)
         for t in range(300):
             idx = np.sort(rng.choice(1000, 5, replace=False))
@@ -33,7 +35,7 @@ def test_round_trip_quantised_and_exact(tmp_path: Path) -> None:
     for decode in (decode_native, decode_python):
         got = decode(d).records()
         assert len(got) == len(expected)
-        for (sid, ep, idx, vals), (gsid, gep, gidx, gvals) in zip(expected, got):
+        for (sid, ep, idx, vals), (gsid, gep, gidx, gvals) in zip(expected, got, strict=True):
             assert (gsid, gep) == (sid, ep)
             np.testing.assert_array_equal(gidx, idx)
             np.testing.assert_array_equal(gvals, np.array(vals))
@@ -47,7 +49,9 @@ def test_exact_stream_keeps_bits(tmp_path: Path) -> None:
             dl.record(s, t, np.arange(len(specials)), specials)
     for decode in (decode_native, decode_python):
         got = decode(tmp_path / "l")
-        np.testing.assert_array_equal(got.values.view(np.uint64), np.tile(specials, 3).view(np.uint64))
+        np.testing.assert_array_equal(
+            got.values.view(np.uint64), np.tile(specials, 3).view(np.uint64)
+        )
 
 
 @both_readers
@@ -72,8 +76,10 @@ def test_many_streams_and_rotation(tmp_path: Path, decode) -> None:
     n_streams = 300
     dl = DataLogger(tmp_path / "l", rotate_bytes=60_000, block_bytes=4096)
     with dl:
-        sids = [dl.register_stream({"entity": str(i)}, epoch_scale=1e-3, value_scale=1e-3)
-                for i in range(n_streams)]
+        sids = [
+            dl.register_stream({"entity": str(i)}, epoch_scale=1e-3, value_scale=1e-3)
+            for i in range(n_streams)
+        ]
         expected = []
         for k in range(6000):
             sid = sids[k % n_streams]
@@ -86,7 +92,7 @@ def test_many_streams_and_rotation(tmp_path: Path, decode) -> None:
     assert len(segments) >= 3 and stats["segments"] == len(segments)
     got = decode(tmp_path / "l").records()
     assert len(got) == len(expected)
-    for (sid, idx, vals), (gsid, _ep, gidx, gvals) in zip(expected, got):
+    for (sid, idx, vals), (gsid, _ep, gidx, gvals) in zip(expected, got, strict=True):
         assert gsid == sid
         np.testing.assert_array_equal(gidx, idx)
         np.testing.assert_allclose(gvals, vals, atol=0.5e-3 + 1e-12)
@@ -96,7 +102,7 @@ def test_unsorted_indices_are_sorted_with_values(tmp_path: Path) -> None:
     with DataLogger(tmp_path / "l") as dl:
         s = dl.register_stream({"m": "x"}, value_scale=None)
         dl.record(s, 0, np.array([9, 2, 5]), np.array([0.9, 0.2, 0.5]))
-    (_, _, idx, vals), = decode_native(tmp_path / "l").records()
+    ((_, _, idx, vals),) = decode_native(tmp_path / "l").records()
     assert idx.tolist() == [2, 5, 9] and vals.tolist() == [0.2, 0.5, 0.9]
 
 
@@ -156,8 +162,8 @@ def test_record_many_bulk(tmp_path: Path, decode) -> None:
     for k in range(500):
         gsid, gep, gidx, gvals = got[k]
         assert gsid == sids[k] and gep == epochs[k]
-        np.testing.assert_array_equal(gidx, idx[offsets[k]:offsets[k + 1]])
-        np.testing.assert_allclose(gvals, vals[offsets[k]:offsets[k + 1]], atol=1e-9)
+        np.testing.assert_array_equal(gidx, idx[offsets[k] : offsets[k + 1]])
+        np.testing.assert_allclose(gvals, vals[offsets[k] : offsets[k + 1]], atol=1e-9)
     assert got[500][0] == a and got[500][2].tolist() == [5, 6]
 
 
@@ -165,11 +171,17 @@ def test_sidecars_done_marker_and_streams(tmp_path: Path) -> None:
     d = tmp_path / "l"
     dl = DataLogger(d)
     s = dl.register_stream({"entity": "A", "n": 3}, epoch_scale=0.5, value_scale=None)
-    ps = dl.register_periodic_stream({"entity": "B"}, value_scale=0.1, periodicity=2.0, kind="accumulator")
+    ps = dl.register_periodic_stream(
+        {"entity": "B"}, value_scale=0.1, periodicity=2.0, kind="accumulator"
+    )
     meta = json.loads((d / "streams" / "00000000.json").read_text())
     assert meta == {"entity": "A", "n": 3, "stream_id": s, "epoch_scale": 0.5, "value_scale": None}
     pmeta = json.loads((d / "streams" / "00000001.json").read_text())
-    assert pmeta["periodicity"] == 2.0 and pmeta["kind"] == "accumulator" and pmeta["stream_id"] == ps.stream_id
+    assert (
+        pmeta["periodicity"] == 2.0
+        and pmeta["kind"] == "accumulator"
+        and pmeta["stream_id"] == ps.stream_id
+    )
     assert dl.streams[s]["entity"] == "A"
     assert not (d / "_DONE").exists()
     dl.close()
@@ -270,7 +282,10 @@ def test_unwritable_directory_fails_in_constructor(tmp_path: Path) -> None:
 def test_concurrent_threads_record_into_one_logger(tmp_path: Path) -> None:
     n_threads, per_thread = 8, 2000
     with DataLogger(tmp_path / "l", ring_bytes=16 << 10, block_bytes=2048) as dl:
-        sids = [dl.register_stream({"thread": i}, epoch_scale=1.0, value_scale=1.0) for i in range(n_threads)]
+        sids = [
+            dl.register_stream({"thread": i}, epoch_scale=1.0, value_scale=1.0)
+            for i in range(n_threads)
+        ]
         barrier = threading.Barrier(n_threads)
         errors: list[BaseException] = []
 
@@ -292,7 +307,9 @@ def test_concurrent_threads_record_into_one_logger(tmp_path: Path) -> None:
     assert len(got) == n_threads * per_thread
     for i in range(n_threads):
         mine = [r for r in got.records() if r[0] == sids[i]]
-        assert [r[1] for r in mine] == [float(k) for k in range(per_thread)]  # per-thread order kept
+        assert [r[1] for r in mine] == [
+            float(k) for k in range(per_thread)
+        ]  # per-thread order kept
         assert all(r[3][0] == k for k, r in enumerate(mine))
 
 

@@ -18,8 +18,9 @@ def _records(path: Path) -> list[tuple[float, list[int], list[float]]]:
 
 def test_state_repeats_last_vector_at_every_boundary(tmp_path: Path) -> None:
     with DataLogger(tmp_path / "l") as dl:
-        ps = dl.register_periodic_stream({"m": "stock"}, epoch_scale=1e-3, value_scale=None,
-                                         periodicity=1.0, kind="state")
+        ps = dl.register_periodic_stream(
+            {"m": "stock"}, epoch_scale=1e-3, value_scale=None, periodicity=1.0, kind="state"
+        )
         ps.record(0.5, [1], [10.0])
         ps.record(0.7, [1, 2], [11.0, 5.0])  # replaces the state of 0.5
         ps.record(3.0, [2], [7.0])  # exactly on a boundary: counts for boundary 3
@@ -43,8 +44,9 @@ def test_state_emits_nothing_before_first_update(tmp_path: Path) -> None:
 
 def test_accumulator_sums_within_periods_and_emits_empty_periods(tmp_path: Path) -> None:
     with DataLogger(tmp_path / "l") as dl:
-        ps = dl.register_periodic_stream({"m": "demand"}, epoch_scale=1e-3, value_scale=0.5,
-                                         periodicity=1.0, kind="accumulator")
+        ps = dl.register_periodic_stream(
+            {"m": "demand"}, epoch_scale=1e-3, value_scale=0.5, periodicity=1.0, kind="accumulator"
+        )
         ps.record(1.2, [3], [1.0])
         ps.record(1.9, [3, 4], [2.0, 0.5])
         ps.record(3.0, [4], [1.0])  # period 3 starts at 3.0
@@ -61,8 +63,9 @@ def test_accumulator_sums_within_periods_and_emits_empty_periods(tmp_path: Path)
 
 def test_accumulator_close_emits_only_complete_periods(tmp_path: Path) -> None:
     with DataLogger(tmp_path / "l") as dl:
-        ps = dl.register_periodic_stream({"m": "d"}, value_scale=None, periodicity=1.0,
-                                         kind="accumulator")
+        ps = dl.register_periodic_stream(
+            {"m": "d"}, value_scale=None, periodicity=1.0, kind="accumulator"
+        )
         ps.record(0.5, [1], [1.0])
         ps.record(1.5, [1], [2.0])
         ps.close(1.99)  # period 1 is not complete
@@ -71,8 +74,9 @@ def test_accumulator_close_emits_only_complete_periods(tmp_path: Path) -> None:
 
 def test_boundaries_do_not_drift(tmp_path: Path) -> None:
     with DataLogger(tmp_path / "l") as dl:
-        ps = dl.register_periodic_stream({"m": "s"}, epoch_scale=1e-3, value_scale=None,
-                                         periodicity=0.1)
+        ps = dl.register_periodic_stream(
+            {"m": "s"}, epoch_scale=1e-3, value_scale=None, periodicity=0.1
+        )
         ps.record(0.0, [1], [1.0])
         ps.close(1000.0)
     epochs = [r[0] for r in _records(tmp_path / "l")]
@@ -84,8 +88,9 @@ def test_vectors_are_copied(tmp_path: Path) -> None:
     idx, vals = np.array([1, 2]), np.array([1.0, 2.0])
     with DataLogger(tmp_path / "l") as dl:
         st = dl.register_periodic_stream({"m": "s"}, value_scale=None, periodicity=1.0)
-        acc = dl.register_periodic_stream({"m": "a"}, value_scale=None, periodicity=1.0,
-                                          kind="accumulator")
+        acc = dl.register_periodic_stream(
+            {"m": "a"}, value_scale=None, periodicity=1.0, kind="accumulator"
+        )
         st.record(0.0, idx, vals)
         acc.record(0.0, idx, vals)
         idx[:] = [8, 9]
@@ -117,8 +122,9 @@ def test_periodic_and_plain_streams_share_a_logger_from_threads(tmp_path: Path) 
     import threading
 
     with DataLogger(tmp_path / "l") as dl:
-        ps = dl.register_periodic_stream({"m": "acc"}, value_scale=None, periodicity=10.0,
-                                         kind="accumulator")
+        ps = dl.register_periodic_stream(
+            {"m": "acc"}, value_scale=None, periodicity=10.0, kind="accumulator"
+        )
         plain = dl.register_stream({"m": "plain"}, value_scale=None)
 
         def work(i: int) -> None:
@@ -134,4 +140,6 @@ def test_periodic_and_plain_streams_share_a_logger_from_threads(tmp_path: Path) 
         ps.close(10.0)
     recs = decode_native(tmp_path / "l").records()
     acc = [r for r in recs if r[0] == ps.stream_id]
-    assert len(acc) == 1 and acc[0][2].tolist() == [0, 1, 2, 3] and acc[0][3].tolist() == [1000.0] * 4
+    assert (
+        len(acc) == 1 and acc[0][2].tolist() == [0, 1, 2, 3] and acc[0][3].tolist() == [1000.0] * 4
+    )

@@ -56,8 +56,9 @@ def _naive_accumulator(updates, final_tick, period):
     final_extra=st.integers(-10, 40),
     exact=st.booleans(),
 )
-def test_periodic_matches_naive_reference(kind, epoch_scale, period_ticks, start_tick, steps,
-                                          final_extra, exact) -> None:
+def test_periodic_matches_naive_reference(
+    kind, epoch_scale, period_ticks, start_tick, steps, final_extra, exact
+) -> None:
     value_scale = None if exact else 0.01
     updates, tick = [], start_tick
     for step, vec in steps:
@@ -67,16 +68,23 @@ def test_periodic_matches_naive_reference(kind, epoch_scale, period_ticks, start
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "l"
         with DataLogger(path) as dl:
-            ps = dl.register_periodic_stream({"m": "p"}, epoch_scale=epoch_scale, value_scale=value_scale,
-                                             periodicity=period_ticks * epoch_scale, kind=kind)
+            ps = dl.register_periodic_stream(
+                {"m": "p"},
+                epoch_scale=epoch_scale,
+                value_scale=value_scale,
+                periodicity=period_ticks * epoch_scale,
+                kind=kind,
+            )
             for t, vec in updates:
                 ps.record(t * epoch_scale, list(vec.keys()), list(vec.values()))
             ps.close(final_tick * epoch_scale)
-        naive = (_naive_state if kind == "state" else _naive_accumulator)(updates, final_tick, period_ticks)
+        naive = (_naive_state if kind == "state" else _naive_accumulator)(
+            updates, final_tick, period_ticks
+        )
         for decode in (decode_native, decode_python):
             got = decode(path).records()
             assert len(got) == len(naive)
-            for (b, vec), (_sid, ep, idx, vals) in zip(naive, got):
+            for (b, vec), (_sid, ep, idx, vals) in zip(naive, got, strict=True):
                 assert ep == b * epoch_scale
                 assert idx.tolist() == sorted(vec)
                 want = [vec[i] for i in sorted(vec)]

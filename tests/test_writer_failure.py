@@ -48,8 +48,12 @@ SCRIPT = textwrap.dedent(
 
 def test_file_too_large_becomes_writer_error(tmp_path: Path) -> None:
     path = tmp_path / "l"
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(path), str(200_000)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(path), str(200_000)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr  # no abort, no signal
     events = json.loads(proc.stdout.strip().splitlines()[-1])
     first = events[0]
@@ -82,8 +86,9 @@ def test_close_reports_failure_when_no_call_came_in_between(tmp_path: Path) -> N
         """
     )
     path = tmp_path / "l"
-    proc = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     errno_, message = json.loads(proc.stdout.strip().splitlines()[-1])
     assert errno_ == 27 and "File too large" in message
