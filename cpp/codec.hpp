@@ -66,6 +66,7 @@ public:
         size_ = n;
     }
     void append(const void* p, size_t n) {
+        if (n == 0) return;  // p may be null then (an empty vector's data())
         std::memcpy(reserve_tail(n), p, n);
         size_ += n;
     }
@@ -195,7 +196,7 @@ inline void encode_record(Bytes& out, uint32_t sid, bool exact, Predecessor& pre
                 put_u64(p, values[i] ^ pred.values[i]);
                 p += 8;
             }
-        } else {
+        } else if (n > 0) {
             std::memcpy(p, values, n * 8);
             p += n * 8;
         }

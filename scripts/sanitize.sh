@@ -31,4 +31,4 @@ fi
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}"
 export TSAN_OPTIONS="halt_on_error=1:${TSAN_OPTIONS:-}"
-LD_PRELOAD="$preload" "$venv/bin/python" -m pytest -p no:cacheprovider -q "$@"
+LD_PRELOAD="$preload" "$venv/bin/python" -m pytest -p no:cacheprovider --capture=sys -q "$@"
