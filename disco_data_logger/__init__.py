@@ -4,6 +4,8 @@ Record with :class:`DataLogger` (and :class:`PeriodicStream`), read back with :f
 :class:`Collector`. See README.md and docs/ for the API, the on-disk format and the service.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from . import errors
 from ._version import __version__
 from .errors import (
@@ -22,25 +24,38 @@ from .periodic import PeriodicStream
 from .reader import read
 
 __all__ = [
+    "Collector",
     "ConfigError",
     "CorruptDataWarning",
     "DataLogger",
     "DataLoggerError",
+    "Experiment",
     "FormatError",
     "InvalidRecordError",
     "InvalidStreamError",
     "LoggerClosedError",
     "PeriodicStream",
+    "ShardWriter",
     "UnknownStreamError",
     "WriterError",
     "__version__",
     "errors",
+    "merge",
     "read",
 ]
 
-try:  # Collector is optional until its module lands; it has no native parts of its own
-    from .collector import Collector  # noqa: F401
+from .collector import Collector  # noqa: E402
 
-    __all__.append("Collector")
-except ImportError:  # pragma: no cover
-    pass
+if TYPE_CHECKING:
+    from .sharding import Experiment, ShardWriter, merge
+
+# The service is imported on first use, so recording code does not pay for it at import time.
+_SERVICE_NAMES = {"Experiment", "ShardWriter", "merge"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SERVICE_NAMES:
+        from . import sharding
+
+        return getattr(sharding, name)
+    raise AttributeError(f"module 'disco_data_logger' has no attribute {name!r}")

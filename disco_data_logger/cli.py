@@ -134,9 +134,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"  python -c \"from disco_data_logger import Experiment; "
           f"print(Experiment.open('{out}').to_polars('stream={_first_stream(cfg)}'))\"")
     print(f"  {PROG} export {q(str(out))} --parquet {q(str(out / 'parquet'))} && "
-          f"duckdb -c \"SELECT stream, point_id, count(*) FROM "
-          f"read_parquet('{out / 'parquet'}/**/*.parquet', hive_partitioning=true) "
-          f"GROUP BY ALL\"")
+          f"python -c \"import duckdb; print(duckdb.sql(\\\"SELECT stream, point_id, count(*) "
+          f"FROM read_parquet('{out / 'parquet'}/**/*.parquet', hive_partitioning=true) "
+          f"GROUP BY ALL\\\"))\"")
     if result.state == "interrupted":
         print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
@@ -267,8 +267,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
                      overwrite=args.overwrite)
     files = sorted(out.rglob("*.parquet"))
     print(f"exported {len(files)} Parquet file(s) to {out}")
-    print(f"  duckdb -c \"SELECT * FROM read_parquet('{out}/**/*.parquet', "
-          f"hive_partitioning=true) LIMIT 10\"")
+    print(f"  python -c \"import duckdb; print(duckdb.sql(\\\"SELECT * FROM "
+          f"read_parquet('{out}/**/*.parquet', hive_partitioning=true) LIMIT 10\\\"))\"")
     return 0
 
 
