@@ -302,16 +302,25 @@ PYBIND11_MODULE(_core, m) {
                  d["streams"] = s.streams;
                  return d;
              })
-        .def("stream_counters", [](ddl::LoggerCore& c) {
-            std::vector<ddl::StreamCounters> v;
-            {
-                py::gil_scoped_release nogil;
-                v = c.stream_counters();
-            }
-            py::list out;
-            for (const auto& s : v) out.append(py::make_tuple(s.records, s.min_epoch, s.max_epoch));
-            return out;
-        });
+        .def(
+            "stream_counters",
+            [](ddl::LoggerCore& c, py::object ids) {
+                std::vector<uint32_t> wanted;
+                const bool some = !ids.is_none();
+                if (some)
+                    for (auto h : ids) wanted.push_back(stream_arg(h.cast<int64_t>()));
+                std::vector<ddl::StreamCounters> v;
+                {
+                    py::gil_scoped_release nogil;
+                    v = c.stream_counters(some ? &wanted : nullptr);
+                }
+                py::list out;
+                for (const auto& s : v)
+                    out.append(py::make_tuple(s.records, s.min_epoch, s.max_epoch));
+                return out;
+            },
+            py::arg("ids") = py::none(),
+            "(records, min_epoch, max_epoch) of every stream, or of the given ids in order.");
 
     py::class_<ddl::PeriodicAggregator, std::shared_ptr<ddl::PeriodicAggregator>>(m, "PeriodicCore")
         .def(py::init([](std::shared_ptr<ddl::LoggerCore> core, int64_t sid, double periodicity,

@@ -407,11 +407,16 @@ LoggerStats LoggerCore::stats() {
     return st;
 }
 
-std::vector<StreamCounters> LoggerCore::stream_counters() {
+std::vector<StreamCounters> LoggerCore::stream_counters(const std::vector<uint32_t>* ids) {
     std::lock_guard<std::mutex> lk(encode_mu_);
     std::vector<StreamCounters> out;
-    out.reserve(streams_.size());
-    for (const auto& s : streams_) out.push_back(s.counters);
+    if (ids) {
+        out.reserve(ids->size());
+        for (uint32_t sid : *ids) out.push_back(stream_locked(sid).counters);
+    } else {
+        out.reserve(streams_.size());
+        for (const auto& s : streams_) out.push_back(s.counters);
+    }
     return out;
 }
 

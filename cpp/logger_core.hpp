@@ -77,7 +77,8 @@ public:
     bool closed() const { return closed_.load(); }
 
     LoggerStats stats();
-    std::vector<StreamCounters> stream_counters();
+    // All streams, or only `ids` (in that order; UnknownStream for an id never registered).
+    std::vector<StreamCounters> stream_counters(const std::vector<uint32_t>* ids = nullptr);
     size_t stream_count();
     std::string stream_name(uint32_t sid);
     double stream_epoch_scale(uint32_t sid);

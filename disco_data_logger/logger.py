@@ -15,14 +15,14 @@ import math
 import os
 import threading
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from . import _core, _defaults
-from .errors import InvalidStreamError, LoggerClosedError, WriterError
+from .errors import InvalidStreamError, LoggerClosedError, UnknownStreamError, WriterError
 from .periodic import PeriodicStream
 
 RESERVED_LABELS = frozenset({"stream_id", "epoch_scale", "value_scale", "periodicity", "kind"})
@@ -279,9 +279,22 @@ class DataLogger:
         """Counters: records, nonzeros, raw and compressed bytes, blocks, segments, stalls, ..."""
         return dict(self._core.stats())
 
-    def stream_stats(self) -> dict[int, tuple[int, float, float]]:
-        """Stream id -> (records, min epoch, max epoch) of what was recorded so far."""
-        return {sid: tuple(c) for sid, c in enumerate(self._core.stream_counters())}  # type: ignore[misc]
+    def stream_info(self, stream_id: int) -> dict[str, Any]:
+        """The sidecar metadata of one stream (labels, ``stream_id``, scales, periodic settings)."""
+        try:
+            return dict(self._streams[stream_id])
+        except KeyError:
+            raise UnknownStreamError(f"unknown stream id {stream_id}") from None
+
+    def stream_stats(
+        self, stream_ids: Iterable[int] | None = None
+    ) -> dict[int, tuple[int, float, float]]:
+        """Stream id -> (records, min epoch, max epoch) recorded so far, for all streams or only
+        ``stream_ids`` (cost proportional to the streams asked for)."""
+        if stream_ids is None:
+            return {sid: tuple(c) for sid, c in enumerate(self._core.stream_counters())}  # type: ignore[misc]
+        ids = [int(s) for s in stream_ids]
+        return {sid: tuple(c) for sid, c in zip(ids, self._core.stream_counters(ids), strict=True)}  # type: ignore[misc]
 
     def __enter__(self) -> DataLogger:
         return self

@@ -326,3 +326,24 @@ def test_backpressure_blocks_and_is_counted(tmp_path: Path) -> None:
     assert stats["stalls"] > 0 and stats["stall_seconds"] > 0
     assert stats["queue_peak_bytes"] <= (64 << 10) + (16 << 10) + 512 * 20  # bounded by the ring
     assert len(decode_native(tmp_path / "l")) == n
+
+
+def test_stream_stats_for_some_streams_and_stream_info(tmp_path: Path) -> None:
+    from disco_data_logger import UnknownStreamError
+
+    with DataLogger(tmp_path / "l") as dl:
+        sids = [dl.register_stream({"i": i}, value_scale=None) for i in range(5)]
+        for k, sid in enumerate(sids):
+            for t in range(k):
+                dl.record(sid, float(t), [1], [1.0])
+        assert dl.stream_stats([4, 1]) == {4: (4, 0.0, 3.0), 1: (1, 0.0, 0.0)}
+        assert dl.stream_info(3) == {
+            "i": 3,
+            "stream_id": 3,
+            "epoch_scale": 1e-6,
+            "value_scale": None,
+        }
+        with pytest.raises(UnknownStreamError):
+            dl.stream_stats([7])
+        with pytest.raises(UnknownStreamError):
+            dl.stream_info(7)

@@ -14,7 +14,6 @@ own ``multiprocessing.Pool`` or Ray tasks: open a ShardWriter in each worker, th
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -103,7 +102,7 @@ class Replication:
         shard = self.shard
         raw_logger = shard._logger
         raw_logger.flush()
-        stats = raw_logger.stream_stats()
+        stats = raw_logger.stream_stats(self.stream_ids)
         streams = []
         for sid in self.stream_ids:
             sidecar = shard._sidecar(sid)
@@ -272,12 +271,8 @@ class ShardWriter:
         return self._current
 
     def _sidecar(self, sid: int) -> dict[str, Any]:
-        # The sidecar the logger wrote is the authority on labels and scales; reading one small
-        # file keeps the commit O(streams of the replication), not O(streams of the shard).
-        try:
-            return dict(json.loads((self.path / "streams" / f"{sid:08d}.json").read_text()))
-        except (OSError, ValueError):
-            return dict(self._logger.streams[sid])
+        # O(1) per stream, so a commit costs O(streams of the replication), not of the shard.
+        return self._logger.stream_info(sid)
 
     # -- lifetime -----------------------------------------------------------------------------
 
