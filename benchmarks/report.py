@@ -17,6 +17,8 @@ ROWS = [
     ("decode_nonzeros_per_s", "decode to Arrow, nonzeros/s", "{:,.0f}"),
     ("periodic_updates_per_s", "periodic stream updates/s, incl. close", "{:,.0f}"),
     ("sweep_records_per_s", "sweep records/s", "{:,.0f}"),
+    ("sweep_cores_busy", "sweep: CPU seconds per wall second", "{:.2f}"),
+    ("sweep_cpu_us_per_record", "sweep: CPU µs per record (all processes)", "{:.2f}"),
 ]
 
 

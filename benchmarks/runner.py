@@ -29,6 +29,7 @@ PLOTTER = HERE / "plot.py"
 DEFAULT_OUT = HERE / "results"
 ANCHORS = ("seed", "arrow_ipc")
 CONTENDER_ORDER = ("ours", "seed", "arrow_ipc")
+ALL_TASKS = ("record", "record_many", "periodic", "memory", "sweep")
 
 MODES: dict[str, dict[str, Any]] = {
     "smoke": {"reps": 1, "records": {8: 1500, 64: 300, 1024: 30}, "periodic_updates": 2000,
@@ -136,7 +137,7 @@ def _collect(raw: list[dict[str, Any]]) -> dict[str, Any]:
         wl = spec.get("key", "")
         if not res.get("ok"):
             failures.append({"contender": who, "task": spec["task"], "workload": wl,
-                             "rep": item.get("rep"), "error": res.get("error"),
+                             "rep": item.get("rep"), "error": str(res.get("error"))[:300],
                              "traceback": res.get("traceback")})
             continue
         task = spec["task"]
@@ -161,6 +162,9 @@ def _collect(raw: list[dict[str, Any]]) -> dict[str, Any]:
         elif task == "sweep":
             add("sweep_records_per_s", wl, who, res["records_per_s"])
             add("sweep_replications_per_s", wl, who, res["replications_per_s"])
+            if "cpu_per_wall" in res:
+                add("sweep_cores_busy", wl, who, res["cpu_per_wall"])
+                add("sweep_cpu_us_per_record", wl, who, 1e6 * res["cpu_seconds"] / res["records"])
     for per_wl in results.values():
         for per_c in per_wl.values():
             for cell in per_c.values():
@@ -248,12 +252,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--contenders", default=",".join(CONTENDER_ORDER),
                     help="comma-separated subset of " + ",".join(CONTENDER_ORDER))
     ap.add_argument("--reps", type=int, default=None, help="override the mode's repetitions")
+    ap.add_argument("--tasks", default=",".join(ALL_TASKS),
+                    help="comma-separated subset of " + ",".join(ALL_TASKS))
     ap.add_argument("--keep", action="store_true", help="keep the written logger directories")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     args.mode = args.mode or "quick"
     cfg = MODES[args.mode]
     reps = args.reps or cfg["reps"]
+    if args.tasks != ",".join(ALL_TASKS) and args.out is None:
+        ap.error("--tasks selects part of a run: give it its own --out")
     out = (args.out or DEFAULT_OUT / args.mode).resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = (lambda *_: None) if args.quiet else (lambda msg: print(msg, flush=True))
@@ -276,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = [c for c in CONTENDER_ORDER if c in args.contenders.split(",")]
     contenders = {c: _probe(c, interpreters[c]) for c in wanted}
     available = [c for c in wanted if contenders[c]["available"]]
+    wanted_tasks = set(args.tasks.split(","))
     for c, info in contenders.items():
         log(f"contender {c}: " + (f"version {info['version']}" if info["available"]
                                   else f"skipped ({info['reason']})"))
@@ -288,11 +297,12 @@ def main(argv: list[str] | None = None) -> int:
             order = available[rep % len(available):] + available[:rep % len(available)] \
                 if available else []
             for c in order:
-                caps = CAPABILITIES[c]
+                caps = CAPABILITIES[c] & wanted_tasks
                 tasks: list[dict[str, Any]] = []
-                for key, path in sparse.items():
-                    tasks.append({"task": "record", "key": key, "workload": str(path),
-                                  "workdir": str(scratch / "data")})
+                if "record" in caps:
+                    for key, path in sparse.items():
+                        tasks.append({"task": "record", "key": key, "workload": str(path),
+                                      "workdir": str(scratch / "data")})
                 if "record_many" in caps:
                     for key, path in sparse.items():
                         tasks.append({"task": "record_many", "key": key, "workload": str(path),
@@ -302,13 +312,15 @@ def main(argv: list[str] | None = None) -> int:
                     for key, path in periodic.items():
                         tasks.append({"task": "periodic", "key": key, "workload": str(path),
                                       "workdir": str(scratch / "data")})
+                if not tasks:
+                    continue
                 for item in _run_worker(c, interpreters[c], tasks, scratch, log):
                     item["contender"] = c
                     item["rep"] = rep
                     raw.append(item)
 
         memory = None
-        if "ours" in available:
+        if "ours" in available and "memory" in wanted_tasks:
             log("memory: long run of ours")
             mem_key = f"nnz{cfg['memory_nnz']}"
             items = _run_worker("ours", interpreters["ours"], [{
@@ -317,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             memory = items[0]["result"]
 
         sweep_cfg = cfg["sweep"]
-        if "ours" in available:
+        if "ours" in available and "sweep" in wanted_tasks:
             log("sweep: 1 and 2 workers")
             for rep in range(sweep_cfg["reps"]):
                 for workers in ((1, 2) if rep % 2 == 0 else (2, 1)):

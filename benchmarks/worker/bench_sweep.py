@@ -75,7 +75,9 @@ def _service_sweep(spec: dict[str, Any], root: Path) -> dict[str, Any]:
     result = run_experiment(path, overwrite=True, progress=False)
     elapsed = time.perf_counter() - t0
     if result.state != "complete":
-        raise RuntimeError(f"sweep ended {result.state}: {result.failed}")
+        first = next(iter(result.failed.items()), ("", ""))
+        raise RuntimeError(f"sweep ended {result.state}: {len(result.failed)} replications "
+                           f"failed, e.g. {first[0]}: {first[1][:200]}")
     records = result.committed * int(spec["records"])
     size = sum(f.stat().st_size for f in root.rglob("*.seg.zst"))
     return {"method": "sharding.run_experiment, multiprocessing backend", "workers": workers,
