@@ -99,21 +99,25 @@ def _byo_worker(path: str, spec: dict[str, Any], queue: Any, done: Any) -> None:
     done.put(records)
 
 
-def _cpu_seconds() -> float:
-    """CPU time of this process and its reaped children (the sweep's worker processes)."""
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        ru = resource.getrusage(who)
-        total += ru.ru_utime + ru.ru_stime
-    return total
+def _cpu_seconds(who: int) -> float:
+    ru = resource.getrusage(who)
+    return ru.ru_utime + ru.ru_stime
 
 
 def run_sweep(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run the sweep; ``cpu_per_wall`` says how many cores it kept busy on average."""
-    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    """Run the sweep; ``cpu_per_wall`` says how many cores it kept busy on average.
+
+    CPU time is this process (the coordinator) plus its reaped children (the workers).
+    """
+    own0 = _cpu_seconds(resource.RUSAGE_SELF)
+    kids0 = _cpu_seconds(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
     result = _run_sweep(spec)
-    result["cpu_seconds"] = _cpu_seconds() - cpu0
-    result["cpu_per_wall"] = result["cpu_seconds"] / (time.perf_counter() - t0)
+    wall = time.perf_counter() - t0
+    result["coordinator_cpu_seconds"] = _cpu_seconds(resource.RUSAGE_SELF) - own0
+    result["workers_cpu_seconds"] = _cpu_seconds(resource.RUSAGE_CHILDREN) - kids0
+    result["cpu_seconds"] = result["coordinator_cpu_seconds"] + result["workers_cpu_seconds"]
+    result["cpu_per_wall"] = result["cpu_seconds"] / wall
     return result
 
 
