@@ -98,11 +98,12 @@ py::array_t<double> values_arg(ddl::LoggerCore& core, uint32_t sid, py::handle h
     return out;
 }
 
-template <class T>
-py::array_t<T> to_numpy(std::vector<T>&& v) {
-    auto* holder = new std::vector<T>(std::move(v));
-    py::capsule owner(holder, [](void* p) { delete static_cast<std::vector<T>*>(p); });
-    return py::array_t<T>(py::ssize_t(holder->size()), holder->data(), owner);
+// Moves the column into a heap holder owned by the numpy array: no copy.
+template <class Vec>
+py::array_t<typename Vec::value_type> to_numpy(Vec&& v) {
+    auto* holder = new Vec(std::move(v));
+    py::capsule owner(holder, [](void* p) { delete static_cast<Vec*>(p); });
+    return py::array_t<typename Vec::value_type>(py::ssize_t(holder->size()), holder->data(), owner);
 }
 
 py::dict registration_dict(const ddl::RegistrationInfo& r) {

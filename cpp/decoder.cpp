@@ -84,11 +84,31 @@ public:
                        std::unordered_map<uint32_t, int64_t>& last_tick, DecodeResult& out);
 
 private:
-    const RegistrationInfo* lookup(uint32_t sid) const {
+    // Per-record lookups go through dense tables for the usual small stream ids; ids beyond
+    // kDense (possible only in hostile or corrupt files) fall back to the maps.
+    static constexpr uint32_t kDense = 1u << 20;
+
+    const RegistrationInfo* find_registration(uint32_t sid) const {
         auto it = regs_.find(sid);
         if (it != regs_.end()) return &it->second;
         auto fb = opts_.fallback.find(sid);
         return fb == opts_.fallback.end() ? nullptr : &fb->second;
+    }
+    const RegistrationInfo* lookup(uint32_t sid) {
+        if (sid >= kDense) return find_registration(sid);
+        if (sid >= reg_cache_.size()) reg_cache_.resize(size_t(sid) + 1, nullptr);
+        const RegistrationInfo*& slot = reg_cache_[sid];
+        if (!slot) slot = find_registration(sid);
+        return slot;
+    }
+    void add_registration(const RegistrationInfo& r) {
+        regs_[r.stream_id] = r;
+        reg_cache_.clear();  // std::map nodes are stable, but a new entry may shadow a fallback
+    }
+    Pred& pred_of(uint32_t sid) {
+        if (sid >= kDense) return sparse_preds_[sid];
+        if (sid >= preds_.size()) preds_.resize(size_t(sid) + 1);
+        return preds_[sid];
     }
     bool parse_block(const uint8_t* p, const uint8_t* end, uint32_t n_records,
                      DecodedColumns& cols, uint64_t& decoded, std::string& why);
@@ -98,7 +118,9 @@ private:
     const StreamFilter& filter_;
     ZSTD_DCtx* dctx_;
     std::map<uint32_t, RegistrationInfo> regs_;
-    std::unordered_map<uint32_t, Pred> preds_;
+    std::vector<const RegistrationInfo*> reg_cache_;
+    std::vector<Pred> preds_;
+    std::unordered_map<uint32_t, Pred> sparse_preds_;
     uint64_t generation_ = 0;
     std::vector<uint8_t> raw_;
     std::vector<int64_t> idx_;
@@ -139,7 +161,7 @@ bool SegmentDecoder::parse_block(const uint8_t* p, const uint8_t* end, uint32_t 
         const RegistrationInfo* reg = lookup(sid);
         if (!reg) return why = "record of unregistered stream " + std::to_string(sid), false;
         if (!(p = get_varint(p, end, zt))) return why = "truncated tick", false;
-        Pred& pred = preds_[sid];
+        Pred& pred = pred_of(sid);
         const bool has_pred = pred.generation == generation_;
         const int64_t tick = has_pred ? int64_t(uint64_t(pred.tick) + uint64_t(unzigzag(zt)))
                                       : unzigzag(zt);
@@ -164,33 +186,48 @@ bool SegmentDecoder::parse_block(const uint8_t* p, const uint8_t* end, uint32_t 
         }
         const std::vector<int64_t>& idx = same ? pred.idx : idx_;
         vals_.resize(n);
+        uint64_t* vals = vals_.data();
         if (reg->exact) {
             if (uint64_t(end - p) < n * 8) return why = "truncated values", false;
-            for (uint64_t i = 0; i < n; ++i, p += 8)
-                vals_[i] = same ? (get_u64(p) ^ pred.vals[i]) : get_u64(p);
+            if (same) {
+                for (uint64_t i = 0; i < n; ++i, p += 8) vals[i] = get_u64(p) ^ pred.vals[i];
+            } else {
+                for (uint64_t i = 0; i < n; ++i, p += 8) vals[i] = get_u64(p);
+            }
+        } else if (same) {
+            const uint64_t* prev = pred.vals.data();
+            for (uint64_t i = 0; i < n; ++i) {
+                uint64_t v;
+                if (!(p = get_varint(p, end, v))) return why = "truncated values", false;
+                vals[i] = prev[i] + uint64_t(unzigzag(v));
+            }
         } else {
             for (uint64_t i = 0; i < n; ++i) {
                 uint64_t v;
                 if (!(p = get_varint(p, end, v))) return why = "truncated values", false;
-                vals_[i] = same ? pred.vals[i] + uint64_t(unzigzag(v)) : uint64_t(unzigzag(v));
+                vals[i] = uint64_t(unzigzag(v));
             }
         }
         if (filter_(sid)) {
             cols.stream_id.push_back(sid);
             cols.epoch.push_back(double(tick) * reg->epoch_scale);
             cols.indices.insert(cols.indices.end(), idx.begin(), idx.end());
+            const size_t base = cols.values.size();
+            cols.values.resize(base + n);
+            double* out = cols.values.data() + base;
+            const uint64_t* v = vals_.data();
             if (reg->exact) {
-                for (uint64_t i = 0; i < n; ++i) cols.values.push_back(bits_f64(vals_[i]));
+                if (n > 0) std::memcpy(out, v, n * sizeof(double));
             } else {
-                for (uint64_t i = 0; i < n; ++i)
-                    cols.values.push_back(double(int64_t(vals_[i])) * reg->value_scale);
+                const double scale = reg->value_scale;
+                for (uint64_t i = 0; i < n; ++i) out[i] = double(int64_t(v[i])) * scale;
             }
             cols.offsets.push_back(int64_t(cols.indices.size()));
         }
         ++decoded;
         pred.generation = generation_;
         pred.tick = tick;
-        if (!same) pred.idx.assign(idx_.begin(), idx_.end());
+        if (!same) pred.idx.swap(idx_);  // buffers trade places: no copy, no allocation
         pred.vals.swap(vals_);
     }
     if (p != end) return why = "payload longer than its records", false;
@@ -288,7 +325,7 @@ void SegmentDecoder::decode_v1(const std::string& path, const std::vector<uint8_
             const bool scales_ok = std::isfinite(r.epoch_scale) && r.epoch_scale > 0 &&
                                    (r.exact || (std::isfinite(r.value_scale) && r.value_scale > 0));
             if (scales_ok) {
-                regs_[r.stream_id] = r;
+                add_registration(r);
                 out.registrations[r.stream_id] = std::move(r);
             } else {
                 out.skipped.push_back({path, pos, kFrameHead + psize,

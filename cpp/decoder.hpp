@@ -8,16 +8,17 @@
 #include <string>
 #include <vector>
 
+#include "column_allocator.hpp"
 #include "frames.hpp"
 
 namespace ddl {
 
 struct DecodedColumns {
-    std::vector<uint32_t> stream_id;
-    std::vector<double> epoch;
-    std::vector<int64_t> offsets{0};
-    std::vector<int64_t> indices;
-    std::vector<double> values;
+    ColumnVector<uint32_t> stream_id;
+    ColumnVector<double> epoch;
+    ColumnVector<int64_t> offsets{0};
+    ColumnVector<int64_t> indices;
+    ColumnVector<double> values;
     size_t records() const { return stream_id.size(); }
 };
 
