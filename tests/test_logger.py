@@ -347,3 +347,22 @@ def test_stream_stats_for_some_streams_and_stream_info(tmp_path: Path) -> None:
             dl.stream_stats([7])
         with pytest.raises(UnknownStreamError):
             dl.stream_info(7)
+
+
+def test_interpreter_exit_closes_open_loggers(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from disco_data_logger import DataLogger\n"
+        "dl = DataLogger(sys.argv[1], flush_interval=3600)\n"
+        "sid = dl.register_stream({'m': 'x'}, value_scale=None)\n"
+        "for t in range(1000):\n"
+        "    dl.record(sid, t, [t], [float(t)])\n"
+        "KEEP = dl  # never closed by the script\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "l")], timeout=60)
+    assert proc.returncode == 0
+    assert (tmp_path / "l" / "_DONE").exists()
+    assert len(decode_native(tmp_path / "l")) == 1000
