@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", help="check segment checksums, torn tails and commits")
     verify.add_argument("dir", help="experiment output directory, or one logger directory")
+    verify.add_argument("--repair", action="store_true",
+                        help="truncate torn segment tails (what a killed writer leaves), keeping "
+                             "each original as NNNNN.seg.zst.torn-<time>; nothing else is changed")
     return parser
 
 
@@ -278,7 +281,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .sharding.verify import verify_path
 
-    report = verify_path(args.dir)
+    report = verify_path(args.dir, repair=args.repair)
     for line in report.lines():
         print(line)
     if not report.ok:

@@ -9,12 +9,21 @@ Three independent checks, so that a problem is found whichever layer it is in:
    to skip (raw-payload checksums, bad payloads);
 3. against the shard manifest: every committed stream decodes to the record count its commit
    listed, and segment files of a closed shard still have the size and sha256 it recorded.
+
+``repair`` (``verify --repair``) truncates a **torn tail**, and nothing else: the file must end
+inside its last frame (what ``kill -9`` of a writer leaves) or in zero bytes (what a crash of the
+machine can leave), with no intact frame anywhere after the cut. The whole original file is kept
+beside it as ``NNNNN.seg.zst.torn-<UTC time>`` (readers only read ``*.seg.zst``). A segment that
+is still open in a running process is never touched.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
+import os
+import shutil
 import struct
 import warnings
 import zlib
@@ -29,7 +38,8 @@ from ..errors import CorruptDataWarning
 from .manifest import ShardManifest
 from .shard import SHARDS_DIR
 
-__all__ = ["SegmentCheck", "ShardCheck", "VerifyReport", "verify_path", "walk_segment"]
+__all__ = ["RepairResult", "SegmentCheck", "ShardCheck", "VerifyReport", "repair_segment",
+           "verify_path", "walk_segment"]
 
 _SKIPPABLE_MAGIC = 0x184D2A5D
 _ZSTD_MAGIC = 0xFD2FB528
@@ -48,9 +58,23 @@ class SegmentCheck:
     records: int = 0
     checksum_failures: int = 0
     torn_tail: bool = False
+    torn_offset: int | None = None  # where the torn frame starts: what a repair would cut
     footer: bool = False
     legacy: bool = False
     problems: list[str] = field(default_factory=list)
+    repair: RepairResult | None = None
+
+
+@dataclass
+class RepairResult:
+    """What ``repair_segment`` did to one segment (or why it left it alone)."""
+
+    name: str
+    repaired: bool
+    message: str
+    cut_at: int | None = None
+    removed_bytes: int = 0
+    backup: Path | None = None
 
 
 @dataclass
@@ -89,6 +113,12 @@ class VerifyReport:
                 yield (f"  {seg.name:<42} {seg.bytes:>12,} {seg.blocks:>7,} {seg.records:>10,} "
                        f"{seg.checksum_failures:>8} {'yes' if seg.torn_tail else 'no':>5} "
                        f"{'yes' if seg.footer else 'no':>6}")
+                if seg.torn_tail:
+                    yield (f"    torn tail at offset {seg.torn_offset}: "
+                           f"{seg.bytes - (seg.torn_offset or 0):,} byte(s) of an unfinished frame")
+                if seg.repair is not None:
+                    yield f"    {'repaired' if seg.repair.repaired else 'not repaired'}: " \
+                          f"{seg.repair.message}"
                 for problem in seg.problems:
                     yield f"    ! {problem}"
             for problem in shard.problems:
@@ -117,17 +147,31 @@ def walk_segment(path: Path) -> SegmentCheck:
         check.legacy = True  # 0.1.x: one zstd frame per record, nothing to walk; decode checks it
         return check
     pos = 0
+
+    def torn(at: int) -> None:
+        later = _intact_frame_after(data, at)
+        if later is None:
+            check.torn_tail = True
+            check.torn_offset = at
+        else:  # a size field that lies, in the middle of the file: not what a crash leaves
+            check.problems.append(f"frame at offset {at} runs past the end of the file but an "
+                                  f"intact frame follows at offset {later}; "
+                                  f"{n - at} bytes skipped")
+
     while pos < n:
         if n - pos < 8:
-            check.torn_tail = True
+            torn(pos)
             break
         magic, size = struct.unpack_from("<II", data, pos)
         if magic != _SKIPPABLE_MAGIC:
-            check.problems.append(f"unparseable frame at offset {pos}; {n - pos} bytes skipped")
+            if not any(data[pos:]):
+                torn(pos)  # zero-filled: the file grew but the data never reached the disk
+            else:
+                check.problems.append(f"unparseable frame at offset {pos}; {n - pos} bytes skipped")
             break
         end = pos + 8 + size
         if end > n:
-            check.torn_tail = True
+            torn(pos)
             break
         payload = data[pos + 8:end]
         if (size < 9 or payload[:4] != _DDL_MAGIC
@@ -137,11 +181,11 @@ def walk_segment(path: Path) -> SegmentCheck:
                                   f"{n - pos} bytes skipped")
             break
         kind = payload[4]
-        pos = end
+        start, pos = pos, end
         if kind == _KIND_BLOCK:
             records, _raw, csize, ccrc = struct.unpack_from("<IIII", payload, 12)
             if pos + csize > n:
-                check.torn_tail = True
+                torn(start)
                 break
             check.blocks += 1
             if zlib.crc32(data[pos:pos + csize]) != ccrc:
@@ -153,6 +197,105 @@ def walk_segment(path: Path) -> SegmentCheck:
         elif kind == _KIND_FOOTER:
             check.footer = True
     return check
+
+
+def _intact_frame_after(data: bytes, start: int) -> int | None:
+    """Offset of the first complete skippable frame with a valid DDL1 checksum after ``start``.
+
+    A torn tail holds at most the beginning of one frame; an intact frame after the damage means
+    the damage is in the middle of the file, and cutting there would lose intact data.
+    """
+    magic = struct.pack("<I", _SKIPPABLE_MAGIC)
+    at = data.find(magic, start + 1)
+    while at != -1:
+        if at + 8 <= len(data):
+            size = struct.unpack_from("<I", data, at + 4)[0]
+            payload = data[at + 8:at + 8 + size]
+            if (9 <= size == len(payload) and payload[:4] == _DDL_MAGIC
+                    and zlib.crc32(payload[:-4]) == struct.unpack_from("<I", payload, size - 4)[0]):
+                return at
+        at = data.find(magic, at + 1)
+    return None
+
+
+def _open_elsewhere(path: Path) -> list[int]:
+    """Processes that hold ``path`` open (Linux ``/proc``; empty where it is not readable)."""
+    target = os.path.realpath(path)
+    pids: list[int] = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return pids
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = list((entry / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) == target:
+                    pids.append(int(entry.name))
+                    break
+            except OSError:
+                continue
+    return pids
+
+
+def repair_segment(path: str | os.PathLike[str], *,
+                   now: datetime.datetime | None = None) -> RepairResult:
+    """Truncate the torn tail of one segment, keeping the whole original as a backup.
+
+    Refuses (``repaired=False``, with the reason) unless the segment's only damage is a torn
+    tail: a segment with a checksum failure, an unparseable frame, or an intact frame after the
+    torn one is left as it is, and so is a segment that a running process still has open.
+    """
+    seg = Path(path)
+    check = walk_segment(seg)
+    if check.legacy:
+        return RepairResult(seg.name, False, "0.1.x segment: nothing to repair by truncation")
+    if not check.torn_tail or check.torn_offset is None:
+        return RepairResult(seg.name, False, "no torn tail")
+    if check.problems:
+        return RepairResult(seg.name, False, f"damaged before its tail ({check.problems[0]}); "
+                                             "a truncation would cut intact data")
+    data = seg.read_bytes()
+    cut = check.torn_offset
+    if len(data) != check.bytes or _intact_frame_after(data, cut) is not None:
+        return RepairResult(seg.name, False, "the segment changed while it was checked")
+    holders = _open_elsewhere(seg)
+    if holders:
+        return RepairResult(seg.name, False, f"open in process(es) {holders}: stop the writer "
+                                             "first (a running writer would keep appending)")
+    stamp = (now or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y%m%dT%H%M%S%fZ")
+    backup = seg.with_name(f"{seg.name}.torn-{stamp}")
+    # The backup is complete and on disk before a single byte of the original is cut.
+    with open(backup, "xb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    shutil.copystat(seg, backup)
+    with open(seg, "r+b") as fh:
+        fh.truncate(cut)
+        fh.flush()
+        os.fsync(fh.fileno())
+    _fsync_dir(seg.parent)
+    return RepairResult(seg.name, True, f"cut at offset {cut} ({len(data) - cut:,} byte(s) "
+                                        f"removed); original kept as {backup.name}",
+                        cut_at=cut, removed_bytes=len(data) - cut, backup=backup)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _logger_dirs(root: Path) -> list[tuple[str, Path]]:
@@ -195,7 +338,8 @@ def _verify_dir(name: str, path: Path) -> ShardCheck:
         reason = str(item.get("reason", "skipped"))
         target = by_segment.get(seg_name)
         torn = "torn" in reason.lower() or "end of file" in reason.lower()
-        if target is not None and target.torn_tail and torn:
+        if target is not None and target.torn_tail and (
+                torn or item.get("offset") == target.torn_offset):
             continue  # already reported by the walk
         message = f"decoder skipped offset {item.get('offset')}: {reason}"
         if target is not None:
@@ -240,12 +384,23 @@ def _verify_dir(name: str, path: Path) -> ShardCheck:
     return shard
 
 
-def verify_path(path: str | Path) -> VerifyReport:
-    """Check every logger directory under ``path`` (an experiment) or ``path`` itself."""
+def verify_path(path: str | Path, *, repair: bool = False) -> VerifyReport:
+    """Check every logger directory under ``path`` (an experiment) or ``path`` itself.
+
+    With ``repair``, every segment with a torn tail is repaired (:func:`repair_segment`) and its
+    directory checked again; the report shows the state after the repair, with what was done.
+    """
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(2, "No such file or directory", str(root))
     report = VerifyReport(path=root)
     for name, logger_dir in _logger_dirs(root):
-        report.shards.append(_verify_dir(name, logger_dir))
+        shard = _verify_dir(name, logger_dir)
+        if repair and any(seg.torn_tail for seg in shard.segments):
+            repairs = {seg.name: repair_segment(logger_dir / seg.name)
+                       for seg in shard.segments if seg.torn_tail}
+            shard = _verify_dir(name, logger_dir)
+            for seg in shard.segments:
+                seg.repair = repairs.get(seg.name)
+        report.shards.append(shard)
     return report
