@@ -127,6 +127,23 @@ private:
     std::vector<uint64_t> vals_;
 };
 
+// Reads n indices stored as first value + gaps (FORMAT.md section 4) into out[0..n). Returns the
+// position after them, or nullptr with `why` set on truncation or an out-of-range index.
+const uint8_t* parse_indices(const uint8_t* p, const uint8_t* end, uint64_t n, int64_t* out,
+                             std::string& why) {
+    uint64_t prev = 0;
+    for (uint64_t i = 0; i < n; ++i) {
+        uint64_t v;
+        if (!(p = get_varint(p, end, v))) return why = "truncated indices", nullptr;
+        const uint64_t cur = i == 0 ? v : prev + 1 + v;
+        if (cur > uint64_t(INT64_MAX) || (i > 0 && cur <= prev))
+            return why = "index out of range", nullptr;
+        out[i] = int64_t(cur);
+        prev = cur;
+    }
+    return p;
+}
+
 void rollback(DecodedColumns& c, size_t records, size_t nnz) {
     c.stream_id.resize(records);
     c.epoch.resize(records);
@@ -173,16 +190,7 @@ bool SegmentDecoder::parse_block(const uint8_t* p, const uint8_t* end, uint32_t 
             // Every index takes at least one byte: bounds the allocation by the payload size.
             if (n > uint64_t(end - p)) return why = "count larger than the payload", false;
             idx_.resize(n);
-            uint64_t prev = 0;
-            for (uint64_t i = 0; i < n; ++i) {
-                uint64_t v;
-                if (!(p = get_varint(p, end, v))) return why = "truncated indices", false;
-                const uint64_t cur = i == 0 ? v : prev + 1 + v;
-                if (cur > uint64_t(INT64_MAX) || (i > 0 && cur <= prev))
-                    return why = "index out of range", false;
-                idx_[i] = int64_t(cur);
-                prev = cur;
-            }
+            if (!(p = parse_indices(p, end, n, idx_.data(), why))) return false;
         }
         const std::vector<int64_t>& idx = same ? pred.idx : idx_;
         vals_.resize(n);
@@ -438,14 +446,10 @@ bool SegmentDecoder::decode_legacy(const std::string& path, const std::vector<ui
             else if (prior != last_tick.end()) tick = int64_t(uint64_t(prior->second) + uint64_t(tick));
             ticks[sid] = tick;
             const size_t a = idx_.size();
-            uint64_t prev = 0;
-            for (uint64_t i = 0; i < n && ok; ++i) {
-                uint64_t v;
-                if (!(p = get_varint(p, end, v))) { ok = false; why = "truncated indices"; break; }
-                const uint64_t cur = i == 0 ? v : prev + 1 + v;
-                if (cur > uint64_t(INT64_MAX) || (i > 0 && cur <= prev)) { ok = false; why = "index out of range"; }
-                idx_.push_back(int64_t(cur));
-                prev = cur;
+            idx_.resize(a + n);
+            if (!(p = parse_indices(p, end, n, idx_.data() + a, why))) {
+                ok = false;
+                break;
             }
             for (uint64_t i = 0; i < n && ok; ++i) {
                 uint64_t v;

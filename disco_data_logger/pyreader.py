@@ -263,6 +263,19 @@ def _indices_from_gaps(first: int, gaps: np.ndarray) -> np.ndarray:
     return idx.view(np.int64)
 
 
+def _read_index_list(raw: bytes, pos: int, end: int,
+                     varints: _Varints) -> tuple[np.ndarray, int]:
+    """A count, then that many indices as first value + gaps (FORMAT.md sections 4 and 6)."""
+    n, pos = _read_varint(raw, pos, end)
+    if n > end - pos:  # every index takes at least one byte
+        raise _BadData(f"record claims {n} non-zeros, more than the bytes left")
+    if not n:
+        return np.zeros(0, np.int64), pos
+    first, pos = _read_varint(raw, pos, end)
+    gaps, pos = varints.take(pos, n - 1, end)
+    return _indices_from_gaps(first, gaps), pos
+
+
 def zstd_frame_size(buf: bytes | memoryview, pos: int, end: int) -> int:
     """Length of the standard zstd frame at ``pos``, from its headers alone (RFC 8878).
 
@@ -537,15 +550,8 @@ class _SegmentV1:
                 idx = pred[1]
                 n = len(idx)
             else:
-                n, pos = _read_varint(raw, pos, end)
-                if n > end - pos:
-                    raise _BadData(f"record claims {n} non-zeros, more than the bytes left")
-                if n:
-                    first, pos = _read_varint(raw, pos, end)
-                    gaps, pos = varints.take(pos, n - 1, end)
-                    idx = _indices_from_gaps(first, gaps)
-                else:
-                    idx = np.zeros(0, np.int64)
+                idx, pos = _read_index_list(raw, pos, end, varints)
+                n = len(idx)
             if stream.exact:
                 if 8 * n > end - pos:
                     raise _BadData("exact values run past the end of the payload")
@@ -633,16 +639,8 @@ def _legacy_records(raw: bytes,
         prev = last.get(sid)
         tick = _zigzag(u) if prev is None else _wrap64(prev + _zigzag(u))
         last[sid] = tick
-        n, pos = _read_varint(raw, pos, end)
-        if n > end - pos:
-            raise _BadData(f"record claims {n} non-zeros, more than the bytes left")
-        if n:
-            first, pos = _read_varint(raw, pos, end)
-            gaps, pos = varints.take(pos, n - 1, end)
-            idx = _indices_from_gaps(first, gaps)
-        else:
-            idx = np.zeros(0, np.int64)
-        zz, pos = varints.take(pos, n, end)
+        idx, pos = _read_index_list(raw, pos, end, varints)
+        zz, pos = varints.take(pos, len(idx), end)
         out.append((sid, tick, idx, _unzigzag(zz)))
     ticks.last = last
     return out
