@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 import zstandard
-from common import put_varint, round_half_away, zigzag
+
+from tests.common import put_varint, round_half_away, zigzag
 
 SKIPPABLE_MAGIC = 0x184D2A5D
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import zstandard
-from common import put_varint, round_half_away, zigzag
+
+from tests.common import put_varint, round_half_away, zigzag
 
 
 def encode_legacy_record(stream_id: int, tick_delta: int, indices: Sequence[int],

@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
-from common import decode_python
 
 from disco_data_logger import Collector, DataLogger
 from disco_data_logger.collector import DONE_MARKER
+from tests.common import decode_python
 
 BASE = [("stream_id", pa.uint32()), ("epoch", pa.float64()),
         ("indices", pa.list_(pa.int64())), ("values", pa.list_(pa.float64()))]

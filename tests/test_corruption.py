@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import format_v1 as v1
 import numpy as np
 import pytest
-from common import (
+
+from disco_data_logger import DataLogger
+from tests.common import (
     Decoded,
     FrameUnit,
     assert_same_records,
@@ -24,8 +26,6 @@ from common import (
     frame_units,
     select_records,
 )
-
-from disco_data_logger import DataLogger
 
 NAME = "00000.seg.zst"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from common import Decoded, both_readers, text_to_float
 
 from disco_data_logger import pyreader, read
+from tests.common import Decoded, both_readers, text_to_float
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN = ["golden_v1", "legacy_0_1"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from common import assert_same_records, both_readers, decode_native, decode_python, quantise
-from legacy import LegacyLogger
 
 from disco_data_logger import pyreader, read
+from tests.common import assert_same_records, both_readers, decode_native, decode_python, quantise
+from tests.legacy import LegacyLogger
 
 SCALES = {1: (1e-3, 1e-2), 2: (0.25, 1.0), 3: (1e-6, 1e-4)}
 

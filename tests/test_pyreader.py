@@ -13,7 +13,10 @@ import format_v1 as v1
 import numpy as np
 import pyarrow as pa
 import pytest
-from common import (
+
+from disco_data_logger import DataLogger, pyreader
+from disco_data_logger.errors import FormatError
+from tests.common import (
     assert_same_records,
     both_readers,
     decode_native,
@@ -21,9 +24,6 @@ from common import (
     frame_units,
     quantise,
 )
-
-from disco_data_logger import DataLogger, pyreader
-from disco_data_logger.errors import FormatError
 
 Q = v1.Stream(3, 1e-3, 0.01)
 X = v1.Stream(9, 0.5, None)

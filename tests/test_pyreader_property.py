@@ -12,11 +12,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import assert_same_records, decode_native, decode_python, quantise
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from disco_data_logger import DataLogger
+from tests.common import assert_same_records, decode_native, decode_python, quantise
 
 EPOCH_SCALES = [1e-6, 1e-3, 0.25, 7.0]
 VALUE_SCALES = [None, None, 1e-4, 1e-2, 1.0, 3.7]  # None: exact values
