@@ -81,6 +81,15 @@ class DecodedColumns:
         return np.concatenate(out)
 
 
+def _sidecar_stream_id(meta: Any) -> int:
+    """A sidecar's ``stream_id``: an int in [0, 2**32), the u32 of FORMAT.md (not a bool, string
+    or float, which a damaged or hand-edited sidecar may hold)."""
+    sid = meta["stream_id"]
+    if isinstance(sid, bool) or not isinstance(sid, int) or not 0 <= sid < 1 << 32:
+        raise ValueError(f"stream_id {sid!r} is not an integer from 0 to 2**32-1")
+    return sid
+
+
 def load_sidecars(path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
     """Stream id -> sidecar dict for every readable ``streams/*.json`` of a logger directory."""
     out: dict[int, dict[str, Any]] = {}
@@ -90,7 +99,7 @@ def load_sidecars(path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
     for f in sorted(streams_dir.glob("*.json")):
         try:
             meta = json.loads(f.read_text(encoding="utf-8"))
-            sid = int(meta["stream_id"])
+            sid = _sidecar_stream_id(meta)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             warnings.warn(
                 CorruptDataWarning(f"{f}: unreadable stream sidecar ignored ({exc})"), stacklevel=3
