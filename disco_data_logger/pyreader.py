@@ -383,7 +383,7 @@ def _sidecar_streams(sidecars: Mapping[int, Mapping[str, Any]]) -> dict[int, _St
     for sid, meta in sidecars.items():
         try:
             streams[int(sid)] = _stream_from_sidecar(meta)
-        except (_BadData, KeyError, TypeError, ValueError):
+        except (_BadData, KeyError, TypeError, ValueError, OverflowError):
             continue  # reported when a record of that stream needs it
     return streams
 
@@ -607,9 +607,12 @@ def _read_legacy(path: Path, data: bytes, sidecars: Mapping[int, _Stream], ticks
             size = zstd_frame_size(view, pos, end)
             frame = view[pos:pos + size]
             declared = zstandard.frame_content_size(bytes(frame[:18]))
-            limit = declared if 0 <= declared <= MAX_RAW_SIZE else MAX_RAW_SIZE
-            raw = _decompress(frame, limit)
-            if declared >= 0 and len(raw) != declared:
+            if not 0 <= declared <= MAX_RAW_SIZE:
+                # 0.1.x always wrote the content size (FORMAT.md section 6); a frame without one
+                # is damaged, as the native reader also decides.
+                raise _BadData("frame without a usable content size")
+            raw = _decompress(frame, declared)
+            if len(raw) != declared:
                 raise _BadData("frame decompresses to a size other than declared")
             records = _legacy_records(raw, ticks)
         except (_BadData, zstandard.ZstdError) as exc:

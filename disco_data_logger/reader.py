@@ -9,6 +9,7 @@ skipped and reported (a :class:`CorruptDataWarning` and
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from collections.abc import Iterable, Mapping
@@ -112,14 +113,21 @@ def load_sidecars(path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
 def _fallback_scales(
     sidecars: Mapping[int, Mapping[str, Any]],
 ) -> dict[int, tuple[float, float | None]]:
+    """Scales of the sidecars for streams without in-band registrations (0.1.x directories).
+
+    Only usable scales (positive, finite) are passed on: with a damaged sidecar the stream's
+    records are skipped and reported, as the pure-Python reader does, never decoded with a
+    negative or infinite scale."""
     out: dict[int, tuple[float, float | None]] = {}
     for sid, meta in sidecars.items():
         try:
             es = float(meta["epoch_scale"])
-            vs = meta.get("value_scale")
-            out[sid] = (es, None if vs is None else float(vs))
-        except (KeyError, TypeError, ValueError):
+            raw_vs = meta.get("value_scale")
+            vs = None if raw_vs is None else float(raw_vs)
+        except (KeyError, TypeError, ValueError, OverflowError):
             continue
+        if all(s is None or (math.isfinite(s) and s > 0) for s in (es, vs)):
+            out[sid] = (es, vs)
     return out
 
 

@@ -404,3 +404,36 @@ def test_sidecar_with_an_impossible_stream_id_is_ignored_by_both(tmp_path: Path,
     result = pyreader.read_directory(path)
     assert [Path(s["segment"]).name for s in result.skipped][:1] == ["00000002.json"]
     assert table.num_rows == len(result.stream_id)
+
+
+def test_legacy_sidecar_with_a_negative_scale_is_not_used(tmp_path: Path) -> None:
+    """Found by the fuzzer: the native reader decoded a 0.1.x stream with ``epoch_scale: -1``
+    from its sidecar (negative epochs) where the Python reader skipped it."""
+    from tests.common import assert_same_records, decode_native, decode_python
+
+    path = tmp_path / "d"
+    shutil.copytree(FIXTURES / "legacy_0_1", path)
+    side = path / "streams" / "00000001.json"
+    side.write_text(json.dumps({**json.loads(side.read_text()), "epoch_scale": -1}))
+    native, python = decode_native(path), decode_python(path)
+    assert_same_records(native, python)
+    assert native.skipped_at() == python.skipped_at() != []
+    assert set(native.stream_id.tolist()) == {2}
+
+
+def test_legacy_frame_without_content_size_is_damaged_for_both(tmp_path: Path) -> None:
+    """Found by the fuzzer: a 0.1.x frame whose header lost its content size was decoded by the
+    Python reader and refused by the native one; 0.1.x always wrote it (FORMAT.md section 6)."""
+    from tests.common import assert_same_records, decode_native, decode_python
+
+    path = tmp_path / "d"
+    shutil.copytree(FIXTURES / "legacy_0_1", path)
+    seg = path / "00002.seg.zst"
+    data = bytearray(seg.read_bytes())
+    assert data[4] == 0x20  # single segment, 1-byte content size
+    data[4] = 0x00  # no content size; the old size byte now reads as the window descriptor
+    seg.write_bytes(bytes(data))
+    native, python = decode_native(path), decode_python(path)
+    assert_same_records(native, python)
+    assert native.skipped_at() == python.skipped_at() == [("00002.seg.zst", 0),
+                                                          ("00003.seg.zst", 0)]
