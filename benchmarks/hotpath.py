@@ -54,7 +54,8 @@ def main() -> None:
     n = len(epochs)
     if args.path == "periodic":
         streams = [dl.register_periodic_stream({"s": s}, epoch_scale=1e-3, value_scale=1e-2,
-                                               kind=str(k)) for s, k in enumerate(a["kinds"])]
+                                               kind=str(k))  # type: ignore[arg-type]
+                   for s, k in enumerate(a["kinds"])]
         recs = [streams[s].record for s in a["stream_ids"].tolist()]
         t0 = time.perf_counter()
         for rec, e, i, v in zip(recs, epochs, idx, vals, strict=True):

@@ -57,6 +57,7 @@ CAPABILITIES = {
 
 
 def _interpreters() -> dict[str, Path | None]:
+    """Which interpreter runs each contender; None when it is not installed."""
     seed_python = anchors.venv_python()
     return {"ours": Path(sys.executable), "arrow_ipc": Path(sys.executable), "seed": seed_python}
 
@@ -74,8 +75,9 @@ def _probe(name: str, python: Path | None) -> dict[str, Any]:
     return info
 
 
-def _run_worker(name: str, python: Path, tasks: list[dict[str, Any]], scratch: Path,
+def _run_worker(name: str, python: Path | None, tasks: list[dict[str, Any]], scratch: Path,
                 log) -> list[dict[str, Any]]:
+    assert python is not None, f"{name} is available, so it has an interpreter"
     tasks_file = scratch / f"tasks-{name}.json"
     out_file = scratch / f"result-{name}.json"
     tasks_file.write_text(json.dumps(tasks))

@@ -158,6 +158,7 @@ def build(spec: SparseSpec | PeriodicSpec, directory: Path) -> Path:
         meta["final_epoch"] = float(np.floor(arrays["epochs"][-1] / spec.periodicity) + 1)
         meta["final_epoch"] *= spec.periodicity
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub types allow_pickle too
     tmp.replace(path)
     return path
