@@ -19,3 +19,6 @@ FLUSH_INTERVAL = 1.0
 
 EPOCH_SCALE = 1e-6
 """Default epoch quantum (simulated time units per tick)."""
+
+MAX_LABELS_JSON = 1 << 24
+"""Largest stream registration JSON (labels plus scales, UTF-8) the format allows (FORMAT.md)."""

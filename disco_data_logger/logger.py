@@ -185,6 +185,13 @@ class DataLogger:
             sid = len(self._streams)
             meta["stream_id"] = sid
             text = json.dumps(meta, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            size = len(text.encode("utf-8"))
+            if size > _defaults.MAX_LABELS_JSON:
+                raise InvalidStreamError(
+                    f"stream ({desc}): labels take {size:,} bytes as JSON; the format allows "
+                    f"{_defaults.MAX_LABELS_JSON >> 20} MiB: keep large metadata in a file of "
+                    "your own and put its path in a label"
+                )
             got = self._core.register_stream(desc, es, vs, periodic is not None, text)
             if got != sid:
                 raise RuntimeError(f"internal error: native stream id {got}, expected {sid}")

@@ -249,7 +249,14 @@ def _label_arrays(cols: DecodedColumns, which: bool | Iterable[str]) -> dict[str
     take = pa.array(inverse.astype(np.int64))
     out = {}
     for key in keys:
-        per_stream = pa.array([m.get(key) for m in metas])
+        values = [m.get(key) for m in metas]
+        try:
+            per_stream = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            # Streams give this label values of different JSON types ("kg" here, 5 there):
+            # one string column, non-strings as their JSON text, missing ones null.
+            per_stream = pa.array([v if v is None or isinstance(v, str) else json.dumps(v)
+                                   for v in values], type=pa.string())
         out[key] = per_stream.take(take)
     return out
 

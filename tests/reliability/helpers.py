@@ -49,3 +49,11 @@ def tear_copy(src: Path, dst: Path, fraction: float) -> tuple[Path, int]:
     cut = unit.offset + 1 + int((unit.end - unit.offset - 2) * fraction)
     seg.write_bytes(data[:cut])
     return seg, unit.offset
+
+
+def rss_kb() -> int:
+    """Resident memory of this process now (``VmRSS``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
