@@ -703,6 +703,16 @@ def read_segment(path: str | Path,
                          skipped=problems + outcome.skipped, path=path, legacy=outcome.legacy)
 
 
+_V1_HEAD = struct.pack("<I", SKIPPABLE_MAGIC)
+_LEGACY_HEAD = struct.pack("<I", ZSTD_MAGIC)
+
+
+def _head(path: Path) -> bytes:
+    """The first 4 bytes of a segment: which format it is in, if any."""
+    with open(path, "rb") as fh:
+        return fh.read(4)
+
+
 def read_directory(path: str | Path, stream_ids: Iterable[int] | None = None) -> DirectoryResult:
     """Decode every segment of a logger directory in order (format 1, 0.1.x, finished or not).
 
@@ -718,8 +728,9 @@ def read_directory(path: str | Path, stream_ids: Iterable[int] | None = None) ->
     builder = _Builder(None if stream_ids is None else frozenset(int(s) for s in stream_ids))
     ticks = _LegacyTicks()
     segments = _segment_files(path)
+    unknown_before = False
     for seg in segments:
-        if ticks.broken:
+        if ticks.broken or (unknown_before and _head(seg) == _LEGACY_HEAD):
             skipped.append(_skip(seg, 0, "not read: an earlier 0.1.x segment is damaged and 0.1.x "
                                          "epochs are deltas that run across segments"))
             continue
@@ -727,5 +738,9 @@ def read_directory(path: str | Path, stream_ids: Iterable[int] | None = None) ->
         skipped.extend(outcome.skipped)
         known.update(outcome.registrations)
         fallback.update(outcome.streams)
+        if not outcome.legacy and _head(seg) not in (b"", _V1_HEAD, _LEGACY_HEAD):
+            # Neither format: if it was a damaged 0.1.x segment, the tick deltas of the 0.1.x
+            # segments after it start from unknown values, and decoding them would invent epochs.
+            unknown_before = True
     return DirectoryResult(**builder.columns(), registrations=known, skipped=skipped,
                            path=path, segments=segments)

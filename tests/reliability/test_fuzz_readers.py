@@ -317,9 +317,30 @@ def check_outcome(reply: dict[str, Any], baseline_kb: int, case_dir: Path) -> No
     assert native["other_warnings"] == [], native["other_warnings"]
     assert native["records"] == python["records"], (native, python, str(case_dir))
     assert native["digest"] == python["digest"], (native, python, str(case_dir))
-    assert native["skipped_at"] == python["skipped_at"], (native, python, str(case_dir))
+    if _has_legacy_segment(case_dir):
+        # 0.1.x streams without usable scales: the native reader notes each stream where it first
+        # meets it, the Python reader the segment; where each stopped trusting each segment is
+        # the same (the records, compared above, are identical).
+        assert _first_per_segment(native["skipped_at"]) == \
+            _first_per_segment(python["skipped_at"]), (native, python, str(case_dir))
+    else:
+        assert native["skipped_at"] == python["skipped_at"], (native, python, str(case_dir))
     assert native["warned_skips"] == bool(native["skipped_at"]), (native, str(case_dir))
-    assert native["sidecar_problems"] == python["sidecar_problems"], (native, python)
+    # The native reader only opens sidecars when it needs them (0.1.x streams); what it reports
+    # unreadable, the Python reader (which always reads them) reports too.
+    assert set(native["sidecar_problems"]) <= set(python["sidecar_problems"]), (native, python)
+
+
+def _has_legacy_segment(case_dir: Path) -> bool:
+    legacy = struct.pack("<I", 0xFD2FB528)
+    return any(p.read_bytes()[:4] == legacy for p in case_dir.glob("*.seg.zst"))
+
+
+def _first_per_segment(skipped_at: list[list[Any]]) -> dict[str, int]:
+    first: dict[str, int] = {}
+    for name, offset in skipped_at:
+        first[name] = min(offset, first.get(name, offset))
+    return first
 
 
 def fuzz_cases() -> int:
@@ -437,3 +458,23 @@ def test_legacy_frame_without_content_size_is_damaged_for_both(tmp_path: Path) -
     assert_same_records(native, python)
     assert native.skipped_at() == python.skipped_at() == [("00002.seg.zst", 0),
                                                           ("00003.seg.zst", 0)]
+
+
+def test_legacy_segments_after_an_unidentifiable_first_segment_are_not_invented(
+        tmp_path: Path) -> None:
+    """Found by the fuzzer: with the first segment of a 0.1.x directory damaged at byte 0, the
+    Python reader decoded the later segments with tick deltas starting from 0: invented epochs.
+    0.1.x deltas run across segments, so none of the later records can be trusted."""
+    from tests.common import assert_same_records, decode_native, decode_python
+
+    path = tmp_path / "d"
+    shutil.copytree(FIXTURES / "legacy_0_1", path)
+    seg = path / "00000.seg.zst"
+    data = bytearray(seg.read_bytes())
+    data[0] ^= 1
+    seg.write_bytes(bytes(data))
+    native, python = decode_native(path), decode_python(path)
+    assert len(python) == 0
+    assert_same_records(native, python)
+    assert _first_per_segment(native.skipped_at()) == _first_per_segment(python.skipped_at()) \
+        == {f"0000{k}.seg.zst": 0 for k in range(4)}
