@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -58,9 +59,22 @@ uint32_t stream_arg(int64_t sid) {
 
 std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
 
+// The caller's own array when it already is a 1-D C-contiguous array of T: the common case in a
+// simulation loop, where conversion would cost more than encoding a small record.
+template <class T>
+bool borrow_exact(py::handle h, py::array_t<T>& out) {
+    if (!py::array_t<T, py::array::c_style>::check_(h)) return false;
+    auto a = py::reinterpret_borrow<py::array_t<T>>(h);
+    if (a.ndim() != 1) return false;
+    out = std::move(a);
+    return true;
+}
+
 // 1-D int64 view of `h` (copied only when its dtype or layout differ).
 py::array_t<int64_t> indices_arg(ddl::LoggerCore& core, uint32_t sid, py::handle h,
                                  const char* what = "indices") {
+    py::array_t<int64_t> fast;
+    if (borrow_exact(h, fast)) return fast;
     py::array a = py::array::ensure(h);
     if (!a) bad_array(core, sid, std::string(what) + " must be array-like");
     if (a.ndim() != 1)
@@ -84,6 +98,8 @@ py::array_t<int64_t> indices_arg(ddl::LoggerCore& core, uint32_t sid, py::handle
 
 py::array_t<double> values_arg(ddl::LoggerCore& core, uint32_t sid, py::handle h,
                                const char* what = "values") {
+    py::array_t<double> fast;
+    if (borrow_exact(h, fast)) return fast;
     py::array a = py::array::ensure(h);
     if (!a) bad_array(core, sid, std::string(what) + " must be array-like");
     if (a.ndim() != 1)
@@ -157,6 +173,8 @@ py::dict result_dict(ddl::DecodeResult&& r) {
         segments.append(d);
     }
     out["segments"] = segments;
+    std::set<uint32_t> unregistered(r.unregistered.begin(), r.unregistered.end());
+    out["unregistered"] = std::vector<uint32_t>(unregistered.begin(), unregistered.end());
     return out;
 }
 

@@ -152,11 +152,17 @@ inline double bits_f64(uint64_t b) {
 }
 
 // round(x / scale) half away from zero into int64; false when not finite or out of range.
+// Inline instead of std::round: it runs once per value on the recording thread.
 inline bool quantise(double x, double scale, int64_t& out) {
-    const double r = std::round(x / scale);
-    // 2^63 exactly; every double below it converts to int64 without overflow.
-    if (!(r >= -9223372036854775808.0 && r < 9223372036854775808.0)) return false;
-    out = int64_t(r);
+    const double y = x / scale;
+    // [-2^63, 2^63): every double in it truncates to an int64; NaN fails both tests.
+    if (!(y >= -9223372036854775808.0 && y < 9223372036854775808.0)) return false;
+    int64_t t = int64_t(y);
+    // Exact: for |y| < 2^52 both y and its truncation fit the mantissa; above, y is integral.
+    const double frac = y - double(t);
+    if (frac >= 0.5) ++t;
+    else if (frac <= -0.5) --t;
+    out = t;
     return true;
 }
 

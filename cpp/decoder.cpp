@@ -119,6 +119,9 @@ private:
     ZSTD_DCtx* dctx_;
     std::map<uint32_t, RegistrationInfo> regs_;
     std::vector<const RegistrationInfo*> reg_cache_;
+public:
+    std::set<uint32_t> unregistered_;
+private:
     std::vector<Pred> preds_;
     std::unordered_map<uint32_t, Pred> sparse_preds_;
     uint64_t generation_ = 0;
@@ -176,7 +179,10 @@ bool SegmentDecoder::parse_block(const uint8_t* p, const uint8_t* end, uint32_t 
         const uint32_t sid = uint32_t(head >> 1);
         const bool same = head & 1;
         const RegistrationInfo* reg = lookup(sid);
-        if (!reg) return why = "record of unregistered stream " + std::to_string(sid), false;
+        if (!reg) {
+            unregistered_.insert(sid);
+            return why = "record of unregistered stream " + std::to_string(sid), false;
+        }
         if (!(p = get_varint(p, end, zt))) return why = "truncated tick", false;
         Pred& pred = pred_of(sid);
         const bool has_pred = pred.generation == generation_;
@@ -389,6 +395,8 @@ void SegmentDecoder::decode_v1(const std::string& path, const std::vector<uint8_
     }
     if (first && size > 0 && out.skipped.empty())
         out.skipped.push_back({path, 0, size, "no segment header"});
+    out.unregistered.insert(out.unregistered.end(), unregistered_.begin(), unregistered_.end());
+    unregistered_.clear();
     out.segments.push_back(sum);
 }
 
@@ -517,6 +525,7 @@ void merge_result(DecodeResult& dst, DecodeResult&& src) {
     for (auto& kv : src.registrations) dst.registrations[kv.first] = std::move(kv.second);
     dst.skipped.insert(dst.skipped.end(), src.skipped.begin(), src.skipped.end());
     dst.segments.insert(dst.segments.end(), src.segments.begin(), src.segments.end());
+    dst.unregistered.insert(dst.unregistered.end(), src.unregistered.begin(), src.unregistered.end());
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,9 @@ struct DecodeResult {
     std::map<uint32_t, RegistrationInfo> registrations;  // in-band ones found
     std::vector<SkipReport> skipped;
     std::vector<SegmentSummary> segments;
+    // Stream ids whose records had no registration (in-band or fallback); the caller may retry
+    // with their sidecars as fallback.
+    std::vector<uint32_t> unregistered;
 };
 
 // Segment files of a directory in numeric order (NNNNN.seg.zst).

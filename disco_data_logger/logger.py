@@ -128,6 +128,8 @@ class DataLogger:
             float(flush_interval),
         )
         self._streams: dict[int, dict[str, Any]] = {}
+        # The hot path goes straight to the native method: one Python frame less per record.
+        self.record = self._core.record  # type: ignore[method-assign]
         self._register_lock = threading.Lock()  # ids, sidecars and the native table stay in step
         _open_loggers.add(self)
 

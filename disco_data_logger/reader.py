@@ -42,12 +42,33 @@ class ColumnPart:
 @dataclass
 class DecodedColumns:
     """Decoded records of a directory, kept as per-segment parts (no concatenation needed for
-    Arrow); the flat properties concatenate on first use."""
+    Arrow); the flat properties concatenate on first use. ``streams`` (labels and scales per
+    stream id) is built on first use too: plain decoding never parses a JSON text."""
 
     parts: list[ColumnPart]
-    streams: dict[int, dict[str, Any]] = field(default_factory=dict)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     segments: list[dict[str, Any]] = field(default_factory=list)
+    path: Path | None = None
+    registrations: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)
+    sidecars: dict[int, dict[str, Any]] | None = field(default=None, repr=False)
+    _streams: dict[int, dict[str, Any]] | None = field(default=None, repr=False)
+
+    @property
+    def streams(self) -> dict[int, dict[str, Any]]:
+        """Stream id -> metadata: in-band registrations first, sidecars for the others."""
+        if self._streams is None:
+            if self.sidecars is None:
+                self.sidecars = load_sidecars(self.path) if self.path is not None else {}
+            streams = {sid: dict(meta) for sid, meta in self.sidecars.items()}
+            for sid, reg in self.registrations.items():
+                try:
+                    streams[int(sid)] = json.loads(reg["json"].decode("utf-8"))
+                except (UnicodeDecodeError, ValueError):
+                    streams.setdefault(int(sid), {"stream_id": int(sid),
+                                                  "epoch_scale": reg["epoch_scale"],
+                                                  "value_scale": reg["value_scale"]})
+            self._streams = streams
+        return self._streams
 
     def __len__(self) -> int:
         return sum(len(p) for p in self.parts)
@@ -131,6 +152,15 @@ def _fallback_scales(
     return out
 
 
+def _is_legacy_directory(path: Path) -> bool:
+    """True when the first segment starts with a bare zstd frame (the 0.1.x layout)."""
+    segments = _core.list_segments(str(path))
+    if not segments:
+        return False
+    with open(segments[0], "rb") as fh:
+        return fh.read(4) == b"\x28\xb5\x2f\xfd"
+
+
 def decode_columns(
     path: str | os.PathLike[str],
     *,
@@ -141,27 +171,24 @@ def decode_columns(
     p = Path(path)
     if not p.is_dir():
         raise FormatError(f"'{p}' is not a logger directory")
-    sidecars = load_sidecars(p)
+    # Format 1 carries its registrations in-band, so sidecars are read only for 0.1.x directories
+    # or, after a first pass, for the streams that turned out to have no registration.
+    sidecars = load_sidecars(p) if _is_legacy_directory(p) else None
     ids = None if stream_ids is None else sorted({int(s) for s in stream_ids})
-    raw = _core.decode_directory(str(p), _fallback_scales(sidecars), ids)
-    streams: dict[int, dict[str, Any]] = {sid: dict(meta) for sid, meta in sidecars.items()}
-    for sid, reg in raw["registrations"].items():
-        try:
-            streams[int(sid)] = json.loads(reg["json"].decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            streams.setdefault(
-                int(sid),
-                {
-                    "stream_id": int(sid),
-                    "epoch_scale": reg["epoch_scale"],
-                    "value_scale": reg["value_scale"],
-                },
-            )
+    raw = _core.decode_directory(str(p), _fallback_scales(sidecars or {}), ids)
+    if raw["unregistered"] and sidecars is None:
+        # A block stops at its first unregistered stream, so the list may be incomplete: take
+        # every sidecar for the second pass (rare: written by hand, or registrations damaged).
+        sidecars = load_sidecars(p)
+        if sidecars:
+            raw = _core.decode_directory(str(p), _fallback_scales(sidecars), ids)
     cols = DecodedColumns(
         parts=[ColumnPart(**part) for part in raw["parts"]],
-        streams=streams,
         skipped=list(raw["skipped"]),
         segments=list(raw["segments"]),
+        path=p,
+        registrations={int(k): v for k, v in raw["registrations"].items()},
+        sidecars=sidecars,
     )
     if warn and cols.skipped:
         first = cols.skipped[0]
@@ -175,23 +202,27 @@ def decode_columns(
     return cols
 
 
-SCHEMA_FIELDS = (("stream_id", "uint32"), ("epoch", "float64"))
+def _arrow(array: np.ndarray, type_: Any) -> Any:
+    """A zero-copy Arrow array over a numpy array (without pyarrow's pandas shim)."""
+    import pyarrow as pa
+
+    return pa.Array.from_buffers(type_, len(array), [None, pa.py_buffer(array)])
 
 
 def _part_arrays(part: ColumnPart) -> list[Any]:
     import pyarrow as pa
 
     if len(part.indices) < 2**31:
-        offsets = pa.array(part.offsets.astype(np.int32))
+        offsets = _arrow(part.offsets.astype(np.int32), pa.int32())
         list_type = pa.ListArray
     else:
-        offsets = pa.array(part.offsets)
+        offsets = _arrow(part.offsets, pa.int64())
         list_type = pa.LargeListArray
     return [
-        pa.array(part.stream_id, type=pa.uint32()),
-        pa.array(part.epoch, type=pa.float64()),
-        list_type.from_arrays(offsets, pa.array(part.indices)),
-        list_type.from_arrays(offsets, pa.array(part.values)),
+        _arrow(part.stream_id, pa.uint32()),
+        _arrow(part.epoch, pa.float64()),
+        list_type.from_arrays(offsets, _arrow(part.indices, pa.int64())),
+        list_type.from_arrays(offsets, _arrow(part.values, pa.float64())),
     ]
 
 

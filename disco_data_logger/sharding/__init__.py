@@ -7,20 +7,35 @@ experiment index from shard manifests), :class:`Experiment` (query it), :class:`
 
 from __future__ import annotations
 
-from .coordinator import Coordinator, RunResult, run_experiment
-from .experiment import Experiment
-from .index import ExperimentIndex, merge
-from .manifest import ShardManifest
-from .shard import Replication, ShardWriter
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "Coordinator",
-    "Experiment",
-    "ExperimentIndex",
-    "Replication",
-    "RunResult",
-    "ShardManifest",
-    "ShardWriter",
-    "merge",
-    "run_experiment",
-]
+if TYPE_CHECKING:
+    from .coordinator import Coordinator, RunResult, run_experiment
+    from .experiment import Experiment
+    from .index import ExperimentIndex, merge
+    from .manifest import ShardManifest
+    from .shard import Replication, ShardWriter
+
+# Imported on first use: a spawned worker needs only the shard writer, not the query side
+# (pyarrow.dataset, pandas), and start-up time is paid once per worker.
+_EXPORTS = {
+    "Coordinator": "coordinator",
+    "RunResult": "coordinator",
+    "run_experiment": "coordinator",
+    "Experiment": "experiment",
+    "ExperimentIndex": "index",
+    "merge": "index",
+    "ShardManifest": "manifest",
+    "Replication": "shard",
+    "ShardWriter": "shard",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{module}", __name__), name)
