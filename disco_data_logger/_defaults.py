@@ -5,7 +5,7 @@ from __future__ import annotations
 RING_BYTES = 64 << 20
 """Bytes of sealed blocks that may wait for the writer thread before ``record()`` blocks."""
 
-BLOCK_BYTES = 1 << 20
+BLOCK_BYTES = 4 << 20
 """Raw (uncompressed) size at which a block is sealed and handed to the writer."""
 
 ROTATE_BYTES = 256 << 20
