@@ -478,3 +478,22 @@ def test_legacy_segments_after_an_unidentifiable_first_segment_are_not_invented(
     assert_same_records(native, python)
     assert _first_per_segment(native.skipped_at()) == _first_per_segment(python.skipped_at()) \
         == {f"0000{k}.seg.zst": 0 for k in range(4)}
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "native bug: in a 0.1.x directory, a segment of neither format (its first bytes damaged) "
+    "does not stop the native reader, which decodes the 0.1.x segments after it with tick "
+    "deltas that continue from the segment before the lost one: invented epochs"))
+def test_legacy_segment_lost_in_the_middle_stops_the_tick_chain(tmp_path: Path) -> None:
+    from tests.common import assert_same_records, decode_native, decode_python
+
+    path = tmp_path / "d"
+    shutil.copytree(FIXTURES / "legacy_0_1", path)
+    seg = path / "00001.seg.zst"
+    data = bytearray(seg.read_bytes())
+    data[1] ^= 1  # the zstd magic: now neither a 0.1.x nor a format-1 segment
+    seg.write_bytes(bytes(data))
+    python = decode_python(path)
+    assert {Path(s["segment"]).name for s in python.skipped} == {
+        "00001.seg.zst", "00002.seg.zst", "00003.seg.zst"}
+    assert_same_records(decode_native(path), python)
