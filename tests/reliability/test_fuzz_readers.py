@@ -15,7 +15,8 @@ Short mode (the normal suite): ``DDL_FUZZ_CASES`` cases, default 300, derandomiz
 
     DDL_FUZZ_CASES=100000 python -m pytest tests/reliability/test_fuzz_readers.py --runslow
 
-(add ``DDL_FUZZ_SEED=<n>`` for another random sequence). A failing case is kept under
+(add ``DDL_FUZZ_SEED=<n>`` for another random sequence, ``DDL_FUZZ_CORPUS=closed,killed`` to
+mutate only some corpus directories). A failing case is kept under
 ``DDL_FUZZ_KEEP`` (default: the test's tmp dir) and its path printed.
 """
 
@@ -235,6 +236,8 @@ def mutate_segment(data: bytes, op: tuple[Any, ...], others: list[bytes]) -> byt
             size = struct.unpack_from("<I", buf, u.offset + 4)[0]
             at = {"frame": u.offset + 4, "raw": u.offset + 8 + 16,
                   "compressed": u.offset + 8 + 20, "json": u.offset + 8 + 28}[field]
+            if at + 4 > len(buf):  # the unit was cut by an earlier truncation
+                return bytes(buf)
             struct.pack_into("<I", buf, at, value & 0xFFFFFFFF)
             if fix_crc and field != "frame":
                 _recrc(buf, u.offset, size)
@@ -349,7 +352,13 @@ def fuzz_cases() -> int:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Corpus]:
-    return _write_corpus(tmp_path_factory.mktemp("corpus"))
+    """Every corpus directory, or those named in ``DDL_FUZZ_CORPUS`` (comma-separated:
+    golden_v1, legacy_0_1, closed, killed)."""
+    everything = _write_corpus(tmp_path_factory.mktemp("corpus"))
+    names = [n.strip() for n in os.environ.get("DDL_FUZZ_CORPUS", "").split(",") if n.strip()]
+    chosen = [c for c in everything if not names or c.name in names]
+    assert chosen, f"DDL_FUZZ_CORPUS={names} names none of {[c.name for c in everything]}"
+    return chosen
 
 
 @pytest.fixture(scope="module")
