@@ -248,38 +248,43 @@ bool SegmentDecoder::parse_block(const uint8_t* p, const uint8_t* end, uint32_t 
     return true;
 }
 
-// Sum of the raw sizes the block headers declare: an upper bound on the non-zeros (every value
-// takes at least one byte) used to reserve the columns once. Reserved pages that are never
-// touched cost nothing.
-size_t declared_raw_bytes(const std::vector<uint8_t>& data) {
+// How many non-zeros to reserve the columns for, so they are allocated once. Every value takes
+// at least one raw byte, so the raw sizes of the (checksum-valid) block headers bound the
+// non-zeros; files hold 1-3 non-zeros per byte in practice, so the bound is capped at 3x the
+// file size: a forged header cannot reserve gigabytes, and a denser file just grows its vectors.
+size_t reserve_nonzeros(const std::vector<uint8_t>& data) {
     size_t pos = 0, total = 0;
     const uint8_t* base = data.data();
     while (data.size() - pos >= kFrameHead + kBlockHeaderPayload) {
         if (get_u32(base + pos) != kSkippableMagic) break;
         const uint32_t psize = get_u32(base + pos + 4);
         if (psize > kMaxFramePayload || data.size() - pos - kFrameHead < psize) break;
+        const uint8_t* payload = base + pos + kFrameHead;
+        uint8_t kind = 0;
+        if (!payload_valid(payload, psize, kind)) break;
         size_t next = pos + kFrameHead + psize;
-        if (psize == kBlockHeaderPayload && base[pos + kFrameHead + 4] == kKindBlockHeader) {
-            const BlockHeader h = parse_block_header(base + pos + kFrameHead);
+        if (kind == kKindBlockHeader) {
+            const BlockHeader h = parse_block_header(payload);
             total += std::min<size_t>(h.raw_size, kMaxRawBlock);
             next += h.compressed_size;
         }
         if (next > data.size()) break;
         pos = next;
     }
-    return total;
+    return std::min(total, 3 * data.size());
 }
 
 void SegmentDecoder::decode_v1(const std::string& path, const std::vector<uint8_t>& data,
                                DecodeResult& out) {
     out.parts.emplace_back();
     DecodedColumns& part = out.parts.back();
-    const size_t bound = declared_raw_bytes(data);
-    part.indices.reserve(bound);
-    part.values.reserve(bound);
-    part.stream_id.reserve(bound / 2);
-    part.epoch.reserve(bound / 2);
-    part.offsets.reserve(bound / 2 + 1);
+    const size_t nnz = reserve_nonzeros(data);
+    const size_t records = std::min(nnz / 2, data.size());  // a record takes >= 2 raw bytes
+    part.indices.reserve(nnz);
+    part.values.reserve(nnz);
+    part.stream_id.reserve(records);
+    part.epoch.reserve(records);
+    part.offsets.reserve(records + 1);
     SegmentSummary sum;
     sum.path = path;
     sum.bytes = data.size();
@@ -579,8 +584,14 @@ DecodeResult decode_files(const std::vector<std::string>& paths, const DecodeOpt
                 broken = true;
                 continue;
             }
-            if (is_legacy(data) || data.empty()) broken = !dec.decode_legacy(path, data, last_tick, result);
-            else dec.decode_v1(path, data, result);
+            if (is_legacy(data) || data.empty()) {
+                broken = !dec.decode_legacy(path, data, last_tick, result);
+            } else {
+                // Not a 0.1.x segment (damaged, or foreign): its frames may have carried tick
+                // deltas, so no later 0.1.x epoch can be trusted.
+                dec.decode_v1(path, data, result);
+                broken = true;
+            }
         }
         return result;
     }

@@ -9,17 +9,16 @@
 #include <string>
 #include <vector>
 
-#include "column_allocator.hpp"
 #include "frames.hpp"
 
 namespace ddl {
 
 struct DecodedColumns {
-    ColumnVector<uint32_t> stream_id;
-    ColumnVector<double> epoch;
-    ColumnVector<int64_t> offsets{0};
-    ColumnVector<int64_t> indices;
-    ColumnVector<double> values;
+    std::vector<uint32_t> stream_id;
+    std::vector<double> epoch;
+    std::vector<int64_t> offsets{0};
+    std::vector<int64_t> indices;
+    std::vector<double> values;
     size_t records() const { return stream_id.size(); }
 };
 

@@ -489,10 +489,6 @@ def test_legacy_segments_after_an_unidentifiable_first_segment_are_not_invented(
         == {f"0000{k}.seg.zst": 0 for k in range(4)}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "native bug: in a 0.1.x directory, a segment of neither format (its first bytes damaged) "
-    "does not stop the native reader, which decodes the 0.1.x segments after it with tick "
-    "deltas that continue from the segment before the lost one: invented epochs"))
 def test_legacy_segment_lost_in_the_middle_stops_the_tick_chain(tmp_path: Path) -> None:
     from tests.common import assert_same_records, decode_native, decode_python
 

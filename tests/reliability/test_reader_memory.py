@@ -68,11 +68,6 @@ def test_intact_files_read_under_the_limit(tmp_path: Path) -> None:
     assert got["native"] == got["python"] and isinstance(got["native"], int)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "C++ bug (cpp/decoder.cpp declared_raw_bytes): the pre-scan that reserves the columns trusts "
-    "the raw size of block headers whose checksum it never checks, and reserves ~26 bytes per "
-    "declared raw byte (up to 2^28 per block: ~7 GB for one forged header), so under an "
-    "address-space limit the whole read fails with FormatError('std::bad_alloc')"))
 @pytest.mark.parametrize("raw_size,fix_crc", [(0xFFFFFFFF, False), (1 << 28, True)],
                          ids=["bad-crc", "valid-crc-at-bound"])
 def test_forged_raw_size_reserves_no_gigabytes(tmp_path: Path, raw_size: int,
