@@ -502,3 +502,21 @@ def test_legacy_segment_lost_in_the_middle_stops_the_tick_chain(tmp_path: Path) 
     assert {Path(s["segment"]).name for s in python.skipped} == {
         "00001.seg.zst", "00002.seg.zst", "00003.seg.zst"}
     assert_same_records(decode_native(path), python)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "native bug: an intact block after the segment footer is decoded by the native reader "
+    "(FORMAT.md: the footer is last), while the Python reader skips 'data after the segment "
+    "footer'; found by the fuzzer (a duplicated range after the footer)"))
+def test_a_block_after_the_footer_is_treated_alike(tmp_path: Path) -> None:
+    from tests.common import assert_same_records, decode_native, decode_python
+
+    path = tmp_path / "d"
+    shutil.copytree(FIXTURES / "golden_v1", path)
+    seg = path / "00001.seg.zst"
+    data = seg.read_bytes()
+    block = next(u for u in frame_units(data) if u.kind == 3)
+    seg.write_bytes(data + data[block.offset:block.end])
+    native, python = decode_native(path), decode_python(path)
+    assert_same_records(native, python)
+    assert native.skipped_at() == python.skipped_at() == [("00001.seg.zst", len(data))]
