@@ -155,6 +155,12 @@ def task_periodic(cls: type[Contender], spec: dict[str, Any]) -> dict[str, Any]:
             "emitted_records": table.num_rows, "data_bytes": c.data_bytes()}
 
 
+def _defaults_ring_bytes() -> int:
+    from disco_data_logger import _defaults
+
+    return int(_defaults.RING_BYTES)
+
+
 def task_memory(cls: type[Contender], spec: dict[str, Any]) -> dict[str, Any]:
     """Record the workload over and over for ``seconds``, sampling RSS as the run grows."""
     meta, arrays = _load(spec["workload"])
@@ -204,6 +210,10 @@ def task_memory(cls: type[Contender], spec: dict[str, Any]) -> dict[str, Any]:
         "peak_above_baseline_bytes": max(rss) - base,
         # Growth after the first fifth of the run: a bounded writer stays near zero.
         "growth_after_warmup_bytes": max(tail) - tail[0],
+        # Growth over the second half: buffers that join a reuse pool early show up above,
+        # a leak (memory proportional to run length) shows up here too.
+        "growth_second_half_bytes": max(rss[len(rss) // 2:]) - rss[len(rss) // 2],
+        "ring_bytes": _defaults_ring_bytes(),
         "data_bytes": c.data_bytes(),
         "samples": [{"t": t, "records": r, "rss_bytes": b} for t, r, b in samples],
     }
