@@ -305,25 +305,19 @@ void LoggerCore::record_many(const uint32_t* sids, size_t n_sids, const double* 
         if (offsets[k + 1] < offsets[k])
             throw InvalidInput("record_many: offsets must not decrease (record " +
                                std::to_string(k) + ")");
-    const size_t total = n_records ? size_t(offsets[n_records]) : 0;
-    // Validate everything first, so a bad record leaves nothing of the batch behind.
+    // Two passes so that a bad record leaves nothing of the batch behind: validate every record
+    // (writing nothing), then prepare each again and encode it. Preparing twice costs less than
+    // staging the whole batch, which for large batches meant tens of MB of cache-cold copies.
     std::lock_guard<std::mutex> lk(encode_mu_);
     throw_if_unusable();
     if (bulk_ticks_.size() < n_records) bulk_ticks_.resize(n_records);
-    if (bulk_idx_.size() < total) bulk_idx_.resize(total);
-    if (bulk_vals_.size() < total) bulk_vals_.resize(total);
     int64_t* ticks = bulk_ticks_.data();
-    int64_t* all_idx = bulk_idx_.data();
-    uint64_t* all_vals = bulk_vals_.data();
-    PreparedRecord& prep = scratch_;
     for (size_t k = 0; k < n_records; ++k) {
         const uint32_t sid = n_sids == 1 ? sids[0] : sids[k];
         try {
             ticks[k] = tick_locked(sid, epochs[k]);
             const size_t a = size_t(offsets[k]), n = size_t(offsets[k + 1] - offsets[k]);
-            prepare_locked(sid, idx + a, vals + a, n, prep, true);
-            std::copy(prep.indices.begin(), prep.indices.end(), all_idx + a);
-            std::copy(prep.values.begin(), prep.values.end(), all_vals + a);
+            prepare_locked(sid, idx + a, vals + a, n, scratch_, true);
         } catch (const InvalidInput& e) {
             throw InvalidInput(std::string(e.what()) + " (record " + std::to_string(k) +
                                " of the batch; nothing of the batch was recorded)");
@@ -332,14 +326,11 @@ void LoggerCore::record_many(const uint32_t* sids, size_t n_sids, const double* 
     for (size_t k = 0; k < n_records; ++k) {
         const uint32_t sid = n_sids == 1 ? sids[0] : sids[k];
         const size_t a = size_t(offsets[k]), n = size_t(offsets[k + 1] - offsets[k]);
-        encode_locked(streams_[sid], sid, ticks[k], all_idx + a, all_vals + a, n);
+        prepare_locked(sid, idx + a, vals + a, n, scratch_, true);
+        encode_locked(streams_[sid], sid, ticks[k], scratch_.indices.data(),
+                      scratch_.values.data(), n);
     }
-    constexpr size_t kKeep = size_t(1) << 21;  // values kept for the next batch: 16 MiB each
-    if (bulk_idx_.size() > kKeep) {
-        std::vector<int64_t>().swap(bulk_idx_);
-        std::vector<uint64_t>().swap(bulk_vals_);
-    }
-    if (bulk_ticks_.size() > kKeep) std::vector<int64_t>().swap(bulk_ticks_);
+    if (bulk_ticks_.size() > (size_t(1) << 20)) std::vector<int64_t>().swap(bulk_ticks_);
 }
 
 void LoggerCore::check_stream(uint32_t sid) {

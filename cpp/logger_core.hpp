@@ -124,10 +124,8 @@ private:
     uint32_t block_records_ = 0;
     uint64_t generation_ = 1;
     PreparedRecord scratch_;
-    // record_many's validated batch; grows to the largest batch, released when that was huge.
+    // record_many's ticks; grows to the largest batch, released when that was huge.
     std::vector<int64_t> bulk_ticks_;
-    std::vector<int64_t> bulk_idx_;
-    std::vector<uint64_t> bulk_vals_;
     uint64_t records_ = 0;
     uint64_t nonzeros_ = 0;
     uint64_t raw_bytes_ = 0;
