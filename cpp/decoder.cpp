@@ -357,6 +357,10 @@ void SegmentDecoder::decode_v1(const std::string& path, const std::vector<uint8_
         if (kind == kKindSegmentFooter) {
             sum.has_footer = true;
             pos += kFrameHead + psize;
+            if (pos < size) {  // the footer is the last frame (FORMAT.md section 2)
+                stop("data after the segment footer; rest of the segment skipped", false);
+                break;
+            }
             continue;
         }
         const BlockHeader h = parse_block_header(payload);

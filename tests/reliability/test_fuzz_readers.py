@@ -504,10 +504,6 @@ def test_legacy_segment_lost_in_the_middle_stops_the_tick_chain(tmp_path: Path) 
     assert_same_records(decode_native(path), python)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "native bug: an intact block after the segment footer is decoded by the native reader "
-    "(FORMAT.md: the footer is last), while the Python reader skips 'data after the segment "
-    "footer'; found by the fuzzer (a duplicated range after the footer)"))
 def test_a_block_after_the_footer_is_treated_alike(tmp_path: Path) -> None:
     from tests.common import assert_same_records, decode_native, decode_python
 
