@@ -153,12 +153,13 @@ def _fallback_scales(
 
 
 def _is_legacy_directory(path: Path) -> bool:
-    """True when the first segment starts with a bare zstd frame (the 0.1.x layout)."""
-    segments = _core.list_segments(str(path))
-    if not segments:
-        return False
-    with open(segments[0], "rb") as fh:
-        return fh.read(4) == b"\x28\xb5\x2f\xfd"
+    """True when the first non-empty segment starts with a bare zstd frame (the 0.1.x layout)."""
+    for segment in _core.list_segments(str(path)):
+        with open(segment, "rb") as fh:
+            head = fh.read(4)
+        if head:
+            return head == b"\x28\xb5\x2f\xfd"
+    return False
 
 
 def decode_columns(

@@ -142,3 +142,20 @@ def test_damaged_middle_segment_never_shifts_later_epochs(tmp_path, decode):
     assert got.skipped
     # each record's index is its true epoch: every returned record must still say so
     assert got.epoch.tolist() == got.indices.astype(float).tolist()
+
+
+@both_readers
+def test_empty_first_segment_of_a_legacy_directory(tmp_path, decode):
+    """A 0.1.x writer killed before its first write leaves an empty 00000; the directory is still
+    recognised as 0.1.x by what follows (its scales come from the sidecars)."""
+    with LegacyLogger(tmp_path, rotate_bytes=200) as lg:
+        sid = lg.register_stream({}, epoch_scale=1.0, value_scale=0.5)
+        for k in range(10):
+            lg.record(sid, float(k), [k], [k * 0.5])
+    segments = sorted(tmp_path.glob("*.seg.zst"))
+    for seg in reversed(segments):  # shift every segment one number up, leave 00000 empty
+        seg.rename(seg.with_name(f"{int(seg.name[:5]) + 1:05d}.seg.zst"))
+    (tmp_path / "00000.seg.zst").write_bytes(b"")
+    got = decode(tmp_path)
+    assert got.epoch.tolist() == [float(k) for k in range(10)]
+    assert got.values.tolist() == [k * 0.5 for k in range(10)]
