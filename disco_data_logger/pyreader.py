@@ -25,6 +25,7 @@ import numpy as np
 import zstandard
 
 from .errors import FormatError
+from .sidecars import read_sidecars
 
 __all__ = [
     "FORMAT_VERSION",
@@ -351,31 +352,10 @@ def _check_scales(epoch_scale: float, value_scale: float | None) -> None:
             raise _BadData(f"{name} {scale!r} is not a positive finite number")
 
 
-def _sidecar_stream_id(meta: Any) -> int:
-    """A sidecar's ``stream_id``: an int in [0, 2**32), the u32 of FORMAT.md (not a bool, string
-    or float, which a damaged or hand-edited sidecar may hold)."""
-    sid = meta["stream_id"]
-    if isinstance(sid, bool) or not isinstance(sid, int) or not 0 <= sid < 1 << 32:
-        raise ValueError(f"stream_id {sid!r} is not an integer from 0 to 2**32-1")
-    return sid
-
-
 def load_sidecars(directory: str | Path) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
     """The sidecars ``streams/*.json`` of a logger directory, and those that could not be read."""
-    streams_dir = Path(directory) / "streams"
-    sidecars: dict[int, dict[str, Any]] = {}
-    problems: list[dict[str, Any]] = []
-    if not streams_dir.is_dir():
-        return sidecars, problems
-    for file in sorted(streams_dir.glob("*.json")):
-        try:
-            meta = json.loads(file.read_text(encoding="utf-8"))
-            sid = _sidecar_stream_id(meta)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            problems.append(_skip(file, 0, f"unreadable stream sidecar: {exc}"))
-            continue
-        sidecars[sid] = meta
-    return sidecars, problems
+    sidecars, problems = read_sidecars(directory)
+    return sidecars, [_skip(file, 0, f"unreadable stream sidecar: {why}") for file, why in problems]
 
 
 def _sidecar_streams(sidecars: Mapping[int, Mapping[str, Any]]) -> dict[int, _Stream]:

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import _core
 from .errors import CorruptDataWarning, FormatError
+from .sidecars import read_sidecars
 
 METADATA_FIELDS = ("stream_id", "epoch_scale", "value_scale", "periodicity", "kind")
 
@@ -103,32 +104,14 @@ class DecodedColumns:
         return np.concatenate(out)
 
 
-def _sidecar_stream_id(meta: Any) -> int:
-    """A sidecar's ``stream_id``: an int in [0, 2**32), the u32 of FORMAT.md (not a bool, string
-    or float, which a damaged or hand-edited sidecar may hold)."""
-    sid = meta["stream_id"]
-    if isinstance(sid, bool) or not isinstance(sid, int) or not 0 <= sid < 1 << 32:
-        raise ValueError(f"stream_id {sid!r} is not an integer from 0 to 2**32-1")
-    return sid
-
-
 def load_sidecars(path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
-    """Stream id -> sidecar dict for every readable ``streams/*.json`` of a logger directory."""
-    out: dict[int, dict[str, Any]] = {}
-    streams_dir = Path(path) / "streams"
-    if not streams_dir.is_dir():
-        return out
-    for f in sorted(streams_dir.glob("*.json")):
-        try:
-            meta = json.loads(f.read_text(encoding="utf-8"))
-            sid = _sidecar_stream_id(meta)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            warnings.warn(
-                CorruptDataWarning(f"{f}: unreadable stream sidecar ignored ({exc})"), stacklevel=3
-            )
-            continue
-        out[sid] = meta
-    return out
+    """Stream id -> sidecar dict for every readable ``streams/*.json`` of a logger directory;
+    unreadable ones are skipped with a :class:`CorruptDataWarning`."""
+    sidecars, problems = read_sidecars(path)
+    for file, why in problems:
+        warnings.warn(CorruptDataWarning(f"{file}: unreadable stream sidecar ignored ({why})"),
+                      stacklevel=3)
+    return sidecars
 
 
 def _fallback_scales(

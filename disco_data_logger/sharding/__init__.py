@@ -31,7 +31,17 @@ _EXPORTS = {
     "ShardWriter": "shard",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Coordinator",
+    "Experiment",
+    "ExperimentIndex",
+    "Replication",
+    "RunResult",
+    "ShardManifest",
+    "ShardWriter",
+    "merge",
+    "run_experiment",
+]
 
 
 def __getattr__(name: str) -> Any:

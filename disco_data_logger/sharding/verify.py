@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorruptDataWarning
-from .manifest import ShardManifest
+from .manifest import ShardManifest, fsync_directory
 from .shard import SHARDS_DIR
 
 __all__ = ["RepairResult", "SegmentCheck", "ShardCheck", "VerifyReport", "repair_segment",
@@ -279,23 +279,10 @@ def repair_segment(path: str | os.PathLike[str], *,
         fh.truncate(cut)
         fh.flush()
         os.fsync(fh.fileno())
-    _fsync_dir(seg.parent)
+    fsync_directory(seg.parent)
     return RepairResult(seg.name, True, f"cut at offset {cut} ({len(data) - cut:,} byte(s) "
                                         f"removed); original kept as {backup.name}",
                         cut_at=cut, removed_bytes=len(data) - cut, backup=backup)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _logger_dirs(root: Path) -> list[tuple[str, Path]]:
