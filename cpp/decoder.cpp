@@ -424,9 +424,13 @@ bool SegmentDecoder::decode_legacy(const std::string& path, const std::vector<ui
     std::vector<uint32_t> unknown_reported;
     bool intact = true;
     while (pos < size) {
-        const size_t fsize = ZSTD_findFrameCompressedSize(base + pos, size - pos);
+        // 0.1.x wrote only standard zstd frames: anything else (a skippable frame included,
+        // which zstd itself would accept) is damage.
+        const bool zstd_head = size - pos >= 4 && get_u32(base + pos) == kZstdMagic;
+        const size_t fsize =
+            zstd_head ? ZSTD_findFrameCompressedSize(base + pos, size - pos) : size_t(-1);
         std::string why;
-        bool ok = !ZSTD_isError(fsize);
+        bool ok = zstd_head && !ZSTD_isError(fsize);
         if (!ok) {
             sum.torn = size - pos < 8 || get_u32(base + pos) == kZstdMagic;
             why = sum.torn ? "the file ends inside a zstd frame" : "not a zstd frame";

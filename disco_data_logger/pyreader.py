@@ -683,7 +683,6 @@ def read_segment(path: str | Path,
                          skipped=problems + outcome.skipped, path=path, legacy=outcome.legacy)
 
 
-_V1_HEAD = struct.pack("<I", SKIPPABLE_MAGIC)
 _LEGACY_HEAD = struct.pack("<I", ZSTD_MAGIC)
 
 
@@ -708,9 +707,9 @@ def read_directory(path: str | Path, stream_ids: Iterable[int] | None = None) ->
     builder = _Builder(None if stream_ids is None else frozenset(int(s) for s in stream_ids))
     ticks = _LegacyTicks()
     segments = _segment_files(path)
-    unknown_before = False
+    legacy_directory = any(_head(seg) == _LEGACY_HEAD for seg in segments)
     for seg in segments:
-        if ticks.broken or (unknown_before and _head(seg) == _LEGACY_HEAD):
+        if ticks.broken:
             skipped.append(_skip(seg, 0, "not read: an earlier 0.1.x segment is damaged and 0.1.x "
                                          "epochs are deltas that run across segments"))
             continue
@@ -718,9 +717,9 @@ def read_directory(path: str | Path, stream_ids: Iterable[int] | None = None) ->
         skipped.extend(outcome.skipped)
         known.update(outcome.registrations)
         fallback.update(outcome.streams)
-        if not outcome.legacy and _head(seg) not in (b"", _V1_HEAD, _LEGACY_HEAD):
-            # Neither format: if it was a damaged 0.1.x segment, the tick deltas of the 0.1.x
-            # segments after it start from unknown values, and decoding them would invent epochs.
-            unknown_before = True
+        if legacy_directory and not outcome.legacy and _head(seg) != b"":
+            # In a 0.1.x directory, a segment that is not 0.1.x is a damaged one: the tick deltas
+            # of the segments after it start from unknown values, and would invent epochs.
+            ticks.broken = True
     return DirectoryResult(**builder.columns(), registrations=known, skipped=skipped,
                            path=path, segments=segments)

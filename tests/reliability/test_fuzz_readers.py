@@ -516,3 +516,27 @@ def test_a_block_after_the_footer_is_treated_alike(tmp_path: Path) -> None:
     native, python = decode_native(path), decode_python(path)
     assert_same_records(native, python)
     assert native.skipped_at() == python.skipped_at() == [("00001.seg.zst", len(data))]
+
+
+@pytest.mark.parametrize("where", ["middle", "start"])
+def test_format_1_bytes_inside_a_legacy_directory_end_the_tick_chain(tmp_path: Path,
+                                                                    where: str) -> None:
+    """Found by the long fuzz run: 8 bytes of a format-1 frame head spliced into a 0.1.x segment
+    (zstd itself would skip them as a skippable frame; 0.1.x never wrote one), or a 0.1.x segment
+    whose first bytes became a format-1 head. Both are damage, and both readers stop the 0.1.x
+    tick chain there instead of decoding later segments with unknown starting ticks."""
+    from disco_data_logger import pyreader
+    from tests.common import assert_same_records, decode_native, decode_python
+
+    path = tmp_path / "d"
+    shutil.copytree(FIXTURES / "legacy_0_1", path)
+    head = (FIXTURES / "golden_v1" / "00000.seg.zst").read_bytes()[:8]
+    seg = path / "00000.seg.zst"
+    data = seg.read_bytes()
+    at = pyreader.zstd_frame_size(data, 0, len(data)) if where == "middle" else 0
+    seg.write_bytes(data[:at] + head + data[at:])
+    native, python = decode_native(path), decode_python(path)
+    assert_same_records(native, python)
+    assert native.skipped_at() == python.skipped_at()
+    later = {name for name, _ in native.skipped_at() if name != "00000.seg.zst"}
+    assert later == {p.name for p in path.glob("*.seg.zst")} - {"00000.seg.zst"}
