@@ -119,9 +119,7 @@ private:
     ZSTD_DCtx* dctx_;
     std::map<uint32_t, RegistrationInfo> regs_;
     std::vector<const RegistrationInfo*> reg_cache_;
-public:
-    std::set<uint32_t> unregistered_;
-private:
+    std::set<uint32_t> unregistered_;  // reported in DecodeResult::unregistered
     std::vector<Pred> preds_;
     std::unordered_map<uint32_t, Pred> sparse_preds_;
     uint64_t generation_ = 0;
