@@ -70,16 +70,22 @@ bool borrow_exact(py::handle h, py::array_t<T>& out) {
     return true;
 }
 
-// 1-D int64 view of `h` (copied only when its dtype or layout differ).
-py::array_t<int64_t> indices_arg(ddl::LoggerCore& core, uint32_t sid, py::handle h,
-                                 const char* what = "indices") {
-    py::array_t<int64_t> fast;
-    if (borrow_exact(h, fast)) return fast;
+// `h` as a numpy array, refused unless it is array-like and 1-D.
+py::array one_d_array(ddl::LoggerCore& core, uint32_t sid, py::handle h, const char* what) {
     py::array a = py::array::ensure(h);
     if (!a) bad_array(core, sid, std::string(what) + " must be array-like");
     if (a.ndim() != 1)
         bad_array(core, sid, std::string(what) + " must be a 1-D array (got " +
                                  std::to_string(a.ndim()) + "-D)");
+    return a;
+}
+
+// 1-D int64 view of `h` (copied only when its dtype or layout differ).
+py::array_t<int64_t> indices_arg(ddl::LoggerCore& core, uint32_t sid, py::handle h,
+                                 const char* what = "indices") {
+    py::array_t<int64_t> fast;
+    if (borrow_exact(h, fast)) return fast;
+    py::array a = one_d_array(core, sid, h, what);
     const char kind = a.dtype().kind();
     if (a.size() > 0 && kind != 'i' && kind != 'u')
         bad_array(core, sid, std::string(what) + " must have an integer dtype (got " + dtype_name(a) + ")");
@@ -100,11 +106,7 @@ py::array_t<double> values_arg(ddl::LoggerCore& core, uint32_t sid, py::handle h
                                const char* what = "values") {
     py::array_t<double> fast;
     if (borrow_exact(h, fast)) return fast;
-    py::array a = py::array::ensure(h);
-    if (!a) bad_array(core, sid, std::string(what) + " must be array-like");
-    if (a.ndim() != 1)
-        bad_array(core, sid, std::string(what) + " must be a 1-D array (got " +
-                                 std::to_string(a.ndim()) + "-D)");
+    py::array a = one_d_array(core, sid, h, what);
     const char kind = a.dtype().kind();
     if (a.size() > 0 && kind != 'i' && kind != 'u' && kind != 'f')
         bad_array(core, sid, std::string(what) + " must have a real numeric dtype (got " +
