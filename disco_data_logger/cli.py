@@ -113,7 +113,7 @@ def _report(exc: BaseException, debug: bool) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .config import load_config
+    from .sharding.config import load_config
     from .sharding.coordinator import Coordinator
 
     # A shell starts background jobs with SIGINT ignored; `kill -INT` must still stop a run.

@@ -95,7 +95,7 @@ class Collector:
         if not self._wait_for_done(chosen, backoff, timeout):
             return False
 
-        from . import read  # the native reader; imported late so this module loads without it
+        from .reader import read  # the native reader; imported late so this module loads without it
 
         for base, metas in chosen.items():
             table = read(base, stream_ids=sorted(metas))

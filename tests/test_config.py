@@ -1,4 +1,5 @@
-"""disco_data_logger.config: validation, error messages, overrides, sizes, fingerprint, planning."""
+"""disco_data_logger.sharding.config and .planning: validation, errors, overrides, sizes,
+fingerprint, planning."""
 
 from __future__ import annotations
 
@@ -14,19 +15,17 @@ import pytest
 import yaml
 
 from disco_data_logger import _defaults
-from disco_data_logger.config import (
+from disco_data_logger.errors import ConfigError, DataLoggerError
+from disco_data_logger.models import inventory
+from disco_data_logger.sharding.config import (
     ExperimentConfig,
-    Task,
     config_snapshot,
     load_config,
-    make_task,
     parse_size,
-    plan_tasks,
     resolve_entry_point,
     validate_config,
 )
-from disco_data_logger.errors import ConfigError, DataLoggerError
-from disco_data_logger.models import inventory
+from disco_data_logger.sharding.planning import Task, make_task, plan_tasks
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -572,3 +571,15 @@ def test_task_pickles(tmp_path: Path) -> None:
 def test_make_task_rejects_unknown_point(tmp_path: Path) -> None:
     with pytest.raises(IndexError, match="point 8 out of range"):
         make_task(sweep_config(tmp_path), 8, 0)
+
+
+def test_old_import_paths_still_work() -> None:
+    """0.2.0 code imported the config and context from the package root; they are aliases now."""
+    import disco_data_logger.config as old_config
+    import disco_data_logger.context as old_context
+    from disco_data_logger.sharding import context, planning
+
+    assert old_config.ExperimentConfig is ExperimentConfig
+    assert old_config.plan_tasks is planning.plan_tasks
+    assert old_config.Task is planning.Task
+    assert old_context.open_context is context.open_context

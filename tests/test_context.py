@@ -1,4 +1,5 @@
-"""disco_data_logger.context: stream registration, labels, routing and closing, on a real logger."""
+"""disco_data_logger.sharding.context: stream registration, labels, routing and closing, on a
+real logger."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import numpy as np
 import pytest
 
 from disco_data_logger import DataLogger, PeriodicStream, read
-from disco_data_logger.config import ExperimentConfig, plan_tasks, validate_config
-from disco_data_logger.context import open_context
 from disco_data_logger.errors import LoggerClosedError, UnknownStreamError
+from disco_data_logger.sharding.config import ExperimentConfig, validate_config
+from disco_data_logger.sharding.context import open_context
+from disco_data_logger.sharding.planning import plan_tasks
 
 CONFIG: dict[str, Any] = {
     "experiment": {"organisation": "acme", "model": "toy", "name": "ctx"},

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from disco_data_logger import DataLogger, read
-from disco_data_logger.config import ExperimentConfig, Task, plan_tasks, validate_config
-from disco_data_logger.context import open_context
 from disco_data_logger.errors import ConfigError
 from disco_data_logger.models import ENTRY_POINTS, inventory
 from disco_data_logger.models.inventory import InventoryParams
+from disco_data_logger.sharding.config import ExperimentConfig, validate_config
+from disco_data_logger.sharding.context import open_context
+from disco_data_logger.sharding.planning import Task, plan_tasks
 
 N_SKUS, N_STORES = 12, 3
 N_LOC = N_STORES + 1

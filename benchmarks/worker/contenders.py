@@ -260,9 +260,8 @@ def probe(name: str) -> dict[str, Any]:
     """Whether the contender can run here, and its version."""
     try:
         if name == "ours":
-            import disco_data_logger._core  # noqa: F401
-
             import disco_data_logger
+            import disco_data_logger._core  # noqa: F401
 
             return {"available": True, "version": disco_data_logger.__version__}
         if name == "seed":

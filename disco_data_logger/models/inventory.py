@@ -46,7 +46,7 @@ import numpy as np
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ..context import RunContext
+    from ..sharding.context import RunContext
 
 __all__ = ["InventoryParams", "run", "STREAMS"]
 

@@ -141,7 +141,8 @@ class Coordinator:
     # -- running -------------------------------------------------------------------------------
 
     def run(self) -> RunResult:
-        from ..config import config_snapshot, plan_tasks, resolve_entry_point
+        from .config import config_snapshot, resolve_entry_point
+        from .planning import plan_tasks
 
         t0 = time.perf_counter()
         resolve_entry_point(self.cfg.entry_point)  # fail here, not in every worker
@@ -288,7 +289,7 @@ class _sigint_ignored:
 def run_experiment(config: str | os.PathLike[str], overrides: Sequence[str] = (), *,
                    overwrite: bool = False, progress: bool = True) -> RunResult:
     """Load a YAML config and run it: the library form of ``disco-data-logger run``."""
-    from ..config import load_config
+    from .config import load_config
 
     cfg = load_config(Path(config), overrides)
     return Coordinator(cfg, overrides=overrides, config_path=config, overwrite=overwrite,

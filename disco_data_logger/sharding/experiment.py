@@ -140,7 +140,7 @@ class Experiment:
         return [*_KEY_COLUMNS, *labels]
 
     def _iter_parts(self, selected: pa.Table, format: str) -> Iterator[pa.Table]:
-        from .. import read
+        from ..reader import read
 
         if len(selected) == 0:
             return

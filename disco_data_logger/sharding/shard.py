@@ -192,7 +192,7 @@ class ShardWriter:
         logger_kwargs: Mapping[str, Any] | None = None,
         fingerprint: str | None = None,
     ) -> None:
-        from .. import DataLogger  # late: the package imports this module
+        from ..logger import DataLogger
 
         self.shard_id = check_shard_id(shard_id) if shard_id is not None else new_shard_id()
         self.output_dir = Path(output_dir)

@@ -304,7 +304,7 @@ def _sha256(path: Path) -> str:
 
 
 def _verify_dir(name: str, path: Path) -> ShardCheck:
-    from .. import read
+    from ..reader import read
 
     manifest = ShardManifest.load(path)
     closed = manifest.closed if manifest is not None else (path / "_DONE").exists()

@@ -40,7 +40,7 @@ class TaskRunner:
 
     def __init__(self, cfg: Any, output_dir: str | os.PathLike[str], shard_id: str,
                  fingerprint: str | None = None) -> None:
-        from ..config import resolve_entry_point
+        from .config import resolve_entry_point
 
         self.cfg = cfg
         self.entry = resolve_entry_point(cfg.entry_point)
@@ -57,7 +57,7 @@ class TaskRunner:
 
         KeyboardInterrupt aborts the replication and propagates: the worker is being stopped.
         """
-        from ..context import open_context
+        from .context import open_context
 
         t0 = time.perf_counter()
         rep = self.shard.begin(

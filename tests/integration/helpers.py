@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from disco_data_logger.config import load_config
 from disco_data_logger.sharding import Coordinator, Experiment, RunResult
+from disco_data_logger.sharding.config import load_config
 
 SORT_KEY = [("task_id", "ascending"), ("stream", "ascending"), ("epoch", "ascending"),
             ("index", "ascending")]

@@ -16,9 +16,9 @@ import pytest
 
 from disco_data_logger import DataLogger, read
 from disco_data_logger.cli import main
-from disco_data_logger.config import load_config
 from disco_data_logger.errors import ConfigError, InvalidStreamError
 from disco_data_logger.sharding import Coordinator, Experiment, ShardWriter, merge
+from disco_data_logger.sharding.config import load_config
 from tests.reliability.helpers import rss_kb
 
 

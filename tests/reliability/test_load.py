@@ -18,9 +18,9 @@ import pyarrow.compute as pc
 import pytest
 
 from disco_data_logger import DataLogger, read
-from disco_data_logger.config import validate_config
 from disco_data_logger.errors import WriterError
 from disco_data_logger.sharding import Coordinator, Experiment
+from disco_data_logger.sharding.config import validate_config
 from tests.reliability.helpers import open_fds, thread_count
 
 THREADS = 8
