@@ -23,6 +23,7 @@ import numpy as np
 
 from . import _core, _defaults
 from .errors import InvalidStreamError, LoggerClosedError, UnknownStreamError, WriterError
+from .layout import DONE_MARKER, SEGMENT_GLOB, STREAMS_DIR, sidecar_name
 from .periodic import PeriodicStream
 
 RESERVED_LABELS = frozenset({"stream_id", "epoch_scale", "value_scale", "periodicity", "kind"})
@@ -93,6 +94,7 @@ class DataLogger:
         zstd_level: int = _defaults.ZSTD_LEVEL,
         flush_interval: float = _defaults.FLUSH_INTERVAL,
         block_bytes: int = _defaults.BLOCK_BYTES,
+        sidecars: bool = True,
     ) -> None:
         ring_bytes = _check_positive_int("ring_bytes", ring_bytes)
         rotate_bytes = _check_positive_int("rotate_bytes", rotate_bytes)
@@ -112,13 +114,18 @@ class DataLogger:
 
         self._path = Path(segments_dir)
         self._path.mkdir(parents=True, exist_ok=True)
-        if (self._path / "_DONE").exists() or any(self._path.glob("*.seg.zst")):
+        if (self._path / DONE_MARKER).exists() or any(self._path.glob(SEGMENT_GLOB)):
             raise WriterError(
                 errno.EEXIST,
                 f"'{self._path}' already holds a logger's segments; record into a new directory "
                 "(or remove the old segments first)",
             )
-        (self._path / "streams").mkdir(exist_ok=True)
+        # Sidecars are the 0.1.x layout users read; a shard of the experiment service turns them
+        # off (its journal and the in-band registrations hold the same metadata, and a shard
+        # registers far too many streams for a file each).
+        self._sidecars = bool(sidecars)
+        if self._sidecars:
+            (self._path / STREAMS_DIR).mkdir(exist_ok=True)
         self._core = _core.LoggerCore(
             str(self._path),
             ring_bytes,
@@ -128,6 +135,7 @@ class DataLogger:
             float(flush_interval),
         )
         self._streams: dict[int, dict[str, Any]] = {}
+        self._next_sid = 0  # ids are never reused, even after retire_streams
         # The hot path goes straight to the native method: one Python frame less per record.
         self.record = self._core.record  # type: ignore[method-assign]
         self._register_lock = threading.Lock()  # ids, sidecars and the native table stay in step
@@ -184,7 +192,7 @@ class DataLogger:
                 f"stream ({desc}): labels must be JSON-serialisable: {exc}"
             ) from None
         with self._register_lock:
-            sid = len(self._streams)
+            sid = self._next_sid
             meta["stream_id"] = sid
             text = json.dumps(meta, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
             size = len(text.encode("utf-8"))
@@ -197,8 +205,10 @@ class DataLogger:
             got = self._core.register_stream(desc, es, vs, periodic is not None, text)
             if got != sid:
                 raise RuntimeError(f"internal error: native stream id {got}, expected {sid}")
-            _write_json_atomic(self._path / "streams" / f"{sid:08d}.json", meta)
+            if self._sidecars:
+                _write_json_atomic(self._path / STREAMS_DIR / sidecar_name(sid), meta)
             self._streams[sid] = meta
+            self._next_sid = sid + 1
         return sid
 
     def register_periodic_stream(
@@ -294,6 +304,18 @@ class DataLogger:
             return dict(self._streams[stream_id])
         except KeyError:
             raise UnknownStreamError(f"unknown stream id {stream_id}") from None
+
+    def retire_streams(self, stream_ids: Iterable[int]) -> None:
+        """Forget streams that will never be recorded again, so memory does not grow with them.
+
+        The experiment service retires a replication's streams once it is committed: a shard's
+        logger registers thousands of streams over its life. What was recorded stays in the
+        segments; ``streams``, ``stream_info`` and ``stream_stats`` no longer list a retired
+        stream, and recording into it raises :class:`UnknownStreamError`.
+        """
+        with self._register_lock:
+            for sid in stream_ids:
+                self._streams.pop(int(sid), None)
 
     def stream_stats(
         self, stream_ids: Iterable[int] | None = None

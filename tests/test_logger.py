@@ -366,3 +366,24 @@ def test_interpreter_exit_closes_open_loggers(tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert (tmp_path / "l" / "_DONE").exists()
     assert len(decode_native(tmp_path / "l")) == 1000
+
+
+def test_without_sidecars_the_directory_holds_no_streams_folder_and_still_reads(tmp_path):
+    with DataLogger(tmp_path / "d", sidecars=False) as dl:
+        sid = dl.register_stream({"measure": "queue"}, value_scale=0.5)
+        dl.record(sid, 1.0, [2, 5], [1.5, 3.0])
+    assert not (tmp_path / "d" / "streams").exists()
+    table = read(tmp_path / "d", "measure=queue")
+    assert table["values"].to_pylist() == [[1.5, 3.0]]
+
+
+def test_retired_streams_are_forgotten_and_their_ids_never_reused(tmp_path):
+    with DataLogger(tmp_path / "d", sidecars=False) as dl:
+        first = dl.register_stream({"n": 0}, value_scale=1.0)
+        dl.record(first, 0.0, [1], [1.0])
+        dl.retire_streams([first])
+        assert first not in dl.streams
+        second = dl.register_stream({"n": 1}, value_scale=1.0)
+        dl.record(second, 0.0, [1], [2.0])
+    assert second == first + 1
+    assert read(tmp_path / "d")["stream_id"].to_pylist() == [first, second]
