@@ -243,3 +243,23 @@ def test_periodic_and_plain_streams_share_a_logger_from_threads(tmp_path: Path) 
     assert (
         len(acc) == 1 and acc[0][2].tolist() == [0, 1, 2, 3] and acc[0][3].tolist() == [1000.0] * 4
     )
+
+
+def test_periodic_and_vectors_do_not_import_the_logger() -> None:
+    """logger imports periodic; periodic must not import logger back (TYPE_CHECKING included)."""
+    import ast
+
+    import disco_data_logger
+
+    package = Path(disco_data_logger.__file__).parent
+    for name in ("periodic.py", "vectors.py"):
+        tree = ast.parse((package / name).read_text(encoding="utf-8"))
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                imported.add(node.module or "")
+                imported.update(f"{node.module or ''}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                imported.update(a.name for a in node.names)
+        assert not {m for m in imported if m.lstrip(".").split(".")[0] == "logger"
+                    or m.endswith(".logger") or ".logger." in m}, (name, imported)
