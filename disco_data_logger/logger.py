@@ -24,7 +24,8 @@ import numpy as np
 from . import _core, _defaults
 from .errors import InvalidStreamError, LoggerClosedError, UnknownStreamError, WriterError
 from .layout import DONE_MARKER, SEGMENT_GLOB, STREAMS_DIR, sidecar_name
-from .periodic import PeriodicStream
+from .periodic import PeriodicStream, check_periodicity
+from .vectors import vector_parts
 
 RESERVED_LABELS = frozenset({"stream_id", "epoch_scale", "value_scale", "periodicity", "kind"})
 """Sidecar fields the package writes itself; a user label with one of these names is refused."""
@@ -230,10 +231,7 @@ class DataLogger:
         assert p is not None
         es = _check_scale(desc, "epoch_scale", epoch_scale, allow_none=False)
         assert es is not None
-        if round(p / es) < 1:
-            raise InvalidStreamError(
-                f"stream ({desc}): periodicity {p} is shorter than one epoch_scale tick ({es})"
-            )
+        check_periodicity(desc, p, es)
         sid = self._register(labels, es, value_scale, (p, kind))
         return PeriodicStream(self, sid, periodicity=p, kind=kind)
 
@@ -244,8 +242,9 @@ class DataLogger:
         self._core.record(stream_id, epoch, indices, values)
 
     def record_vector(self, stream_id: int, epoch: float, vector: Any) -> None:
-        """Record a :class:`sparse_array.Vector`."""
-        indices, values = _vector_parts(vector)
+        """Record a sparse vector: ``sparse_array.Vector``, ``graphblas.Vector`` or a one-row
+        ``scipy.sparse`` array (:mod:`disco_data_logger.vectors`)."""
+        indices, values = vector_parts(vector)
         self._core.record(stream_id, epoch, indices, values)
 
     def record_many(
@@ -372,14 +371,6 @@ class DataLogger:
         import pyarrow.parquet as pq
 
         pq.write_table(self.to_arrow(), str(out_path), compression="zstd")
-
-
-def _vector_parts(vector: Any) -> tuple[np.ndarray, np.ndarray]:
-    from sparse_array import Vector
-
-    if not isinstance(vector, Vector):
-        raise TypeError(f"expected a sparse_array.Vector (got {type(vector).__name__})")
-    return vector.indices, vector.values
 
 
 __all__ = ["DataLogger", "LoggerClosedError"]

@@ -13,7 +13,11 @@ A rule is one of
   ``=`` and ``==`` are equality, ``!=`` and ``notin`` also match streams without the label, a bare
   ``key`` requires the label and ``!key`` forbids it. Values may be quoted (``'a b'`` or ``"a,b"``)
   to hold spaces, commas or parentheses;
-* a callable taking the labels dict and returning a truth value.
+* a callable taking the labels dict and returning a truth value;
+* a rule of disco-tools' label selector (``tools.label_selector.Rule``, e.g.
+  ``(Label("entity") == "A") | Label("measure").isin(["stock"])``): it matches exactly what
+  disco-tools' own compiler matches, because that compiler is used. disco-tools is imported only
+  when such a rule is passed.
 
 Label values in sidecars are JSON values, selector text is a string: a non-string label value is
 compared through its text (``replication=3`` matches the int ``3``, ``flag=true`` the bool
@@ -24,12 +28,17 @@ so a selector means the same whether a label was stored as text or as a number.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+if TYPE_CHECKING:
+    from tools.label_selector import Rule as LabelSelectorRule
+else:
+    LabelSelectorRule = Any
 
 __all__ = ["Rule", "compile_rule", "select"]
 
 Predicate = Callable[[Mapping[str, Any]], bool]
-Rule = None | str | Mapping[str, Any] | Predicate
+Rule: TypeAlias = "None | str | Mapping[str, Any] | Predicate | LabelSelectorRule"
 
 _COLLECTIONS = (list, tuple, set, frozenset)
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./")
@@ -218,8 +227,25 @@ def compile_rule(rule: Rule) -> Predicate:
     if callable(rule):
         user = rule
         return lambda labels: bool(user(labels))
-    raise TypeError(f"a label selector is a mapping, a string or a callable, not "
-                    f"{type(rule).__name__}")
+    if type(rule).__module__.startswith("tools.label_selector"):
+        return _label_selector_rule(rule)
+    raise TypeError(f"a label selector is a mapping, a string, a callable or a "
+                    f"tools.label_selector.Rule, not {type(rule).__module__}."
+                    f"{type(rule).__qualname__}")
+
+
+def _label_selector_rule(rule: Any) -> Predicate:
+    """A disco-tools rule, compiled by disco-tools so that it matches exactly as there."""
+    from tools.label_selector import Label
+    from tools.label_selector import Rule as ToolsRule
+
+    if isinstance(rule, ToolsRule):
+        tools_predicate = rule.compile()
+        return lambda labels: bool(tools_predicate(labels))
+    if isinstance(rule, Label):
+        raise TypeError(f"{rule!r} is a label, not a rule: compare it to make one, e.g. "
+                        f"Label({rule.key!r}) == value or Label({rule.key!r}).exists()")
+    raise TypeError(f"a {type(rule).__qualname__} from tools.label_selector is not a rule")
 
 
 def select(streams: Iterable[Mapping[str, Any]], rule: Rule) -> list[Mapping[str, Any]]:

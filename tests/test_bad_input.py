@@ -144,6 +144,7 @@ def test_bad_scales(logger, kwargs, message) -> None:
         ({"periodicity": -2.0}, "periodicity must be a positive finite"),
         ({"periodicity": np.nan}, "periodicity must be a positive finite"),
         ({"periodicity": 1e-9}, "shorter than one epoch_scale tick"),
+        ({"periodicity": 0.0015}, "not a whole number of epoch_scale ticks"),
         ({"kind": "sum"}, "kind must be 'state' or 'accumulator'"),
     ],
 )

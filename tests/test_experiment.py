@@ -49,6 +49,16 @@ def test_streams_by_rule(experiment_dir: Path) -> None:
     assert sorted(exp.replications["status"].to_pylist()) == ["committed"] * 3 + ["failed"]
 
 
+def test_streams_and_select_take_disco_tools_rules(experiment_dir: Path) -> None:
+    from tools.label_selector import Label
+
+    exp = Experiment.open(experiment_dir)
+    rule = (Label("stream") == "stock") & Label("replication").isin([0, 2])
+    assert exp.streams(rule).num_rows == 2
+    assert sorted(set(exp.select(rule)["replication"].to_pylist())) == [0, 2]
+    assert exp.select(~(Label("stream") == "stock")).equals(exp.select("stream!=stock"))
+
+
 def test_select_long_format(experiment_dir: Path) -> None:
     exp = Experiment.open(experiment_dir)
     table = exp.select("stream=stock")

@@ -1,9 +1,16 @@
-"""Label selectors: the mapping, string and callable forms of ``rule``."""
+"""Label selectors: the mapping, string and callable forms of ``rule``, and disco-tools rules."""
 
 from __future__ import annotations
 
-import pytest
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
+from tools import label_selector
+from tools.label_selector import Label, all_, any_, not_
+
+from disco_data_logger import DataLogger, read
 from disco_data_logger.selector import compile_rule, select
 
 STREAMS = [
@@ -117,7 +124,76 @@ def test_bad_syntax_names_the_position(rule, position):
 
 
 def test_bad_rule_types():
-    with pytest.raises(TypeError, match="mapping, a string or a callable"):
+    with pytest.raises(TypeError, match="mapping, a string, a callable or a tools.label_selector"):
         compile_rule(42)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="keys must be strings"):
         compile_rule({1: "a"})  # type: ignore[dict-item]
+
+
+# Streams whose labels disco-tools compares without a TypeError for every rule below.
+TOOLS_STREAMS = [
+    {"stream_id": 1, "entity": "a", "measure": "stock", "replication": 0, "flag": True},
+    {"stream_id": 2, "entity": "b", "measure": "stock", "replication": 1, "flag": False},
+    {"stream_id": 3, "entity": "c", "measure": "demand", "replication": 1},
+    {"stream_id": 4, "entity": "a b", "measure": "demand", "replication": 7, "flag": None},
+    {"stream_id": 5, "measure": "cost", "replication": 3.5},
+]
+
+TOOLS_RULES = [
+    Label("entity") == "a",
+    Label("entity") != "a",
+    Label("replication") == 1,
+    Label("replication") == 1.0,
+    Label("replication") == "1",  # disco-tools compares with ==: the text "1" matches nothing
+    Label("flag") == True,  # noqa: E712 - a Label comparison builds a rule
+    Label("flag") == 1,  # True == 1 in Python, so disco-tools matches stream 1
+    Label("flag") == None,  # noqa: E711
+    Label("replication") > 1,
+    Label("replication").gte(1) & Label("measure").isin(["stock", "cost"]),
+    Label("replication").between(1, 3.5, inc_high=False),
+    Label("entity").notin(["a", "b"]),
+    Label("flag").exists(),
+    ~Label("flag").exists(),
+    (Label("measure") == "stock") | (Label("entity") == "c"),
+    all_(Label("measure") == "demand", not_(Label("entity") == "c")),
+    any_(),
+    all_(),
+    label_selector.Rule({"match": {"key": "measure", "op": "ne", "value": "cost"}}),
+]
+
+
+@pytest.mark.parametrize("rule", TOOLS_RULES, ids=[str(r.spec) for r in TOOLS_RULES])
+def test_disco_tools_rules_match_as_in_disco_tools(rule) -> None:
+    expected = [s["stream_id"] for s in label_selector.select(TOOLS_STREAMS, rule)]
+    assert [s["stream_id"] for s in select(TOOLS_STREAMS, rule)] == expected
+
+
+def test_disco_tools_rule_errors_are_disco_tools_errors() -> None:
+    rule = Label("replication") > 1  # "3" > 1 raises TypeError in disco-tools too
+    with pytest.raises(TypeError):
+        list(label_selector.select(STREAMS, rule))
+    with pytest.raises(TypeError):
+        select(STREAMS, rule)
+
+
+def test_a_label_alone_is_not_a_rule() -> None:
+    with pytest.raises(TypeError, match=r"label, not a rule.*Label\('entity'\) == value"):
+        compile_rule(Label("entity"))  # type: ignore[arg-type]
+
+
+def test_read_selects_with_a_disco_tools_rule(tmp_path: Path) -> None:
+    with DataLogger(tmp_path / "l") as dl:
+        for entity in ("a", "b", "c"):
+            sid = dl.register_stream({"entity": entity, "n": ord(entity)}, value_scale=None)
+            dl.record(sid, 0.0, [sid], [1.0])
+    table = read(tmp_path / "l", (Label("entity") == "b") | Label("n").gte(ord("c")))
+    assert table["stream_id"].to_pylist() == [1, 2]
+
+
+def test_disco_tools_is_imported_only_for_its_rules() -> None:
+    code = ("import sys\n"
+            "from disco_data_logger.selector import select\n"
+            "select([{'a': 1}], 'a=1'); select([{'a': 1}], {'a': 1}); select([], lambda d: 1)\n"
+            "print('tools' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "False"
