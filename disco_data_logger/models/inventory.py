@@ -22,6 +22,8 @@ warehouse and 1..n_stores the stores. Streams (each logged only when the config 
 - ``demand`` (accumulator): units demanded per store entity;
 - ``shortage`` (accumulator): demand a store could not serve from stock, and at the warehouse
   the store order quantity it could not ship;
+- ``lost`` (accumulator): demand a store could not serve from stock (store entities only: the
+  lost sales, or the new backorders with ``backorders: true``);
 - ``orders`` (plain events): units ordered per entity (stores from the warehouse, the warehouse
   from the supplier).
 
@@ -29,8 +31,12 @@ All events of day ``d`` are logged at epoch ``d + 0.5``, clear of the period bou
 
 The product catalogue (SKU popularity, store sizes) is drawn from ``catalogue_seed``, not from
 the replication's generator: every replication and every sweep point simulates the same shops,
-and only the demand and lead times vary. Each day is a handful of numpy operations over all
-SKU-locations at once, so run time grows with days, not with SKUs times days in Python.
+and only the demand and lead times vary. Demand, lead times and the warehouse's rationing order
+each come from their own generator (``ctx.rng_for``), so under ``seeding: common`` replication r
+of every policy faces the same customer demand, however differently the policies order.
+
+Each day is a handful of numpy operations over all SKU-locations at once, so run time grows with
+days, not with SKUs times days in Python.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = ["InventoryParams", "run", "STREAMS"]
 
-STREAMS = ("stock", "demand", "shortage", "orders")
+STREAMS = ("stock", "demand", "shortage", "lost", "orders")
 """The streams this model writes, when the config declares them."""
 
 
@@ -151,7 +157,9 @@ def _lead_cap(mean: float) -> int:
 def run(ctx: RunContext) -> dict[str, float]:
     """Simulate ``floor(ctx.duration)`` days; returns a few KPIs of the replication."""
     p = InventoryParams.from_mapping(ctx.params)
-    rng = ctx.rng
+    demand_rng = ctx.rng_for("demand")
+    lead_rng = ctx.rng_for("lead_times")
+    rationing_rng = ctx.rng_for("rationing")
     n_skus, n_stores = p.n_skus, p.n_stores
     n_loc = n_stores + 1
     n_days = int(math.floor(ctx.duration + 1e-9))
@@ -183,7 +191,7 @@ def run(ctx: RunContext) -> dict[str, float]:
     stock_days = np.zeros(n_loc, dtype=np.float64)
 
     def lead_times(mean: float, cap: int, size: int) -> np.ndarray:
-        return np.minimum(1 + rng.poisson(mean - 1.0, size), cap)
+        return np.minimum(1 + lead_rng.poisson(mean - 1.0, size), cap)
 
     def log(name: str, epoch: float, dense: np.ndarray) -> None:
         flat = dense.ravel()
@@ -199,7 +207,7 @@ def run(ctx: RunContext) -> dict[str, float]:
         on_order -= arriving
         arriving[...] = 0
 
-        demand = rng.poisson(rate * weekday[day % 7])
+        demand = demand_rng.poisson(rate * weekday[day % 7])
         store_stock = stock[:, 1:]
         if p.backorders:
             short = np.maximum(demand - np.maximum(store_stock, 0), 0)
@@ -212,7 +220,7 @@ def run(ctx: RunContext) -> dict[str, float]:
         wanted = np.where(position <= store_s, store_S - position, 0)
 
         # Ration the warehouse stock per SKU over the stores in a random order.
-        order = rng.permutation(n_stores)
+        order = rationing_rng.permutation(n_stores)
         wanted_in_order = wanted[:, order]
         before = np.cumsum(wanted_in_order, axis=1) - wanted_in_order
         shipped = np.empty_like(wanted)
@@ -245,6 +253,8 @@ def run(ctx: RunContext) -> dict[str, float]:
             shortage[:, 0] = (wanted - shipped).sum(axis=1)
             shortage[:, 1:] = short
             log("shortage", epoch, shortage)
+        if logged["lost"]:
+            log("lost", epoch, np.pad(short, ((0, 0), (1, 0))))
         if logged["orders"]:
             orders[:, 0] = wh_wanted
             orders[:, 1:] = wanted
