@@ -425,7 +425,8 @@ class MetricSpec(_Strict):
 class StopSpec(_Strict):
     """Run replications until the confidence interval of the listed metrics is narrow enough.
 
-    Per sweep point: at least ``min_replications``, then ``batch`` more at a time until the
+    Per sweep point: at least ``min_replications`` (by default 10, or ``max_replications`` when
+    that is smaller), then ``batch`` more at a time until the
     half-width of every listed metric is at most ``half_width`` (relative to the absolute mean
     when ``relative``), for ``look_ahead`` checks in a row (Hoad, Robinson and Davies), or until
     ``max_replications`` (default: ``replications``). See ``docs/statistics.md``.
@@ -533,7 +534,9 @@ class ExperimentConfig(_Strict):
                         where, f"unknown metric {used!r}{_suggest(used, list(self.metrics))}"
                         f" (metrics: {known})")
             most = self.stop_max_replications
-            if self.stop.min_replications > most:
+            # the default minimum adapts to a small maximum; an explicit one must fit under it
+            if "min_replications" in self.stop.model_fields_set and \
+                    self.stop.min_replications > most:
                 raise _field_error(
                     ".stop.min_replications",
                     f"must not exceed max_replications ({most}) (got {self.stop.min_replications})")
@@ -684,6 +687,8 @@ def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
             current = current.model_fields[part].annotation
         elif typing.get_origin(current) is list and isinstance(part, int):
             current = typing.get_args(current)[0]
+        elif typing.get_origin(current) is dict and isinstance(part, str):
+            current = typing.get_args(current)[1]
         else:
             return None
     current = _unwrap(current)

@@ -126,9 +126,11 @@ class PrecisionRule:
         if most is None:
             raise ValueError("max_replications is needed (the config's replications, by default)")
         if spec.min_replications > most:
-            raise ValueError(f"min_replications ({spec.min_replications}) exceeds "
-                             f"max_replications ({most})")
+            if "min_replications" in spec.model_fields_set:
+                raise ValueError(f"min_replications ({spec.min_replications}) exceeds "
+                                 f"max_replications ({most})")
         self.max_replications = int(most)
+        self.min_replications = min(spec.min_replications, self.max_replications)
 
     def look_ahead(self, n: int) -> int:
         """How many earlier prefixes must also meet the target when stopping at ``n``."""
@@ -137,7 +139,7 @@ class PrecisionRule:
 
     def checkpoints_upto(self, n: int) -> list[int]:
         """The checkpoints at or below ``n``."""
-        lo, step, most = self.spec.min_replications, self.spec.batch, self.max_replications
+        lo, step, most = self.min_replications, self.spec.batch, self.max_replications
         points = list(range(lo, min(n, most) + 1, step))
         if n >= most and (not points or points[-1] != most):
             points.append(most)
@@ -145,7 +147,7 @@ class PrecisionRule:
 
     def next_checkpoint(self, n: int) -> int:
         """The smallest checkpoint above ``n`` (``max_replications`` at most)."""
-        lo, step, most = self.spec.min_replications, self.spec.batch, self.max_replications
+        lo, step, most = self.min_replications, self.spec.batch, self.max_replications
         if n < lo:
             return lo
         return min(lo + ((n - lo) // step + 1) * step, most)
