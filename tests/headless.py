@@ -210,11 +210,21 @@ def chart_boxes(page: Page, selector: str = "figure.chart svg") -> list[dict[str
 
 def ink_fraction(png: bytes, background: tuple[int, int, int] = (255, 255, 255)) -> float:
     """The share of pixels of a PNG that differ from ``background``."""
+    import numpy as np
     from PIL import Image
 
     with Image.open(io.BytesIO(png)) as img:
-        rgb = img.convert("RGB")
-        pixels = rgb.getdata()
-        total = rgb.width * rgb.height
-        differ = sum(1 for p in pixels if p != background)
-    return differ / total if total else 0.0
+        rgb = np.asarray(img.convert("RGB"))
+    if rgb.size == 0:
+        return 0.0
+    return float(np.any(rgb != np.array(background, dtype=rgb.dtype), axis=-1).mean())
+
+
+def colour_count(png: bytes) -> int:
+    """How many distinct colours a PNG has."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as img:
+        rgb = np.asarray(img.convert("RGB")).reshape(-1, 3)
+    return int(np.unique(rgb, axis=0).shape[0])

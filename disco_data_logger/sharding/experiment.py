@@ -303,8 +303,10 @@ class Experiment:
                 duration: float | None = None) -> pa.Table:
         """Per metric and sweep point: ``metric, point_id, <parameters>, n, mean, sd, se,
         half_width, ci_low, ci_high, missing``, with Student-t intervals at ``confidence``."""
+        from .statistics import check_confidence
         from .summary import summary_table
 
+        check_confidence(confidence)
         return summary_table(self.metrics(metrics, duration=duration), confidence)
 
     def compare(self, reference: Any, *, confidence: float = 0.95, metrics: MetricsArg = None,
@@ -317,8 +319,10 @@ class Experiment:
         ``True``/``False`` force either.
         """
         from .metrics import experiment_config
+        from .statistics import check_confidence
         from .summary import compare_table, resolve_point
 
+        check_confidence(confidence)
         table = self.metrics(metrics, duration=duration)
         if paired is None:
             cfg = experiment_config(self)

@@ -92,14 +92,17 @@ def fan_table(exp: Experiment, stream: str, *, entities: str = "sum",
     cfg = experiment_config(exp)
     reps = Replications.of(exp)
     keep = [i for i, p in enumerate(reps.point_id) if points is None or p in set(points)]
+    # one grid for the whole experiment, so the fans of different points line up
     rows = exp.streams({"stream": stream})
-    task_ids = [reps.task_id[i] for i in keep]
-    rows = rows.filter(pc.is_in(rows["task_id"], value_set=pa.array(task_ids, pa.string())))
+    committed = pa.array(reps.task_id, pa.string())
+    rows = rows.filter(pc.is_in(rows["task_id"], value_set=committed))
     if cfg is not None:
         end = float(cfg.duration)
     else:
         end = float(pc.max(rows["max_epoch"]).as_py() or 0.0) if len(rows) else 0.0
     grid, tol, _ = _grid(rows, end, max_epochs)
+    task_ids = [reps.task_id[i] for i in keep]
+    rows = rows.filter(pc.is_in(rows["task_id"], value_set=pa.array(task_ids, pa.string())))
     codes_of = {t: k for k, t in enumerate(task_ids)}
     matrix = np.zeros((len(task_ids), grid.size))
     ordered = rows.select(["task_id", "shard_id", "records"]).sort_by(

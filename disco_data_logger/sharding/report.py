@@ -88,6 +88,7 @@ class _Charts:
         text = buf.getvalue()
         text = re.sub(r"^\s*<\?xml[^>]*\?>\s*", "", text)
         text = re.sub(r"^\s*<!DOCTYPE[^>]*>\s*", "", text)
+        text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)  # RDF boilerplate
         return (f'<figure class="chart" data-chart="{html.escape(name)}">{text}'
                 f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
@@ -325,8 +326,10 @@ def build_report(exp: Experiment, *, metrics: MetricsArg = None, confidence: flo
                  reference: Any = None, max_epochs: int = 300) -> str:
     """The report of ``exp`` as one HTML string (see the module docstring)."""
     from .metrics import experiment_config, stream_names
+    from .statistics import check_confidence
     from .summary import compare_table, resolve_point, summary_table
 
+    check_confidence(confidence)
     charts = _Charts()
     cfg = experiment_config(exp)
     info = exp.info

@@ -20,9 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import MetricError
+
 __all__ = [
     "Interval",
     "Difference",
+    "check_confidence",
     "t_quantile",
     "t_cdf",
     "mean_interval",
@@ -36,10 +39,10 @@ _NORMAL_DF = 1e10
 """Above this many degrees of freedom t is the normal distribution to double precision."""
 
 
-def _check_confidence(confidence: float) -> float:
+def check_confidence(confidence: float) -> float:
     confidence = float(confidence)
     if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be between 0 and 1, exclusive (got {confidence!r})")
+        raise MetricError(f"confidence must be between 0 and 1, exclusive (got {confidence!r})")
     return confidence
 
 
@@ -221,7 +224,7 @@ def mean_interval(values: Any, confidence: float = 0.95) -> Interval:
     ``half_width = t_{(1 + confidence) / 2, n - 1} * sd / sqrt(n)``; with fewer than two values the
     spread and interval are NaN.
     """
-    confidence = _check_confidence(confidence)
+    confidence = check_confidence(confidence)
     x, missing = _clean(values)
     n = int(x.size)
     if n == 0:
@@ -275,7 +278,7 @@ def paired_difference(values: Any, reference: Any, confidence: float = 0.95) -> 
     The two arrays are aligned pairs (same replication number); a pair with a missing side is
     left out.
     """
-    confidence = _check_confidence(confidence)
+    confidence = check_confidence(confidence)
     a = np.asarray(values, dtype=np.float64).ravel()
     b = np.asarray(reference, dtype=np.float64).ravel()
     if a.shape != b.shape:
@@ -289,7 +292,7 @@ def paired_difference(values: Any, reference: Any, confidence: float = 0.95) -> 
 
 def welch_difference(values: Any, reference: Any, confidence: float = 0.95) -> Difference:
     """``mean(values) - mean(reference)`` with Welch's interval (Welch-Satterthwaite df)."""
-    confidence = _check_confidence(confidence)
+    confidence = check_confidence(confidence)
     a, _ = _clean(values)
     b, _ = _clean(reference)
     n1, n0 = int(a.size), int(b.size)
@@ -316,7 +319,7 @@ def running_intervals(values: Sequence[float] | np.ndarray,
     Returns arrays ``n`` (1..len), ``mean``, ``half_width`` (NaN for k = 1), missing values
     skipped (``n`` counts the values used).
     """
-    confidence = _check_confidence(confidence)
+    confidence = check_confidence(confidence)
     x, _ = _clean(values)
     k = np.arange(1, x.size + 1, dtype=np.float64)
     if x.size == 0:
