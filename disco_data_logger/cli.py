@@ -412,7 +412,7 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
     d = summary.to_pydict()
     headers = ["metric", "point", *params, "n", "mean", f"±{level}", "ci_low", "ci_high", "sd"]
     rows = [[_safe(d["metric"][i]), _safe(d["point_id"][i]),
-             *[_safe(_number(d[p][i])) for p in params],
+             *[_safe(d[p][i]) for p in params],
              str(d["n"][i]) + (f" ({d['missing'][i]} missing)" if d["missing"][i] else ""),
              *[_number(d[k][i]) for k in ("mean", "half_width", "ci_low", "ci_high", "sd")]]
             for i in range(summary.num_rows)]
@@ -435,7 +435,7 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
         for i in range(compare.num_rows):
             verdict = summary_verdict(c["ci_low"][i], c["ci_high"][i])
             rows.append([_safe(c["metric"][i]), _safe(c["point_id"][i]),
-                         *[_safe(_number(c[p][i])) for p in params], str(c["n"][i]),
+                         *[_safe(c[p][i]) for p in params], str(c["n"][i]),
                          *[_number(c[k][i]) for k in ("difference", "half_width", "ci_low",
                                                       "ci_high")], verdict])
         _print_table(headers, rows, [False, False] + [True] * (len(headers) - 3) + [False])

@@ -13,7 +13,8 @@ Every day, in this order:
 5. the warehouse reviews its own position against ``warehouse_s``/``warehouse_S`` days of the
    stores' total mean demand and orders from an unlimited supplier.
 
-Lead times are ``1 + Poisson(mean - 1)`` days, capped at three times the mean.
+Lead times are ``1 + Poisson(mean - 1)`` days, capped at three times the mean; one is drawn for
+every SKU-location every day and used where an order ships, so every policy draws as many.
 
 Entities are SKU-locations, ``entity = sku * (n_stores + 1) + location`` with location 0 the
 warehouse and 1..n_stores the stores. Streams (each logged only when the config declares it):
@@ -190,8 +191,8 @@ def run(ctx: RunContext) -> dict[str, float]:
     totals = {"demand": 0, "lost_or_backordered": 0, "store_orders": 0, "supplier_orders": 0}
     stock_days = np.zeros(n_loc, dtype=np.float64)
 
-    def lead_times(mean: float, cap: int, size: int) -> np.ndarray:
-        return np.minimum(1 + lead_rng.poisson(mean - 1.0, size), cap)
+    def lead_times(mean: float, cap: int, shape: tuple[int, ...]) -> np.ndarray:
+        return np.minimum(1 + lead_rng.poisson(mean - 1.0, shape), cap)
 
     def log(name: str, epoch: float, dense: np.ndarray) -> None:
         flat = dense.ravel()
@@ -228,13 +229,17 @@ def run(ctx: RunContext) -> dict[str, float]:
         stock[:, 0] -= shipped.sum(axis=1)
         on_order[:, 1:] += shipped
         sku, store = np.nonzero(shipped)
-        arrive = (day + lead_times(p.store_lead_time, store_cap, sku.size)) % horizon
+        # A lead time for every (sku, store) every day, used where something ships: the same
+        # number of draws whatever the policy, so common random numbers stay in step.
+        store_leads = lead_times(p.store_lead_time, store_cap, (n_skus, n_stores))
+        arrive = (day + store_leads[sku, store]) % horizon
         np.add.at(pipeline, (arrive, sku, store + 1), shipped[sku, store])
 
         wh_position = stock[:, 0] + on_order[:, 0]
         wh_wanted = np.where(wh_position <= wh_s, wh_S - wh_position, 0)
         (wh_sku,) = np.nonzero(wh_wanted)
-        arrive = (day + lead_times(p.supplier_lead_time, supplier_cap, wh_sku.size)) % horizon
+        supplier_leads = lead_times(p.supplier_lead_time, supplier_cap, (n_skus,))
+        arrive = (day + supplier_leads[wh_sku]) % horizon
         np.add.at(pipeline[:, :, 0], (arrive, wh_sku), wh_wanted[wh_sku])
         on_order[:, 0] += wh_wanted
 
