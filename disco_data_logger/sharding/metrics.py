@@ -157,7 +157,8 @@ def resolve_metrics(exp: Experiment, metrics: MetricsArg = None,
                     cfg: ExperimentConfig | None = None) -> dict[str, MetricSpec]:
     """The metric definitions to compute, checked against the experiment's streams.
 
-    Names of expr metrics pull in the metrics they use. Every problem is one MetricError naming
+    Names of expr metrics pull in the metrics they use, and a given expr may use the config's
+    metrics by name (they are added). Every problem is one MetricError naming
     the metric and the field.
     """
     configured = dict(cfg.metrics) if cfg is not None else {}
@@ -194,6 +195,16 @@ def resolve_metrics(exp: Experiment, metrics: MetricsArg = None,
         chosen = {str(name): _validate_spec(str(name), spec) for name, spec in metrics.items()}
         if not chosen:
             raise MetricError("no metrics given")
+        # an expr may use the config's metrics without repeating their definitions
+        todo = [n for spec in chosen.values() if spec.expr is not None
+                for n in Expression(spec.expr).names]
+        while todo:
+            name = todo.pop()
+            if name in chosen or name not in configured:
+                continue
+            chosen[name] = spec = configured[name]
+            if spec.expr is not None:
+                todo.extend(Expression(spec.expr).names)
     else:
         raise MetricError(
             f"metrics must be None, a name, a list of names or a mapping name -> definition "
@@ -592,10 +603,20 @@ def compute_metrics(exp: Experiment, metrics: MetricsArg = None, *,
     """One row per committed replication, one column per metric; see :meth:`Experiment.metrics`.
 
     Columns: ``task_id``, ``point_id``, ``replication``, the sweep parameters, then the metrics
-    (in definition order); rows in point, then replication order. Undefined values are null.
+    asked for (all of the config's, in its order, for None); the metrics an expr needs are
+    computed but not returned unless asked for. Rows in point, then replication order.
+    Undefined values are null.
     """
     cfg = experiment_config(exp)
     specs = resolve_metrics(exp, metrics, cfg)
+    if isinstance(metrics, str):
+        wanted = [metrics]
+    elif isinstance(metrics, Mapping):
+        wanted = [str(name) for name in metrics]
+    elif metrics is not None:
+        wanted = list(dict.fromkeys(metrics))
+    else:
+        wanted = list(specs)
     reps = Replications.of(exp)
     ends, duration_key = _durations(exp, reps, duration, cfg)
     store = MetricCache(Path(exp.path), enabled=cache)
@@ -638,7 +659,7 @@ def compute_metrics(exp: Experiment, metrics: MetricsArg = None, *,
         if spec.expr is not None:
             values[name] = Expression(spec.expr).evaluate(values)
 
-    return _metrics_table(reps, cfg, specs, values)
+    return _metrics_table(reps, cfg, {name: specs[name] for name in wanted}, values)
 
 
 def _parameter_array(values: list[Any]) -> pa.Array:

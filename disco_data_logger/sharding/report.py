@@ -237,7 +237,7 @@ def _summary_section(summary: pa.Table, confidence: float) -> str:
     headers = ["metric", "point", *params, "n", "mean", f"± ({confidence:.0%})", "CI low",
                "CI high", "sd", "missing"]
     d = summary.to_pydict()
-    rows = [[d["metric"][i], d["point_id"][i], *[d[p][i] for p in params], d["n"][i],
+    rows = [[d["metric"][i], d["point_id"][i], *[str(d[p][i]) for p in params], d["n"][i],
              d["mean"][i], d["half_width"][i], d["ci_low"][i], d["ci_high"][i], d["sd"][i],
              d["missing"][i]] for i in range(summary.num_rows)]
     return _table(headers, rows, "numbers")
@@ -255,7 +255,7 @@ def _compare_section(compare: pa.Table, confidence: float) -> str:
     rows = []
     for i in range(compare.num_rows):
         lo, hi = d["ci_low"][i], d["ci_high"][i]
-        rows.append([d["metric"][i], d["point_id"][i], *[d[p][i] for p in params],
+        rows.append([d["metric"][i], d["point_id"][i], *[str(d[p][i]) for p in params],
                      d["reference"][i], d["method"][i], d["n"][i], d["difference"][i],
                      d["half_width"][i], lo, hi, verdict(lo, hi)])
     headers = ["metric", "point", *params, "minus", "method", "n", "difference",

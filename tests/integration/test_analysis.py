@@ -109,6 +109,20 @@ def test_mm1_statistics_match_an_independent_computation(mm1: Experiment) -> Non
                                                    pytest.approx(hi, rel=1e-9))
 
 
+def test_metrics_asked_for_by_name_or_expr(mm1: Experiment) -> None:
+    everything = mm1.metrics()
+    # throughput needs departures: computed, not returned
+    only = mm1.metrics(["throughput"])
+    assert only.column_names == ["task_id", "point_id", "replication", "arrival_rate",
+                                 "throughput"]
+    assert only["throughput"].to_pylist() == everything["throughput"].to_pylist()
+    # a new expr may use the config's metrics by name
+    half = mm1.metrics({"half_L": {"expr": "L / 2"}})
+    assert half.column_names[-1] == "half_L"
+    assert half["half_L"].to_pylist() == pytest.approx(
+        [v / 2 for v in everything["L"].to_pylist()])
+
+
 def test_mm1_common_random_numbers_pair_the_loads(mm1: Experiment) -> None:
     paired = {r["metric"]: r for r in mm1.compare("arrival_rate=0.5").to_pylist()}
     welch = {r["metric"]: r for r in mm1.compare("p0000", paired=False).to_pylist()}
