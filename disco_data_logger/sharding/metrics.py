@@ -411,13 +411,24 @@ def _read_batch(exp: Experiment, stream: str, task_ids: Sequence[str]) -> pa.Tab
 # -- the reductions ----------------------------------------------------------------------------
 
 
-def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(values flattened, parent record of each value, values per record) of a list column."""
+def _flat(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(values flattened, offsets from 0) of a list column, without copying one chunk."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    flat = pc.list_flatten(arr).to_numpy(zero_copy_only=False)
-    parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False).astype(np.int64)
-    lengths = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False)
-    return flat, parents, lengths.astype(np.int64)
+    offsets = np.asarray(arr.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+    flat = arr.values.to_numpy(zero_copy_only=False)[offsets[0]:offsets[-1]]
+    return flat, offsets - offsets[0]
+
+
+def _segment_reduce(ufunc: np.ufunc, values: np.ndarray, offsets: np.ndarray,
+                    empty: float) -> np.ndarray:
+    """``ufunc.reduce`` of every list ``values[offsets[k]:offsets[k + 1]]`` (``empty`` if none)."""
+    n = offsets.size - 1
+    out = np.full(n, empty, dtype=np.float64)
+    full = offsets[1:] > offsets[:-1]
+    if values.size and full.any():
+        # reduceat on the starts of the non-empty lists only: each runs to the next start
+        out[full] = ufunc.reduceat(values, offsets[:-1][full])
+    return out
 
 
 class _Batch:
@@ -428,30 +439,36 @@ class _Batch:
         tids = table["task_id"].to_pylist()
         global_codes = np.fromiter((codes_of[t] for t in tids), dtype=np.int64, count=n)
         self.tasks, local = np.unique(global_codes, return_inverse=True)
-        epoch = table["epoch"].to_numpy(zero_copy_only=False).astype(np.float64)
+        epoch = np.asarray(table["epoch"].to_numpy(zero_copy_only=False), dtype=np.float64)
         # stable: records with equal epochs stay in recording order
         self.order = np.lexsort((epoch, local))
         self.codes = local[self.order]
         self.epoch = epoch[self.order]
         self.groups = len(self.tasks)
-        self.index, parent, self.nnz = _flat(table["indices"])
-        self.values, _, _ = _flat(table["values"])
-        self.index = self.index.astype(np.int64)
-        self.values = self.values.astype(np.float64)
-        self.parent = parent
+        self.index, self.offsets = _flat(table["indices"])
+        values, _ = _flat(table["values"])
+        self.values = np.asarray(values, dtype=np.float64)
+        self.nnz = np.diff(self.offsets)
         self.records = n
+        self._local_of_record: np.ndarray | None = None
         self._entity_count: np.ndarray | None = None
         self._record_values: dict[str, np.ndarray] = {}
+
+    def local_of_record(self) -> np.ndarray:
+        """The local replication number of every record, in table order."""
+        if self._local_of_record is None:
+            local = np.empty(self.records, dtype=np.int64)
+            local[self.order] = self.codes
+            self._local_of_record = local
+        return self._local_of_record
 
     def entity_count(self) -> np.ndarray:
         """Per replication: how many distinct indices its stream recorded."""
         if self._entity_count is None:
-            local_of_record = np.empty(self.records, dtype=np.int64)
-            local_of_record[self.order] = self.codes
-            owner = local_of_record[self.parent]
             if self.index.size:
+                owner = np.repeat(self.local_of_record(), self.nnz)
                 width = int(self.index.max()) + 1
-                pairs = np.unique(owner * width + self.index)
+                pairs = np.unique(owner * width + self.index.astype(np.int64, copy=False))
                 self._entity_count = np.bincount(pairs // width, minlength=self.groups)
             else:
                 self._entity_count = np.zeros(self.groups, dtype=np.int64)
@@ -464,25 +481,22 @@ class _Batch:
             return cached
         n = self.records
         if entities == "sum":
-            x = np.bincount(self.parent, weights=self.values, minlength=n)
+            x = _segment_reduce(np.add, self.values, self.offsets, 0.0)
         elif entities.startswith("index:"):
             i = int(entities[len("index:"):])
-            hit = self.index == i
-            x = np.bincount(self.parent[hit], weights=self.values[hit], minlength=n)
+            hit = np.flatnonzero(self.index == i)
+            owner = np.searchsorted(self.offsets, hit, side="right") - 1
+            x = np.bincount(owner, weights=self.values[hit], minlength=n)
         else:
-            local_of_record = np.empty(n, dtype=np.int64)
-            local_of_record[self.order] = self.codes
-            population = self.entity_count()[local_of_record]
+            population = self.entity_count()[self.local_of_record()]
             if entities == "mean":
-                total = np.bincount(self.parent, weights=self.values, minlength=n)
+                total = _segment_reduce(np.add, self.values, self.offsets, 0.0)
                 with np.errstate(invalid="ignore", divide="ignore"):
                     x = np.where(population > 0, total / np.maximum(population, 1), 0.0)
             elif entities == "max":
-                x = np.full(n, -np.inf)
-                np.maximum.at(x, self.parent, self.values)
+                x = _segment_reduce(np.maximum, self.values, self.offsets, 0.0)
                 # an entity the record leaves out is zero, so it bounds the maximum from below
                 x = np.where(self.nnz < population, np.maximum(x, 0.0), x)
-                x = np.where(self.nnz == 0, 0.0, x)
             else:  # pragma: no cover - MetricSpec validates entities
                 raise MetricError(f"unknown entities rule {entities!r}")
         x = x[self.order]
