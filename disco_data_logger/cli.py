@@ -1,4 +1,4 @@
-"""The ``disco-data-logger`` command: run | merge | inspect | export | verify.
+"""The ``disco-data-logger`` command: run | merge | inspect | export | verify | summarize | report.
 
 Errors are one line on stderr and a non-zero exit status, never a traceback: 2 for the
 package's own errors (bad config, unreadable data), 1 for anything else, 130 after Ctrl-C.
@@ -64,6 +64,25 @@ def _parser() -> argparse.ArgumentParser:
                         help="comma-separated partition columns (default: stream,point_id)")
     export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
+    summarize = sub.add_parser(
+        "summarize", help="metrics per sweep point with confidence intervals (and comparisons)")
+    summarize.add_argument("dir", help="experiment output directory")
+    _metric_options(summarize)
+    summarize.add_argument("--compare", metavar="POINT",
+                           help="differences of every point against POINT (a point id such as "
+                                "p0000, or parameters such as s=4.0): paired under seeding: "
+                                "common, Welch otherwise")
+    summarize.add_argument("--json", action="store_true", help="print the tables as JSON")
+
+    report = sub.add_parser("report", help="write a self-contained HTML report (needs the "
+                                           "report extra: matplotlib)")
+    report.add_argument("dir", help="experiment output directory")
+    report.add_argument("--out", metavar="FILE",
+                        help="where to write it (default: DIR/report.html)")
+    _metric_options(report)
+    report.add_argument("--compare", metavar="POINT",
+                        help="the reference point of the differences (default: the first)")
+
     verify = sub.add_parser("verify", help="check segment checksums, torn tails and commits")
     verify.add_argument("dir", help="experiment output directory, or one logger directory")
     verify.add_argument("--repair", action="store_true",
@@ -84,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     handler = {"run": _cmd_run, "merge": _cmd_merge, "inspect": _cmd_inspect,
-               "export": _cmd_export, "verify": _cmd_verify}[args.command]
+               "export": _cmd_export, "verify": _cmd_verify, "summarize": _cmd_summarize,
+               "report": _cmd_report}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -134,6 +154,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
           f"{len(result.failed)} failed, {result.pending} pending; "
           f"{result.wall_seconds:.1f} s, {result.rate:.2f} replications/s")
     print("query:")
+    if cfg.metrics:
+        print(f"  {PROG} summarize {q(str(out))}"
+              + (f" --compare {_first_point(cfg)}" if len(cfg.points()) > 1 else ""))
+        print(f"  {PROG} report {q(str(out))}    # {out / 'report.html'}")
     print(f"  python -c \"from disco_data_logger import Experiment; "
           f"print(Experiment.open('{out}').to_polars('stream={_first_stream(cfg)}'))\"")
     print(f"  {PROG} export {q(str(out))} --parquet {q(str(out / 'parquet'))} && "
@@ -149,6 +173,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
               f"(first: {tid}: {err}); see {out / 'experiment.json'}", file=sys.stderr)
         return 1
     return 0
+
+
+def _first_point(cfg: Any) -> str:
+    from .sharding.planning import point_id
+
+    return point_id(0)
 
 
 def _first_stream(cfg: Any) -> str:
@@ -287,4 +317,143 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if not report.ok:
         print(f"{PROG}: error: {report.problem_summary()}", file=sys.stderr)
         return 1
+    return 0
+
+
+# ------------------------------------------------------------------------------------ summarize
+
+
+def _metric_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metric", action="append", default=[], metavar="NAME[=DEF]",
+                        help="a metric of the config (repeatable; default: all), or a new one "
+                             "defined in YAML, e.g. 'L={stream: queue, reduce: time_mean, "
+                             "window: [100, null]}'")
+    parser.add_argument("--confidence", type=float, default=0.95, metavar="C",
+                        help="confidence level of the intervals (default 0.95)")
+    parser.add_argument("--duration", type=float, metavar="T",
+                        help="end of time_mean windows (default: the config's duration)")
+
+
+def _resolve_metric_options(exp: Any, options: Sequence[str]) -> Any:
+    """The ``metrics`` argument for ``--metric`` options: None (the config's), a list of the
+    config's names, or a mapping of definitions (names of the config's metrics given next to new
+    definitions bring their own definitions along)."""
+    from .sharding.metrics import experiment_config, parse_metric_option, resolve_metrics
+
+    if not options:
+        return None
+    parsed = [parse_metric_option(o) for o in options]
+    named = [name for name, spec in parsed if spec is None]
+    if len(named) == len(parsed):
+        return named
+    specs: dict[str, Any] = {}
+    if named:
+        specs.update(resolve_metrics(exp, named, experiment_config(exp)))
+    specs.update({name: spec for name, spec in parsed if spec is not None})
+    return specs
+
+
+def _safe(value: Any) -> str:
+    """Text for a terminal: control characters of names read from disk are shown escaped."""
+    text = "-" if value is None else str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]],
+                 right: Sequence[bool]) -> None:
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if r else c.ljust(w)
+                         for c, w, r in zip(cells, widths, right, strict=True)).rstrip()
+
+    print(line(headers))
+    for row in rows:
+        print(line(row))
+
+
+def _cmd_summarize(args: argparse.Namespace) -> int:
+    from .sharding.experiment import Experiment
+    from .sharding.summary import verdict as summary_verdict
+
+    exp = Experiment.open(args.dir)
+    metrics = _resolve_metric_options(exp, args.metric)
+    summary = exp.summary(args.confidence, metrics=metrics, duration=args.duration)
+    compare = None
+    if args.compare is not None:
+        compare = exp.compare(args.compare, confidence=args.confidence, metrics=metrics,
+                              duration=args.duration)
+    if args.json:
+        doc: dict[str, Any] = {"confidence": args.confidence, "summary": summary.to_pylist()}
+        if compare is not None:
+            meta = compare.schema.metadata or {}
+            doc["compare"] = {
+                "method": meta.get(b"disco.method", b"").decode(),
+                "note": meta.get(b"disco.note", b"").decode() or None,
+                "rows": compare.to_pylist(),
+            }
+        print(json.dumps(doc, indent=1))
+        return 0
+    level = f"{args.confidence:.0%}" if round(args.confidence * 100, 6).is_integer() else \
+        f"{args.confidence:g}"
+    fixed = {"metric", "point_id", "n", "mean", "sd", "se", "half_width", "ci_low", "ci_high",
+             "missing"}
+    params = [c for c in summary.column_names if c not in fixed]
+    d = summary.to_pydict()
+    headers = ["metric", "point", *params, "n", "mean", f"±{level}", "ci_low", "ci_high", "sd"]
+    rows = [[_safe(d["metric"][i]), _safe(d["point_id"][i]),
+             *[_safe(d[p][i]) for p in params],
+             str(d["n"][i]) + (f" ({d['missing'][i]} missing)" if d["missing"][i] else ""),
+             *[_number(d[k][i]) for k in ("mean", "half_width", "ci_low", "ci_high", "sd")]]
+            for i in range(summary.num_rows)]
+    _print_table(headers, rows, [False, False] + [True] * (len(headers) - 2))
+    if compare is not None:
+        meta = compare.schema.metadata or {}
+        method = meta.get(b"disco.method", b"").decode()
+        c = compare.to_pydict()
+        ref = c["reference"][0] if compare.num_rows else args.compare
+        how = ("paired by replication (common random numbers)" if method == "paired"
+               else "Welch (independent samples)")
+        print()
+        print(f"differences against {_safe(ref)}, {how}:")
+        note = meta.get(b"disco.note")
+        if note:
+            print(f"  note: {note.decode()}")
+        headers = ["metric", "point", *params, "n", "difference", f"±{level}", "ci_low",
+                   "ci_high", "verdict"]
+        rows = []
+        for i in range(compare.num_rows):
+            verdict = summary_verdict(c["ci_low"][i], c["ci_high"][i])
+            rows.append([_safe(c["metric"][i]), _safe(c["point_id"][i]),
+                         *[_safe(c[p][i]) for p in params], str(c["n"][i]),
+                         *[_number(c[k][i]) for k in ("difference", "half_width", "ci_low",
+                                                      "ci_high")], verdict])
+        _print_table(headers, rows, [False, False] + [True] * (len(headers) - 3) + [False])
+    return 0
+
+
+# --------------------------------------------------------------------------------------- report
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .sharding.experiment import Experiment
+    from .sharding.report import require_matplotlib, write_report
+
+    require_matplotlib()
+    exp = Experiment.open(args.dir)
+    metrics = _resolve_metric_options(exp, args.metric)
+    path = write_report(args.dir, args.out, metrics=metrics, confidence=args.confidence,
+                        reference=args.compare)
+    size = path.stat().st_size
+    print(f"wrote {path} ({_human_bytes(size)}); open it in any browser, no network needed")
     return 0

@@ -50,3 +50,19 @@ class ConfigError(DataLoggerError, ValueError):
 
 class CorruptDataWarning(UserWarning):
     """A reader skipped a torn or corrupt part of a segment; the intact data was returned."""
+
+
+class MetricError(DataLoggerError, ValueError):
+    """A metric definition that cannot be computed (unknown stream, reduction or metric name)."""
+
+
+class MetricsCacheWarning(UserWarning):
+    """A cached metrics file was unreadable or stale in a way that needed a warning; recomputed."""
+
+
+class PrecisionWarning(UserWarning):
+    """A sweep point reached ``stop.max_replications`` before its precision target."""
+
+
+class MissingDependencyError(DataLoggerError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""

@@ -135,6 +135,26 @@ def test_rng_is_the_tasks_own(tmp_path: Path) -> None:
     assert not np.array_equal(first, other)
 
 
+def test_rng_for_gives_one_generator_per_purpose(tmp_path: Path) -> None:
+    cfg = config()
+    tasks = plan_tasks(cfg)
+    with DataLogger(tmp_path / "seg") as logger:
+        ctx = open_context(cfg, tasks[3], logger)
+        arrivals = ctx.rng_for("arrivals")
+        assert ctx.rng_for("arrivals") is arrivals  # continues where it stopped
+        first = arrivals.random(4)
+        # independent of the other generators and of how much they were used
+        fresh = open_context(cfg, tasks[3], logger)
+        fresh.rng.random(1000)
+        fresh.rng_for("service").random(1000)
+        assert np.array_equal(fresh.rng_for("arrivals").random(4), first)
+        assert not np.array_equal(ctx.rng_for("service").random(4), first)
+        assert not np.array_equal(open_context(cfg, tasks[4], logger).rng_for("arrivals")
+                                  .random(4), first)
+        with pytest.raises(ValueError, match="purpose must be a non-empty string"):
+            ctx.rng_for("")
+
+
 def test_record_routes_to_plain_and_periodic_streams(tmp_path: Path) -> None:
     cfg = config()
     task = plan_tasks(cfg)[0]

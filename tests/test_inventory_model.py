@@ -45,6 +45,13 @@ CONFIG: dict[str, Any] = {
             "periodicity": 1.0,
             "kind": "accumulator",
         },
+        {
+            "name": "lost",
+            "epoch_scale": 0.001,
+            "value_scale": 1.0,
+            "periodicity": 7.0,
+            "kind": "accumulator",
+        },
         {"name": "orders", "epoch_scale": 0.001, "value_scale": 1.0},
     ],
 }
@@ -190,9 +197,26 @@ def test_logged_data_makes_sense(tmp_path: Path) -> None:
             v for _, idx, val in shortage for i, v in zip(idx, val, strict=True) if i % N_LOC
         )
         assert 0 < store_short < total_demand
+        lost = records[(task.task_id, "lost")]
+        assert all(i % N_LOC != 0 for _, idx, _ in lost for i in idx)  # stores only
+        assert sum(sum(val) for _, _, val in lost) == store_short
         assert kpi["fill_rate"] == pytest.approx(1 - store_short / total_demand)
         assert kpi["days"] == cfg.duration
         assert kpi["store_orders"] == sum(1 for _, idx, _ in orders for i in idx if i % N_LOC != 0)
+
+
+def test_common_random_numbers_give_every_policy_the_same_demand(tmp_path: Path) -> None:
+    data = copy.deepcopy(CONFIG)
+    data["seeding"] = "common"
+    data["sweep"] = {"grid": {"s": [1.0, 5.0]}}
+    cfg = validate_config(data, "<test>")
+    tasks = plan_tasks(cfg)  # p0000-r0..2, p0001-r0..2
+    records, _ = run_tasks(cfg, [tasks[0], tasks[3], tasks[1]], tmp_path / "seg")
+    low, high, other = (records[(t.task_id, "demand")] for t in (tasks[0], tasks[3], tasks[1]))
+    # the policies order differently (so they draw different lead times), yet see one demand
+    assert records[(tasks[0].task_id, "orders")] != records[(tasks[3].task_id, "orders")]
+    assert low == high
+    assert low != other  # another replication is another demand
 
 
 def test_only_declared_streams_are_logged(tmp_path: Path) -> None:

@@ -10,5 +10,6 @@ from __future__ import annotations
 
 ENTRY_POINTS = {
     "inventory": "disco_data_logger.models.inventory:run",
+    "mm1": "disco_data_logger.models.mm1:run",
 }
 """Short names of the built-in models and their entry points."""

@@ -13,7 +13,8 @@ Every day, in this order:
 5. the warehouse reviews its own position against ``warehouse_s``/``warehouse_S`` days of the
    stores' total mean demand and orders from an unlimited supplier.
 
-Lead times are ``1 + Poisson(mean - 1)`` days, capped at three times the mean.
+Lead times are ``1 + Poisson(mean - 1)`` days, capped at three times the mean; one is drawn for
+every SKU-location every day and used where an order ships, so every policy draws as many.
 
 Entities are SKU-locations, ``entity = sku * (n_stores + 1) + location`` with location 0 the
 warehouse and 1..n_stores the stores. Streams (each logged only when the config declares it):
@@ -22,6 +23,8 @@ warehouse and 1..n_stores the stores. Streams (each logged only when the config 
 - ``demand`` (accumulator): units demanded per store entity;
 - ``shortage`` (accumulator): demand a store could not serve from stock, and at the warehouse
   the store order quantity it could not ship;
+- ``lost`` (accumulator): demand a store could not serve from stock (store entities only: the
+  lost sales, or the new backorders with ``backorders: true``);
 - ``orders`` (plain events): units ordered per entity (stores from the warehouse, the warehouse
   from the supplier).
 
@@ -29,8 +32,12 @@ All events of day ``d`` are logged at epoch ``d + 0.5``, clear of the period bou
 
 The product catalogue (SKU popularity, store sizes) is drawn from ``catalogue_seed``, not from
 the replication's generator: every replication and every sweep point simulates the same shops,
-and only the demand and lead times vary. Each day is a handful of numpy operations over all
-SKU-locations at once, so run time grows with days, not with SKUs times days in Python.
+and only the demand and lead times vary. Demand, lead times and the warehouse's rationing order
+each come from their own generator (``ctx.rng_for``), so under ``seeding: common`` replication r
+of every policy faces the same customer demand, however differently the policies order.
+
+Each day is a handful of numpy operations over all SKU-locations at once, so run time grows with
+days, not with SKUs times days in Python.
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = ["InventoryParams", "run", "STREAMS"]
 
-STREAMS = ("stock", "demand", "shortage", "orders")
+STREAMS = ("stock", "demand", "shortage", "lost", "orders")
 """The streams this model writes, when the config declares them."""
 
 
@@ -151,7 +158,9 @@ def _lead_cap(mean: float) -> int:
 def run(ctx: RunContext) -> dict[str, float]:
     """Simulate ``floor(ctx.duration)`` days; returns a few KPIs of the replication."""
     p = InventoryParams.from_mapping(ctx.params)
-    rng = ctx.rng
+    demand_rng = ctx.rng_for("demand")
+    lead_rng = ctx.rng_for("lead_times")
+    rationing_rng = ctx.rng_for("rationing")
     n_skus, n_stores = p.n_skus, p.n_stores
     n_loc = n_stores + 1
     n_days = int(math.floor(ctx.duration + 1e-9))
@@ -182,8 +191,8 @@ def run(ctx: RunContext) -> dict[str, float]:
     totals = {"demand": 0, "lost_or_backordered": 0, "store_orders": 0, "supplier_orders": 0}
     stock_days = np.zeros(n_loc, dtype=np.float64)
 
-    def lead_times(mean: float, cap: int, size: int) -> np.ndarray:
-        return np.minimum(1 + rng.poisson(mean - 1.0, size), cap)
+    def lead_times(mean: float, cap: int, shape: tuple[int, ...]) -> np.ndarray:
+        return np.minimum(1 + lead_rng.poisson(mean - 1.0, shape), cap)
 
     def log(name: str, epoch: float, dense: np.ndarray) -> None:
         flat = dense.ravel()
@@ -199,7 +208,7 @@ def run(ctx: RunContext) -> dict[str, float]:
         on_order -= arriving
         arriving[...] = 0
 
-        demand = rng.poisson(rate * weekday[day % 7])
+        demand = demand_rng.poisson(rate * weekday[day % 7])
         store_stock = stock[:, 1:]
         if p.backorders:
             short = np.maximum(demand - np.maximum(store_stock, 0), 0)
@@ -212,7 +221,7 @@ def run(ctx: RunContext) -> dict[str, float]:
         wanted = np.where(position <= store_s, store_S - position, 0)
 
         # Ration the warehouse stock per SKU over the stores in a random order.
-        order = rng.permutation(n_stores)
+        order = rationing_rng.permutation(n_stores)
         wanted_in_order = wanted[:, order]
         before = np.cumsum(wanted_in_order, axis=1) - wanted_in_order
         shipped = np.empty_like(wanted)
@@ -220,13 +229,17 @@ def run(ctx: RunContext) -> dict[str, float]:
         stock[:, 0] -= shipped.sum(axis=1)
         on_order[:, 1:] += shipped
         sku, store = np.nonzero(shipped)
-        arrive = (day + lead_times(p.store_lead_time, store_cap, sku.size)) % horizon
+        # A lead time for every (sku, store) every day, used where something ships: the same
+        # number of draws whatever the policy, so common random numbers stay in step.
+        store_leads = lead_times(p.store_lead_time, store_cap, (n_skus, n_stores))
+        arrive = (day + store_leads[sku, store]) % horizon
         np.add.at(pipeline, (arrive, sku, store + 1), shipped[sku, store])
 
         wh_position = stock[:, 0] + on_order[:, 0]
         wh_wanted = np.where(wh_position <= wh_s, wh_S - wh_position, 0)
         (wh_sku,) = np.nonzero(wh_wanted)
-        arrive = (day + lead_times(p.supplier_lead_time, supplier_cap, wh_sku.size)) % horizon
+        supplier_leads = lead_times(p.supplier_lead_time, supplier_cap, (n_skus,))
+        arrive = (day + supplier_leads[wh_sku]) % horizon
         np.add.at(pipeline[:, :, 0], (arrive, wh_sku), wh_wanted[wh_sku])
         on_order[:, 0] += wh_wanted
 
@@ -245,6 +258,8 @@ def run(ctx: RunContext) -> dict[str, float]:
             shortage[:, 0] = (wanted - shipped).sum(axis=1)
             shortage[:, 1:] = short
             log("shortage", epoch, shortage)
+        if logged["lost"]:
+            log("lost", epoch, np.pad(short, ((0, 0), (1, 0))))
         if logged["orders"]:
             orders[:, 0] = wh_wanted
             orders[:, 1:] = wanted

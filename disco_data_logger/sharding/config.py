@@ -25,7 +25,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -44,6 +44,7 @@ from pydantic_core import PydanticCustomError
 
 from .. import _defaults
 from ..errors import ConfigError
+from .expression import Expression, ExpressionError, check_name
 
 __all__ = [
     "ExperimentName",
@@ -51,6 +52,11 @@ __all__ = [
     "ExecutionSettings",
     "StreamSpec",
     "SweepSpec",
+    "MetricSpec",
+    "StopSpec",
+    "REDUCTIONS",
+    "METRIC_KEY_COLUMNS",
+    "metric_problem",
     "ExperimentConfig",
     "load_config",
     "validate_config",
@@ -311,6 +317,148 @@ class SweepSpec(_Strict):
         return points
 
 
+REDUCTIONS = ("time_mean", "mean", "sum", "min", "max", "last", "count")
+"""How a metric reduces the records of one replication (after ``entities``) to one number."""
+
+Reduction = Literal["time_mean", "mean", "sum", "min", "max", "last", "count"]
+
+METRIC_KEY_COLUMNS = frozenset({"task_id", "point_id", "point_index", "replication", "metric"})
+"""Columns of the metric tables that a metric (or sweep parameter) name may not take."""
+
+def _open_window() -> list[float | None]:
+    return [None, None]
+
+
+_ENTITIES_RE = re.compile(r"^(sum|mean|max|index:([0-9]+))$")
+
+
+class MetricSpec(_Strict):
+    """One number per replication: a reduction of a stream, or arithmetic on other metrics.
+
+    A stream metric first combines the indices of every record (``entities``: ``sum``, ``mean``
+    or ``max`` over the replication's entities, absent indices counting as zeros, or the value at
+    ``index:<i>``), then reduces the records in ``window`` = [from, to) (``null``: open) with
+    ``reduce``. An ``expr`` metric computes ``"1 - shortage / demand"`` from other metrics of the
+    same replication. See ``docs/statistics.md`` for the exact definitions.
+    """
+
+    stream: str | None = Field(default=None, min_length=1)
+    reduce: Reduction | None = None
+    entities: str = "sum"
+    window: list[float | None] = Field(default_factory=lambda: _open_window())
+    expr: str | None = None
+
+    @field_validator("entities")
+    @classmethod
+    def _entities_syntax(cls, value: str) -> str:
+        match = _ENTITIES_RE.match(value.strip()) if isinstance(value, str) else None
+        if match is None:
+            raise ValueError(f"must be sum, mean, max or index:<i> such as index:0 (got {value!r})")
+        if match.group(2) is not None and int(match.group(2)) >= 1 << 32:
+            raise ValueError(f"index must be below 2**32 (got {value!r})")
+        return value.strip()
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window_pair(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple) or len(value) != 2:
+            raise ValueError(
+                f"must be a list [from, to] of two epochs, null for an open end (got {value!r})")
+        for end in value:
+            if end is not None and (isinstance(end, bool) or not isinstance(end, int | float)
+                                    or not math.isfinite(end)):
+                raise ValueError(f"ends must be finite numbers or null (got {value!r})")
+        return list(value)
+
+    @field_validator("expr")
+    @classmethod
+    def _expr_syntax(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                Expression(value)
+            except ExpressionError as exc:
+                raise ValueError(f"{exc} (got {value!r})") from None
+        return value
+
+    @model_validator(mode="after")
+    def _stream_or_expr(self) -> MetricSpec:
+        lo, hi = self.window
+        if lo is not None and hi is not None and not lo < hi:
+            raise _field_error(".window", f"from must be below to (got [{lo}, {hi}])")
+        if self.expr is not None:
+            # compared with the defaults, not model_fields_set: a config snapshot (model_dump)
+            # spells every default out and must validate again
+            given = {"stream": self.stream is not None, "reduce": self.reduce is not None,
+                     "entities": self.entities != "sum", "window": self.window != [None, None]}
+            extra = [k for k, set_ in given.items() if set_]
+            if extra:
+                raise _field_error(
+                    f".{extra[0]}",
+                    "an expr metric takes only expr (it works on other metrics, not a stream)")
+            return self
+        if self.stream is None:
+            raise _field_error(
+                "", "needs a stream and a reduce (a stream metric) or an expr (a derived metric)")
+        if self.reduce is None:
+            raise _field_error(".reduce", f"required with stream; one of {', '.join(REDUCTIONS)}")
+        return self
+
+    @property
+    def derived(self) -> bool:
+        """True for an ``expr`` metric."""
+        return self.expr is not None
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The window as ``(from, to)`` with ``-inf``/``inf`` for open ends."""
+        lo, hi = self.window
+        return (-math.inf if lo is None else float(lo), math.inf if hi is None else float(hi))
+
+    @property
+    def entity_rule(self) -> tuple[str, int | None]:
+        """``("sum" | "mean" | "max", None)`` or ``("index", i)``."""
+        if self.entities.startswith("index:"):
+            return "index", int(self.entities[len("index:"):])
+        return self.entities, None
+
+
+class StopSpec(_Strict):
+    """Run replications until the confidence interval of the listed metrics is narrow enough.
+
+    Per sweep point: at least ``min_replications`` (by default 10, or ``max_replications`` when
+    that is smaller), then ``batch`` more at a time until the
+    half-width of every listed metric is at most ``half_width`` (relative to the absolute mean
+    when ``relative``), for ``look_ahead`` checks in a row (Hoad, Robinson and Davies), or until
+    ``max_replications`` (default: ``replications``). See ``docs/statistics.md``.
+    """
+
+    metric: str | list[str]
+    half_width: float = Field(gt=0, allow_inf_nan=False)
+    relative: bool = False
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+    min_replications: int = Field(default=10, ge=2)
+    max_replications: int | None = Field(default=None, ge=2)
+    batch: int = Field(default=10, ge=1)
+    look_ahead: int = Field(default=5, ge=0)
+
+    @field_validator("metric")
+    @classmethod
+    def _some_metric(cls, value: str | list[str]) -> str | list[str]:
+        names = [value] if isinstance(value, str) else value
+        if not names:
+            raise ValueError("names no metric: give one name or a list of names")
+        for i, name in enumerate(names):
+            if not name:
+                raise _field_error("" if isinstance(value, str) else f"[{i}]",
+                                   "must be a metric name")
+        return value
+
+    @property
+    def metrics(self) -> list[str]:
+        """The metric names, as a list."""
+        return [self.metric] if isinstance(self.metric, str) else list(self.metric)
+
+
 _ENTRY_POINT_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
@@ -328,6 +476,10 @@ class ExperimentConfig(_Strict):
     execution: ExecutionSettings = Field(default_factory=lambda: ExecutionSettings())
     logger: LoggerSettings = Field(default_factory=lambda: LoggerSettings())
     streams: list[StreamSpec] = Field(default_factory=list)
+    seeding: Literal["independent", "common"] = "independent"
+    """``common``: replication r of every sweep point gets the same random streams (CRN)."""
+    metrics: dict[str, MetricSpec] = Field(default_factory=dict)
+    stop: StopSpec | None = None
 
     @field_validator("entry_point")
     @classmethod
@@ -364,6 +516,39 @@ class ExperimentConfig(_Strict):
                     )
         return self
 
+    @model_validator(mode="after")
+    def _metrics_refer_to_known_names(self) -> ExperimentConfig:
+        declared = [spec.name for spec in self.streams]
+        swept = set(self.sweep.grid).union(*(p.keys() for p in self.sweep.points)) \
+            if self.sweep is not None else set()
+        problem = metric_problem(self.metrics, declared, swept)
+        if problem is not None:
+            where, message = problem
+            raise _field_error(f".metrics{where}", message)
+        if self.stop is not None:
+            for i, used in enumerate(self.stop.metrics):
+                if used not in self.metrics:
+                    where = ".stop.metric" + ("" if isinstance(self.stop.metric, str) else f"[{i}]")
+                    known = ", ".join(self.metrics) or "none; declare them under metrics:"
+                    raise _field_error(
+                        where, f"unknown metric {used!r}{_suggest(used, list(self.metrics))}"
+                        f" (metrics: {known})")
+            most = self.stop_max_replications
+            # the default minimum adapts to a small maximum; an explicit one must fit under it
+            if "min_replications" in self.stop.model_fields_set and \
+                    self.stop.min_replications > most:
+                raise _field_error(
+                    ".stop.min_replications",
+                    f"must not exceed max_replications ({most}) (got {self.stop.min_replications})")
+        return self
+
+    @property
+    def stop_max_replications(self) -> int:
+        """``stop.max_replications``, or ``replications`` when the stop rule leaves it out."""
+        if self.stop is not None and self.stop.max_replications is not None:
+            return self.stop.max_replications
+        return self.replications
+
     def points(self) -> list[dict[str, Any]]:
         """The sweep points in order (``[{}]`` without a sweep)."""
         return self.sweep.expand() if self.sweep is not None else [{}]
@@ -374,12 +559,85 @@ class ExperimentConfig(_Strict):
         Left out: ``execution`` (who runs a task never changes it), ``logger`` (block, ring and
         compression settings change bytes, not decoded data), ``output`` (where it goes) and
         ``replications`` (a task's seed does not depend on the count, so an experiment can be
-        extended with more replications on the same output).
+        extended with more replications on the same output), ``metrics`` and ``stop`` (they read
+        results, or decide how many there are, without changing any). ``seeding`` counts only
+        when it is ``common``, so configs from before it existed keep their fingerprints.
         """
         data = self.model_dump(
-            mode="json", exclude={"execution", "logger", "output", "replications"}
+            mode="json",
+            exclude={"execution", "logger", "output", "replications", "metrics", "stop",
+                     "seeding"},
         )
+        if self.seeding != "independent":
+            data["seeding"] = self.seeding
         return hashlib.sha256(_canonical_json(data).encode()).hexdigest()
+
+
+def metric_problem(metrics: Mapping[str, MetricSpec], streams: Sequence[str],
+                   parameters: Collection[str] = ()) -> tuple[str, str] | None:
+    """The first problem of a set of metrics as ``(".name.field", message)``, or None.
+
+    Checks what one metric cannot check alone: names (identifiers, not a key column or a sweep
+    parameter), that every ``stream`` is one of ``streams``, that every name an ``expr`` uses is
+    another metric, and that no metrics refer to each other in a cycle. Used for configs and for
+    metrics given to the API or the command line.
+    """
+    for name, metric in metrics.items():
+        problem = check_name(name)
+        if problem is None and name in METRIC_KEY_COLUMNS:
+            problem = "is a column of every metric table already; choose another name"
+        if problem is None and name in parameters:
+            problem = "is also a sweep parameter"
+        if problem is not None:
+            return f".{name}", f"metric name {name!r} {problem}"
+        if metric.stream is not None and metric.stream not in streams:
+            return (f".{name}.stream",
+                    f"unknown stream {metric.stream!r}{_suggest(metric.stream, streams)}"
+                    f" (streams: {', '.join(streams) or 'none'})")
+        if metric.expr is not None:
+            for used in Expression(metric.expr).names:
+                if used == name:
+                    return f".{name}.expr", f"metric {name!r} uses itself"
+                if used not in metrics:
+                    return (f".{name}.expr",
+                            f"unknown metric {used!r}{_suggest(used, list(metrics))}"
+                            f" (metrics: {', '.join(metrics)})")
+    cycle = _expression_cycle(metrics)
+    if cycle:
+        return (f".{cycle[0]}.expr",
+                f"metrics refer to each other in a cycle: {' -> '.join(cycle)}")
+    return None
+
+
+def _suggest(name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _expression_cycle(metrics: Mapping[str, MetricSpec]) -> list[str]:
+    """A cycle of expr metrics as ``[a, b, ..., a]``, or ``[]`` when there is none."""
+    uses = {name: [u for u in Expression(m.expr).names if u in metrics]
+            for name, m in metrics.items() if m.expr is not None}
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    for root in uses:
+        if root in state:
+            continue
+        # depth-first, iteratively: a long chain of metrics must not hit the recursion limit
+        path = [root]
+        todo = [iter(uses[root])]
+        state[root] = 1
+        while todo:
+            used = next(todo[-1], None)
+            if used is None:
+                state[path.pop()] = 2
+                todo.pop()
+            elif state.get(used) == 1:
+                return path[path.index(used):] + [used]
+            elif used not in state:
+                state[used] = 1
+                path.append(used)
+                todo.append(iter(uses.get(used, [])))
+    return []
 
 
 def _canonical_json(data: Any) -> str:
@@ -429,6 +687,8 @@ def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
             current = current.model_fields[part].annotation
         elif typing.get_origin(current) is list and isinstance(part, int):
             current = typing.get_args(current)[0]
+        elif typing.get_origin(current) is dict and isinstance(part, str):
+            current = typing.get_args(current)[1]
         else:
             return None
     current = _unwrap(current)

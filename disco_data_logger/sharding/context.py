@@ -1,7 +1,9 @@
 """The run context: everything one replication of a model sees.
 
 A model is a function ``run(ctx)``. The context carries the task's identity, its own random
-generator (from the task's SeedSequence, so results do not depend on the worker), the merged
+generator (from the task's SeedSequence, so results do not depend on the worker; and
+``ctx.rng_for(purpose)``, one generator per source of randomness, which keeps common random
+numbers in step across sweep points), the merged
 parameters, the simulated duration and the streams the config declares, already registered in
 the worker's logger with the experiment labels merged in. The logger belongs to the worker (a
 shard writer runs many replications in turn); the context only closes the periodic streams it
@@ -10,6 +12,7 @@ opened.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +27,9 @@ if TYPE_CHECKING:
     from ..periodic import PeriodicStream
 
 __all__ = ["RunContext", "open_context", "stream_labels"]
+
+_PURPOSE_KEY = 0x5EED
+"""Marks the spawn keys of ``rng_for`` generators; numpy's own spawns never append it."""
 
 
 def stream_labels(cfg: ExperimentConfig, task: Task, spec: StreamSpec) -> dict[str, Any]:
@@ -84,6 +90,26 @@ class RunContext:
         self.labels = _task_labels(config, task)
         self.streams = dict(streams)
         self._closed = False
+        self._purpose_rngs: dict[str, np.random.Generator] = {}
+
+    def rng_for(self, purpose: str) -> np.random.Generator:
+        """A generator of its own for one source of randomness (``"arrivals"``, ``"demand"``).
+
+        Derived from the task's SeedSequence and the name only, so it is the same whichever other
+        generators the model uses or how many numbers it draws from them. With ``seeding:
+        common`` that is what keeps common random numbers in step: replication r of two sweep
+        points draws the same arrivals even when their service draws differ in number. The
+        same name returns the same generator (it continues where it stopped).
+        """
+        if not isinstance(purpose, str) or not purpose:
+            raise ValueError(f"purpose must be a non-empty string (got {purpose!r})")
+        rng = self._purpose_rngs.get(purpose)
+        if rng is None:
+            seq = self.task.seed_sequence()
+            key = (*seq.spawn_key, _PURPOSE_KEY, zlib.crc32(purpose.encode("utf-8")))
+            rng = np.random.default_rng(np.random.SeedSequence(seq.entropy, spawn_key=key))
+            self._purpose_rngs[purpose] = rng
+        return rng
 
     def stream(self, name: str) -> int | PeriodicStream:
         """The stream id (plain stream) or PeriodicStream registered for a declared stream."""

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     import polars
 
     from ..selector import Rule
+    from .metrics import MetricsArg
 
 __all__ = ["Experiment"]
 
@@ -280,6 +281,64 @@ class Experiment:
                 file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"),
             )
         return out
+
+    # -- analysis (sharding/metrics.py, summary.py, fan.py) ------------------------------------
+
+    def metrics(self, metrics: MetricsArg = None, *, duration: float | None = None,
+                cache: bool = True) -> pa.Table:
+        """One row per committed replication: ``task_id, point_id, replication``, the sweep
+        parameters, then one column per metric (null where a metric is undefined).
+
+        ``metrics``: None for the config's ``metrics:``, a name or list of names of them, or a
+        mapping ``name -> definition`` such as ``{"L": {"stream": "queue", "reduce":
+        "time_mean", "window": [100, None]}}``. ``duration`` (the end of ``time_mean`` windows)
+        defaults to the config's, or to each replication's last epoch without a config. Results
+        are cached in ``index/metrics/`` and recomputed only for replications committed since.
+        """
+        from .metrics import compute_metrics
+
+        return compute_metrics(self, metrics, duration=duration, cache=cache)
+
+    def summary(self, confidence: float = 0.95, *, metrics: MetricsArg = None,
+                duration: float | None = None) -> pa.Table:
+        """Per metric and sweep point: ``metric, point_id, <parameters>, n, mean, sd, se,
+        half_width, ci_low, ci_high, missing``, with Student-t intervals at ``confidence``."""
+        from .statistics import check_confidence
+        from .summary import summary_table
+
+        check_confidence(confidence)
+        return summary_table(self.metrics(metrics, duration=duration), confidence)
+
+    def compare(self, reference: Any, *, confidence: float = 0.95, metrics: MetricsArg = None,
+                paired: bool | None = None, duration: float | None = None) -> pa.Table:
+        """Every sweep point minus ``reference`` (a point id such as ``"p0000"``, a point index,
+        or parameter values such as ``{"s": 4.0}`` or ``"s=4.0"``), per metric, with its CI.
+
+        ``paired=None`` pairs replications by number when the config says ``seeding: common``
+        and uses Welch's interval otherwise (the table's ``disco.note`` metadata says so);
+        ``True``/``False`` force either.
+        """
+        from .metrics import experiment_config
+        from .statistics import check_confidence
+        from .summary import compare_table, resolve_point
+
+        check_confidence(confidence)
+        table = self.metrics(metrics, duration=duration)
+        if paired is None:
+            cfg = experiment_config(self)
+            paired = cfg is not None and cfg.seeding == "common"
+        point = resolve_point(reference, table)
+        return compare_table(table, point, paired=paired, confidence=confidence)
+
+    def fan(self, stream: str, *, entities: str = "sum", points: Sequence[str] | None = None,
+            max_epochs: int = 400) -> pa.Table:
+        """Fan-chart data of one stream: per sweep point and epoch, the median and the 50 % and
+        90 % bands across replications of its entity-combined value (``sum`` by default);
+        columns ``point_id, <parameters>, epoch, n, mean, low90, low50, median, high50, high90``.
+        Draw it with :func:`disco_data_logger.sharding.fan.plot_fan`."""
+        from .fan import fan_table
+
+        return fan_table(self, stream, entities=entities, points=points, max_epochs=max_epochs)
 
     def __repr__(self) -> str:
         totals = self.info.get("totals", {})

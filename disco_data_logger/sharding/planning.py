@@ -1,7 +1,9 @@
 """Planning: the tasks of an experiment, one per (sweep point, replication).
 
-A task's seed depends only on ``(seed, point_index, replication)``, so its results never depend
-on the worker that ran it, the worker count or the order of execution.
+A task's seed depends only on ``(seed, point_index, replication)`` (``seeding: independent``, the
+default) or on ``(seed, replication)`` (``seeding: common``: replication r of every sweep point
+draws the same random numbers, so points are compared on common random numbers), so its results
+never depend on the worker that ran it, the worker count or the order of execution.
 """
 
 from __future__ import annotations
@@ -57,14 +59,20 @@ def make_task(
     if not 0 <= point_index < len(points):
         raise IndexError(f"point {point_index} out of range (the config has {len(points)})")
     # The spawn key (point, replication) is what SeedSequence(seed).spawn() would give the
-    # replication-th child of the point-th child: derived from these three numbers only.
+    # replication-th child of the point-th child: derived from these three numbers only. Under
+    # common random numbers the key leaves the point out; its length (1, not 2) keeps those
+    # streams apart from every independent one.
+    if cfg.seeding == "common":
+        seed_seq: tuple[int, ...] = (cfg.seed, replication)
+    else:
+        seed_seq = (cfg.seed, point_index, replication)
     return Task(
         task_id=task_id(point_index, replication),
         point_id=point_id(point_index),
         point_index=point_index,
         point_params=dict(points[point_index]),
         replication=replication,
-        seed_seq=(cfg.seed, point_index, replication),
+        seed_seq=seed_seq,
     )
 
 
