@@ -452,7 +452,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     require_matplotlib()
     exp = Experiment.open(args.dir)
     metrics = _resolve_metric_options(exp, args.metric)
-    path = write_report(args.dir, args.out, metrics=metrics, confidence=args.confidence,
+    path = write_report(exp, args.out, metrics=metrics, confidence=args.confidence,
                         reference=args.compare)
     size = path.stat().st_size
     print(f"wrote {path} ({_human_bytes(size)}); open it in any browser, no network needed")

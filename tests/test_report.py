@@ -76,13 +76,13 @@ def test_write_report_is_atomic_and_never_follows_a_link(experiment: Experiment,
     victim.write_text("keep me")
     link = tmp_path / "report.html"
     os.symlink(victim, link)
-    written = write_report(experiment.path, link,
+    written = write_report(experiment, link,
                            metrics={"total": {"stream": "x", "reduce": "sum"}})
     assert written == link and not link.is_symlink()
     assert victim.read_text() == "keep me"
     assert link.read_text().startswith("<!DOCTYPE html>")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
-    default = write_report(experiment.path, metrics={"total": {"stream": "x", "reduce": "sum"}})
+    default = write_report(experiment, metrics={"total": {"stream": "x", "reduce": "sum"}})
     assert default == experiment.path / "report.html"
 
 

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import MetricError
+from ..errors import MetricError, MissingDependencyError
 from .metrics import (
     _INITIAL_RECORD_BUDGET,
     _VALUE_BUDGET,
+    ExperimentView,
     Replications,
     _Batch,
     _batches,
@@ -31,10 +32,17 @@ from .metrics import (
     stream_names,
 )
 
-if TYPE_CHECKING:
-    from .experiment import Experiment
+__all__ = ["fan_table", "plot_fan", "require_matplotlib", "BANDS", "QUANTILES"]
 
-__all__ = ["fan_table", "plot_fan", "BANDS", "QUANTILES"]
+
+def require_matplotlib() -> None:
+    """Raise a clear error when the ``report`` extra is not installed."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError(
+            'charts need matplotlib, which is not installed: pip install '
+            '"disco-data-logger[report]"') from None
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 BANDS = ("low90", "low50", "median", "high50", "high90")
@@ -77,7 +85,7 @@ def _grid(rows: pa.Table, end: float, max_epochs: int) -> tuple[np.ndarray, floa
     return np.linspace(0.0, end, max_epochs), 0.0, False
 
 
-def fan_table(exp: Experiment, stream: str, *, entities: str = "sum",
+def fan_table(exp: ExperimentView, stream: str, *, entities: str = "sum",
               points: Sequence[str] | None = None, max_epochs: int = 400) -> pa.Table:
     """The band data of :meth:`Experiment.fan`: one row per sweep point and epoch.
 
@@ -157,8 +165,6 @@ def fan_table(exp: Experiment, stream: str, *, entities: str = "sum",
 
 
 def _pyplot() -> Any:
-    from .report import require_matplotlib
-
     require_matplotlib()
     import matplotlib.pyplot as plt
 

@@ -34,7 +34,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -45,10 +45,8 @@ from ..errors import ConfigError, MetricError, MetricsCacheWarning
 from .config import ExperimentConfig, MetricSpec, metric_problem, validate_config
 from .expression import Expression
 
-if TYPE_CHECKING:
-    from .experiment import Experiment
-
 __all__ = [
+    "ExperimentView",
     "MetricsArg",
     "compute_metrics",
     "experiment_config",
@@ -62,6 +60,30 @@ MetricsArg = None | str | Sequence[str] | Mapping[str, MetricSpec | Mapping[str,
 """What ``Experiment.metrics(metrics=...)`` takes: None (the config's metrics), one name or a list
 of names of the config's metrics, or a mapping ``name -> definition`` (a MetricSpec or a dict with
 the keys of a ``metrics:`` entry)."""
+
+class ExperimentView(Protocol):
+    """What the analysis modules need of an experiment: an :class:`~.experiment.Experiment`.
+
+    Typed by its shape, so that metrics, fan charts and the report do not import the query
+    module whose methods call them (no import cycle).
+    """
+
+    path: Path
+    info: dict[str, Any]
+
+    @property
+    def replications(self) -> pa.Table: ...
+
+    def streams(self, rule: Any = None) -> pa.Table: ...
+
+    def select(self, rule: Any = None, *, format: Literal["long", "list"] = "long") -> pa.Table: ...
+
+    def metrics(self, metrics: MetricsArg = None, *, duration: float | None = None,
+                cache: bool = True) -> pa.Table: ...
+
+    def fan(self, stream: str, *, entities: str = "sum", points: Sequence[str] | None = None,
+            max_epochs: int = 400) -> pa.Table: ...
+
 
 ENGINE_VERSION = 1
 """Part of every cache key: bumped whenever the meaning of a definition changes."""
@@ -79,7 +101,7 @@ stream's non-zeros per record."""
 # -- the experiment's config and metric definitions -------------------------------------------
 
 
-def experiment_config(exp: Experiment) -> ExperimentConfig | None:
+def experiment_config(exp: ExperimentView) -> ExperimentConfig | None:
     """The config snapshot of ``exp`` (None for shards written by users' own pools).
 
     A snapshot that no longer validates costs a warning naming ``experiment.json``, not the
@@ -95,7 +117,7 @@ def experiment_config(exp: Experiment) -> ExperimentConfig | None:
         return None
 
 
-def stream_names(exp: Experiment) -> list[str]:
+def stream_names(exp: ExperimentView) -> list[str]:
     """The distinct ``stream`` labels of the committed streams, sorted."""
     streams = exp.streams()
     if "stream" not in streams.column_names:
@@ -153,7 +175,7 @@ def _validate_spec(name: str, data: Any) -> MetricSpec:
         raise MetricError(f"{where}: {message}") from None
 
 
-def resolve_metrics(exp: Experiment, metrics: MetricsArg = None,
+def resolve_metrics(exp: ExperimentView, metrics: MetricsArg = None,
                     cfg: ExperimentConfig | None = None) -> dict[str, MetricSpec]:
     """The metric definitions to compute, checked against the experiment's streams.
 
@@ -258,7 +280,7 @@ class Replications:
         return len(self.task_id)
 
     @classmethod
-    def of(cls, exp: Experiment) -> Replications:
+    def of(cls, exp: ExperimentView) -> Replications:
         reps = exp.replications
         reps = reps.filter(pc.equal(reps["status"], "committed"))
         point_index = reps["point_index"].to_numpy(zero_copy_only=False)
@@ -364,7 +386,7 @@ class MetricCache:
 # -- reading records in batches ----------------------------------------------------------------
 
 
-def _stream_rows(exp: Experiment, stream: str, needed: Sequence[str]) -> pa.Table:
+def _stream_rows(exp: ExperimentView, stream: str, needed: Sequence[str]) -> pa.Table:
     rows = exp.streams({"stream": stream})
     rows = rows.filter(pc.is_in(rows["task_id"], value_set=pa.array(list(needed), pa.string())))
     rows = rows.select(["task_id", "shard_id", "records", "periodicity"])
@@ -398,7 +420,7 @@ def _batches(rows: pa.Table, budget: Callable[[], int]) -> Iterator[list[str]]:
         yield batch
 
 
-def _read_batch(exp: Experiment, stream: str, task_ids: Sequence[str]) -> pa.Table:
+def _read_batch(exp: ExperimentView, stream: str, task_ids: Sequence[str]) -> pa.Table:
     wanted = frozenset(task_ids)
 
     def rule(labels: Mapping[str, Any]) -> bool:
@@ -564,7 +586,7 @@ def _reduce(batch: _Batch, spec: MetricSpec, periodic: np.ndarray, end: np.ndarr
 # -- putting it together -----------------------------------------------------------------------
 
 
-def _durations(exp: Experiment, reps: Replications, duration: float | None,
+def _durations(exp: ExperimentView, reps: Replications, duration: float | None,
                cfg: ExperimentConfig | None) -> tuple[np.ndarray, float | None]:
     """The end of every replication's run, and the value that keys the cache (None: per run)."""
     if duration is not None:
@@ -582,7 +604,7 @@ def _durations(exp: Experiment, reps: Replications, duration: float | None,
     return np.array([lookup.get(t) or 0.0 for t in reps.task_id], dtype=np.float64), None
 
 
-def _stream_metrics(exp: Experiment, reps: Replications, stream: str,
+def _stream_metrics(exp: ExperimentView, reps: Replications, stream: str,
                     specs: Mapping[str, MetricSpec], needed: list[int],
                     ends: np.ndarray) -> dict[str, np.ndarray]:
     """Values of ``specs`` (all on ``stream``) for the replications at positions ``needed``."""
@@ -612,7 +634,7 @@ def _stream_metrics(exp: Experiment, reps: Replications, stream: str,
     return out
 
 
-def compute_metrics(exp: Experiment, metrics: MetricsArg = None, *,
+def compute_metrics(exp: ExperimentView, metrics: MetricsArg = None, *,
                     duration: float | None = None, cache: bool = True) -> pa.Table:
     """One row per committed replication, one column per metric; see :meth:`Experiment.metrics`.
 

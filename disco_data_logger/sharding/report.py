@@ -31,11 +31,11 @@ import numpy as np
 import pyarrow as pa
 
 from .._version import __version__
-from ..errors import MetricError, MissingDependencyError
+from ..errors import MetricError
+from .fan import require_matplotlib
 
 if TYPE_CHECKING:
-    from .experiment import Experiment
-    from .metrics import MetricsArg
+    from .metrics import ExperimentView, MetricsArg
 
 __all__ = ["build_report", "write_report", "require_matplotlib", "REPORT_NAME"]
 
@@ -44,16 +44,6 @@ REPORT_NAME = "report.html"
 
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf"]
-
-
-def require_matplotlib() -> None:
-    """Raise a clear error when the ``report`` extra is not installed."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise MissingDependencyError(
-            'charts need matplotlib, which is not installed: pip install '
-            '"disco-data-logger[report]"') from None
 
 
 # -- charts ------------------------------------------------------------------------------------
@@ -265,7 +255,7 @@ def _compare_section(compare: pa.Table, confidence: float) -> str:
     return text + _table(headers, rows, "numbers")
 
 
-def _provenance(exp: Experiment) -> str:
+def _provenance(exp: ExperimentView) -> str:
     import yaml
 
     info = exp.info
@@ -322,7 +312,7 @@ figcaption { color: #555; font-size: 0.85em; } .note { color: #8a5a00; }
 """
 
 
-def build_report(exp: Experiment, *, metrics: MetricsArg = None, confidence: float = 0.95,
+def build_report(exp: ExperimentView, *, metrics: MetricsArg = None, confidence: float = 0.95,
                  reference: Any = None, max_epochs: int = 300) -> str:
     """The report of ``exp`` as one HTML string (see the module docstring)."""
     from .metrics import experiment_config, stream_names
@@ -386,16 +376,13 @@ def build_report(exp: Experiment, *, metrics: MetricsArg = None, confidence: flo
             + "</body></html>\n")
 
 
-def write_report(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
+def write_report(exp: ExperimentView, out: str | os.PathLike[str] | None = None, *,
                  metrics: MetricsArg = None, confidence: float = 0.95,
                  reference: Any = None) -> Path:
-    """Write the report of the experiment at ``path`` to ``out`` (default
+    """Write the report of an opened experiment (``Experiment.open(path)``) to ``out`` (default
     ``<path>/report.html``), atomically; returns the file written."""
-    from .experiment import Experiment
-
     require_matplotlib()
-    exp = Experiment.open(path)
-    target = Path(out) if out is not None else Path(path) / REPORT_NAME
+    target = Path(out) if out is not None else Path(exp.path) / REPORT_NAME
     text = build_report(exp, metrics=metrics, confidence=confidence, reference=reference)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")

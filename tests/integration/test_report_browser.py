@@ -15,6 +15,7 @@ import pytest
 import yaml
 from helpers import run
 
+from disco_data_logger.sharding.experiment import Experiment
 from disco_data_logger.sharding.report import write_report
 from tests.headless import (
     Chromium,
@@ -61,7 +62,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = tmp / "browser.yaml"
     config.write_text(yaml.safe_dump(doc))
     assert run(config).state == "complete"
-    return write_report(tmp / "out")
+    return write_report(Experiment.open(tmp / "out"))
 
 
 def test_report_loads_offline_without_errors(browser: Chromium, report: Path) -> None:
