@@ -79,8 +79,6 @@ if command -v apt-get >/dev/null 2>&1; then
     exit 0
   fi
   if command -v dpkg-deb >/dev/null 2>&1; then
-    echo "disco-data-logger: no zstd headers here and not root, so no apt-get install (DDL_SUDO=1" \
-      "would use sudo); unpacking Debian's libzstd-dev into .deps/zstd instead." >&2
     work="$(mktemp -d)"
     trap 'rm -rf "$work"' EXIT
     if (cd "$work" && apt-get download libzstd-dev >/dev/null 2>"$work/apt.log"); then
@@ -90,7 +88,12 @@ if command -v apt-get >/dev/null 2>&1; then
       cp "$work"/root/usr/include/*.h "$deps_prefix/include/"
       cp "$work"/root/usr/lib/*/libzstd.a "$deps_prefix/lib/"
       basename "$work"/libzstd-dev_*.deb >"$deps_prefix/SOURCE"
-      echo "disco-data-logger: zstd for the build is in .deps/zstd ($(cat "$deps_prefix/SOURCE"))." >&2
+      cat >&2 <<EOF
+disco-data-logger: no zstd headers here and not root, so no apt-get install: unpacked Debian's
+  $(cat "$deps_prefix/SOURCE") into .deps/zstd, which the build finds by itself (no root needed).
+  Other choices: DDL_SUDO=1 (apt-get install through sudo), ZSTD_ROOT=/prefix or a conda
+  environment with zstd, or the wheel (pip install disco-data-logger); see docs/install.md.
+EOF
       exit 0
     fi
     choices "no zstd headers here, not root, and apt-get download failed: $(tail -n 1 "$work/apt.log")"
