@@ -50,3 +50,13 @@ class ConfigError(DataLoggerError, ValueError):
 
 class CorruptDataWarning(UserWarning):
     """A reader skipped a torn or corrupt part of a segment; the intact data was returned."""
+
+
+class ExperimentLockedError(DataLoggerError, RuntimeError):
+    """Another run holds the experiment's lock; the message names its host, pid and lock file."""
+
+
+class UnsafePathError(DataLoggerError, ValueError):
+    """A command refused to write to or delete a path: a symbolic link where a directory of the
+    experiment should be, an experiment's or logger's directory, or a directory holding files the
+    command did not write. Nothing was changed."""
