@@ -352,7 +352,7 @@ def test_run_refuses_a_symlinked_shards_or_index_directory(tmp_path: Path, name:
     # --force with a new config: the link goes (never its target), nothing is "resumed"
     code, stdout, err = cli("run", str(sandbox.config), "seed=99", "--force", "--no-progress")
     assert code == 0, err
-    assert "removed the symbolic link" in err and f"(0 this run, 0 resumed)" not in stdout
+    assert "removed the symbolic link" in err and "(0 this run, 0 resumed)" not in stdout
     assert f"{REPLICATIONS} this run, 0 resumed" in stdout
     assert sandbox.outside() == before
     assert not (sandbox.out / name).is_symlink() and (sandbox.out / name).is_dir()
@@ -600,6 +600,10 @@ def test_workers_are_capped_at_the_tasks(tmp_path: Path) -> None:
     assert_all_committed(out, 2)
 
 
+def _one_cpu() -> None:
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
 def test_workers_are_capped_at_what_the_machine_allows(tmp_path: Path) -> None:
     """On one CPU (affinity set for the run's process), 10,000 workers become 4."""
     out = tmp_path / "exp"
@@ -607,8 +611,7 @@ def test_workers_are_capped_at_what_the_machine_allows(tmp_path: Path) -> None:
                           execution={"backend": "multiprocessing", "workers": 10_000})
     proc = subprocess.run([sys.executable, "-m", "disco_data_logger", "run", str(config),
                            "--no-progress"], env=env(), capture_output=True, text=True,
-                          timeout=300, check=False,
-                          preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}))
+                          timeout=300, check=False, preexec_fn=_one_cpu)
     assert proc.returncode == 0, proc.stderr
     assert "capped at 6: only 6 task(s) to run" in proc.stderr
     assert "capped at 4: 4 worker processes per CPU, and this process may use 1 CPU(s)" \
