@@ -26,7 +26,7 @@ from .lock import LOCK_NAME
 from .manifest import JOURNAL_NAME
 from .shard import SHARDS_DIR
 
-__all__ = ["check_export_target", "experiment_or_logger_kind"]
+__all__ = ["check_export_target", "experiment_or_logger_kind", "refuse_links"]
 
 
 def experiment_or_logger_kind(path: Path) -> str | None:
@@ -117,3 +117,14 @@ def check_export_target(out: Path, source: Path, *, overwrite: bool) -> None:
         raise UnsafePathError(f"refusing to overwrite {out}: it {problem}; --overwrite only "
                               "replaces a previous export (Parquet files in key=value "
                               "directories)")
+
+
+def refuse_links(output: Path, names: tuple[str, ...]) -> None:
+    """Refuse to write an experiment's own entries ``names`` (``index``, ``experiment.json``)
+    through a symbolic link: what it points to lies outside the experiment."""
+    for name in names:
+        path = output / name
+        if path.is_symlink():
+            raise UnsafePathError(f"{path} is a symbolic link (to {os.readlink(path)}); refusing "
+                                  f"to write through it: the experiment's {name} must be inside "
+                                  "its directory (remove the link)")

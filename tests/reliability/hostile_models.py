@@ -46,3 +46,22 @@ def fails_some(ctx: Any) -> None:
     if ctx.replication in ctx.params.get("fail_replications", []):
         raise RuntimeError(f"replication {ctx.replication} cannot be simulated")
     walk(ctx)
+
+
+def killed_once(ctx: Any) -> None:
+    """Like :func:`walk`, but the first attempt of each replication in ``kill_replications``
+    records half its days, flushes them to disk and SIGKILLs its own worker process (a marker
+    file per task in ``marker_dir`` remembers it across processes, so the retry succeeds)."""
+    import os
+    import signal
+
+    marker = Path(ctx.params["marker_dir"]) / f"{ctx.task_id}.killed"
+    if ctx.replication in ctx.params.get("kill_replications", []) and not marker.exists():
+        for day in range(int(ctx.duration) // 2):
+            ctx.record("level", day + 0.5, np.arange(RECORDS_PER_DAY),
+                       np.full(RECORDS_PER_DAY, float(day * 1000 + ctx.replication)))
+        ctx.logger.flush()
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    walk(ctx)
