@@ -205,6 +205,8 @@ def damage(rng: random.Random, exp: Path, outside: Path) -> dict[str, Any] | Non
         if target.name.endswith(".seg.zst"):
             number = int(target.name.split(".")[0]) if target.name[0].isdigit() else 0
             copy = target.with_name(f"{number + 50:05d}.seg.zst")
+        while os.path.lexists(copy):
+            copy = copy.with_name("x" + copy.name)
         if target.is_dir() and not target.is_symlink():
             shutil.copytree(target, copy, symlinks=True)
         else:
