@@ -551,11 +551,14 @@ def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
     base = yaml.safe_dump({k: v for k, v in BASE.items() if k != "parameters"})
     config = tmp_path / "bomb.yaml"
     config.write_text(base + f"output: {tmp_path / 'out'}\n" + "\n".join(lines) + "\n")
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the (large) forking test process
     script = textwrap.dedent(f"""
-        import resource, sys
+        import sys
+        from pathlib import Path
         from disco_data_logger.cli import main
         code = main(["run", {str(config)!r}, "--no-progress"])
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stdout)
+        status = Path("/proc/self/status").read_text().splitlines()
+        print(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
         sys.exit(code)
     """)
     proc = subprocess.run([sys.executable, "-c", script], env=env(), capture_output=True,
