@@ -171,7 +171,8 @@ class Coordinator:
         except OSError as exc:
             raise UnsafePathError(
                 f"--force could not remove {exc.filename or path}: {exc.strerror or exc}; nothing "
-                "of the old results was reused, fix the permissions and run again") from None
+                "of the old results was reused; remove it yourself (or fix the cause) and run "
+                "again") from None
 
     def _prepare_output(self) -> None:
         """Refuse to mix results of different configs in one output, unless told to replace them."""
