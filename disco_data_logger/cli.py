@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataLoggerError
+from .sharding.names import for_terminal, python_str, shell_word
 
 __all__ = ["main"]
 
@@ -44,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true",
                      help="replace results of a different config in the same output")
     run.add_argument("--workers", type=int, metavar="N", help="number of worker processes")
+    run.add_argument("--max-failures", metavar="N",
+                     help="stop early once N tasks failed every attempt ('none': never); "
+                          "sets execution.max_failures")
     run.add_argument("--backend", choices=("serial", "multiprocessing", "ray"),
                      help="execution backend")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -93,7 +97,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # `run CONFIG --no-progress key=value`: argparse does not take positionals after an
+        # option, so overrides given there arrive here.
+        if args.command == "run" and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides.extend(extra)
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.version:
         from ._version import __version__
 
@@ -126,7 +137,8 @@ def _report(exc: BaseException, debug: bool) -> None:
         text = f"{exc.filename}: {exc.strerror}"
     elif not isinstance(exc, (DataLoggerError, CommandError, OSError, ValueError)):
         text = f"{type(exc).__name__}: {text}"
-    print(f"{PROG}: error: {text}", file=sys.stderr)
+    # Paths and names in a message may hold anything: one line, nothing a terminal interprets.
+    print(f"{PROG}: error: {for_terminal(text)}", file=sys.stderr)
 
 
 # ------------------------------------------------------------------------------------------ run
@@ -143,34 +155,48 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides.append(f"execution.backend={args.backend}")
     if args.workers is not None:
         overrides.append(f"execution.workers={args.workers}")
+    if args.max_failures is not None:
+        value = args.max_failures.strip()
+        overrides.append("execution.max_failures=" +
+                         ("null" if value.lower() in ("none", "null") else value))
     cfg = load_config(args.config, overrides)
     result = Coordinator(cfg, overrides=overrides, config_path=args.config,
                          overwrite=args.force, progress=not args.no_progress).run()
     out = result.output
-    q = shlex.quote
-    print(f"results: {out}")
+    print(f"results: {for_terminal(str(out))}")
     print(f"  {result.state}: {result.resumed + result.committed}/{result.planned} replications "
           f"committed ({result.committed} this run, {result.resumed} resumed), "
           f"{len(result.failed)} failed, {result.pending} pending; "
           f"{result.wall_seconds:.1f} s, {result.rate:.2f} replications/s")
     print("query:")
     if cfg.metrics:
+        q = shlex.quote
         print(f"  {PROG} summarize {q(str(out))}"
-              + (f" --compare {_first_point(cfg)}" if len(cfg.points()) > 1 else ""))
-        print(f"  {PROG} report {q(str(out))}    # {out / 'report.html'}")
-    print(f"  python -c \"from disco_data_logger import Experiment; "
-          f"print(Experiment.open('{out}').to_polars('stream={_first_stream(cfg)}'))\"")
-    print(f"  {PROG} export {q(str(out))} --parquet {q(str(out / 'parquet'))} && "
-          f"python -c \"import duckdb; print(duckdb.sql(\\\"SELECT stream, point_id, count(*) "
-          f"FROM read_parquet('{out / 'parquet'}/**/*.parquet', hive_partitioning=true) "
-          f"GROUP BY ALL\\\"))\"")
+              + (f" --compare {q(_first_point(cfg))}" if len(cfg.points()) > 1 else ""))
+        print(f"  {PROG} report {q(str(out))}")
+    for line in query_hint(out, _first_stream(cfg)):
+        print(f"  {line}")
     if result.state == "interrupted":
         print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    if result.failed:
-        tid, err = next(iter(sorted(result.failed.items())))
-        print(f"{PROG}: error: {len(result.failed)} replication(s) failed after every retry "
-              f"(first: {tid}: {err}); see {out / 'experiment.json'}", file=sys.stderr)
+    if result.failed or result.stopped_early:
+        if result.first_traceback:
+            print("first failure:", file=sys.stderr)
+            for line in result.first_traceback.rstrip("\n").splitlines():
+                print(f"  {for_terminal(line)}", file=sys.stderr)
+        first = ""
+        if result.failed:
+            tid, err = next(iter(sorted(result.failed.items())))
+            first = f" (first: {tid}: {err})"
+        where = f"see {out / 'experiment.json'}"
+        if result.stopped_early:
+            text = (f"run stopped early: {result.stopped_early}; {len(result.failed)} "
+                    f"replication(s) failed{first}, {result.pending} pending; fix the cause and "
+                    f"run the same command again to resume; {where}")
+        else:
+            text = (f"{len(result.failed)} replication(s) failed after every retry{first}; "
+                    f"{where}")
+        print(f"{PROG}: error: {for_terminal(text)}", file=sys.stderr)
         return 1
     return 0
 
@@ -185,6 +211,28 @@ def _first_stream(cfg: Any) -> str:
     return cfg.streams[0].name if cfg.streams else "NAME"
 
 
+def export_dir_for(output: Path) -> Path:
+    """Where the printed hint exports to: beside the experiment (``OUT-parquet``), never inside,
+    since ``export`` refuses to write into an experiment directory."""
+    return output.parent / f"{output.name}-parquet"
+
+
+def query_hint(output: Path, stream: str) -> list[str]:
+    """Shell lines that query ``output``: every name and path quoted for the shell, and for the
+    Python string literals inside, whatever characters they hold."""
+    selector = "{" + python_str("stream") + ": " + python_str(stream) + "}"
+    polars = (f"from disco_data_logger import Experiment; "
+              f"print(Experiment.open({python_str(str(output))}).to_polars({selector}))")
+    export = export_dir_for(output)
+    duck = (f"import duckdb; print(duckdb.read_parquet({python_str(str(export / '**/*.parquet'))}"
+            ", hive_partitioning=True).aggregate(\"stream, point_id, count(*)\"))")
+    return [
+        f"python -c {shell_word(polars)}",
+        f"{PROG} export {shell_word(str(output))} --parquet {shell_word(str(export))} && "
+        f"python -c {shell_word(duck)}",
+    ]
+
+
 # ---------------------------------------------------------------------------------------- merge
 
 
@@ -193,7 +241,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
     index = merge(args.dir)
     t = index.totals
-    print(f"merged {t['shards']} shard(s) into {Path(args.dir) / 'index'}: "
+    print(f"merged {t['shards']} shard(s) into {for_terminal(str(Path(args.dir) / 'index'))}: "
           f"{t['committed']} replications committed, {t['failed']} failed, {t['pending']} pending; "
           f"{t['streams']} streams, {t['records']} records"
           + (f"; {t['duplicates_dropped']} duplicate commit(s) ignored"
@@ -277,7 +325,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
-        print(f"{key:<{width}}  {value}")
+        print(f"{key:<{width}}  {for_terminal(str(value))}")
     return 0
 
 
@@ -299,9 +347,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = exp.export(args.parquet, _selector(args.select), partition_by=partition_by,
                      overwrite=args.overwrite)
     files = sorted(out.rglob("*.parquet"))
-    print(f"exported {len(files)} Parquet file(s) to {out}")
-    print(f"  python -c \"import duckdb; print(duckdb.sql(\\\"SELECT * FROM "
-          f"read_parquet('{out}/**/*.parquet', hive_partitioning=true) LIMIT 10\\\"))\"")
+    print(f"exported {len(files)} Parquet file(s) to {for_terminal(str(out))}")
+    duck = (f"import duckdb; print(duckdb.read_parquet({python_str(str(out / '**/*.parquet'))}, "
+            "hive_partitioning=True).limit(10))")
+    print(f"  python -c {shell_word(duck)}")
     return 0
 
 
@@ -313,7 +362,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     report = verify_path(args.dir, repair=args.repair)
     for line in report.lines():
-        print(line)
+        print(for_terminal(line))
     if not report.ok:
         print(f"{PROG}: error: {report.problem_summary()}", file=sys.stderr)
         return 1

@@ -66,3 +66,11 @@ class PrecisionWarning(UserWarning):
 
 class MissingDependencyError(DataLoggerError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
+class ExperimentLockedError(DataLoggerError, RuntimeError):
+    """Another run holds the experiment's lock; the message names its host, pid and lock file."""
+
+
+class UnsafePathError(DataLoggerError, ValueError):
+    """A command refused to write to or delete a path: a symbolic link where a directory of the
+    experiment should be, an experiment's or logger's directory, or a directory holding files the
+    command did not write. Nothing was changed."""

@@ -22,6 +22,11 @@ __all__ = [
     "KIND",
     "STREAM_META_KEYS",
     "RECORD_COLUMNS",
+    "SERVICE_LABELS",
+    "SELECT_COLUMNS",
+    "INDEX_STREAM_COLUMNS",
+    "INDEX_REPLICATION_COLUMNS",
+    "RESERVED_LABELS",
     "segment_name",
     "sidecar_name",
 ]
@@ -47,6 +52,35 @@ STREAM_META_KEYS = (STREAM_ID, EPOCH_SCALE, VALUE_SCALE, PERIODICITY, KIND)
 
 RECORD_COLUMNS = ("stream_id", "epoch", "indices", "values")
 """The columns every reader returns, in order (docs/FORMAT.md, decoded columns)."""
+
+SERVICE_LABELS = ("stream", "organisation", "model", "experiment", "replication", "point_id")
+"""Labels the experiment service sets on every stream of a run; a config may not set them."""
+
+SELECT_COLUMNS = ("task_id", "point_id", "replication", "epoch", "index", "value",
+                  "indices", "values")
+"""The fixed columns of ``Experiment.select`` (long and list formats) and of ``export``."""
+
+INDEX_STREAM_COLUMNS = ("shard_id", "stream_id", "task_id", "point_id", "point_index",
+                        "replication", "attempt", "epoch_scale", "value_scale", "periodicity",
+                        "kind", "records", "min_epoch", "max_epoch", "labels")
+"""The fixed columns of the experiment index's ``streams.parquet``; label columns follow."""
+
+INDEX_REPLICATION_COLUMNS = ("task_id", "point_id", "point_index", "replication", "status",
+                             "attempts", "shard_id", "streams", "records", "started", "finished",
+                             "seconds", "error")
+"""The columns of the experiment index's ``replications.parquet``."""
+
+RESERVED_LABELS = frozenset(
+    {*STREAM_META_KEYS, *RECORD_COLUMNS, *SELECT_COLUMNS, *INDEX_STREAM_COLUMNS,
+     *INDEX_REPLICATION_COLUMNS} - set(SERVICE_LABELS)
+)
+"""Label names nobody may register: every fixed column or metadata key the project produces.
+
+A label of that name would be shadowed by the column (its values lost from ``select`` and
+``export``) or would masquerade as it (``select('task_id=x')`` matching a label). The service's
+own labels (:data:`SERVICE_LABELS`) are not in this set: the service registers them itself, and
+the config refuses them instead.
+"""
 
 
 def segment_name(number: int) -> str:

@@ -23,12 +23,9 @@ import numpy as np
 
 from . import _core, _defaults
 from .errors import InvalidStreamError, LoggerClosedError, UnknownStreamError, WriterError
-from .layout import DONE_MARKER, SEGMENT_GLOB, STREAMS_DIR, sidecar_name
+from .layout import DONE_MARKER, RESERVED_LABELS, SEGMENT_GLOB, STREAMS_DIR, sidecar_name
 from .periodic import PeriodicStream, check_periodicity
 from .vectors import vector_parts
-
-RESERVED_LABELS = frozenset({"stream_id", "epoch_scale", "value_scale", "periodicity", "kind"})
-"""Sidecar fields the package writes itself; a user label with one of these names is refused."""
 
 _open_loggers: weakref.WeakSet[DataLogger] = weakref.WeakSet()
 
@@ -177,8 +174,8 @@ class DataLogger:
                 )
             if key in RESERVED_LABELS:
                 raise InvalidStreamError(
-                    f"stream ({desc}): label '{key}' is reserved for the stream's metadata; "
-                    "rename it"
+                    f"stream ({desc}): label '{key}' is reserved (a metadata key or a column "
+                    "of the project's tables); rename it"
                 )
         es = _check_scale(desc, "epoch_scale", epoch_scale, allow_none=False)
         assert es is not None

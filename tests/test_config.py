@@ -18,7 +18,12 @@ from disco_data_logger import _defaults
 from disco_data_logger.errors import ConfigError, DataLoggerError
 from disco_data_logger.models import inventory
 from disco_data_logger.sharding.config import (
+    DEFAULT_MAX_FAILURES,
+    MAX_CONFIG_BYTES,
+    MAX_CONFIG_DEPTH,
+    CanonicalError,
     ExperimentConfig,
+    canonical,
     config_snapshot,
     load_config,
     parse_size,
@@ -103,6 +108,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert cfg.execution.backend == "multiprocessing"
     assert cfg.execution.workers == (os.cpu_count() or 1)
     assert cfg.execution.retries == 2
+    assert cfg.execution.max_failures == DEFAULT_MAX_FAILURES == 10
     assert cfg.execution.ray_address is None and cfg.execution.timeout is None
     assert cfg.sweep is None
     stream = cfg.streams[0]
@@ -583,3 +589,164 @@ def test_old_import_paths_still_work() -> None:
     assert old_config.plan_tasks is planning.plan_tasks
     assert old_config.Task is planning.Task
     assert old_context.open_context is context.open_context
+
+
+# --- bounds: size, aliases, depth, duplicate keys --------------------------------------------
+
+
+def yaml_text(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def test_a_config_larger_than_the_limit_is_refused_unread(tmp_path: Path) -> None:
+    text = yaml_text(base()) + "# " + "x" * MAX_CONFIG_BYTES + "\n"
+    message = load_error(write(tmp_path, text))
+    assert "larger than 1048576 bytes" in message
+
+
+@pytest.mark.parametrize("levels, fanout, refused", [(9, 9, True), (6, 10, False), (3, 4, False)])
+def test_aliases_are_counted_as_copies(tmp_path: Path, levels: int, fanout: int,
+                                       refused: bool) -> None:
+    lines = ["parameters:", "  a0: &a0 [" + ", ".join(["x"] * fanout) + "]"]
+    lines += [f"  a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * fanout) + "]"
+              for i in range(1, levels + 1)]
+    data = base()
+    del data["parameters"]
+    path = write(tmp_path, yaml_text(data) + "\n".join(lines) + "\n")
+    if refused:  # 9^10 values once expanded
+        assert "expands to more than 1,000,000 values" in load_error(path)
+    else:  # 10^7 would be refused too; 10^6 + ... is the largest accepted here
+        if fanout ** (levels + 1) > 1_000_000:
+            assert "expands to more than" in load_error(path)
+        else:
+            cfg = load_config(path)
+            assert len(cfg.parameters[f"a{levels}"]) == fanout
+            assert cfg.fingerprint() == load_config(path).fingerprint()
+
+
+@pytest.mark.parametrize("text", [
+    "[" * 300 + "]" * 300,                       # flow nesting
+    "\n".join("  " * i + "- " for i in range(200)) + "x",  # block nesting, one level per line
+    "- " * 20000 + "x",                           # block nesting on one line (libyaml crashes)
+])
+def test_deep_nesting_is_refused(tmp_path: Path, text: str) -> None:
+    data = base()
+    del data["parameters"]
+    message = load_error(write(tmp_path, yaml_text(data) + "parameters: {x: 1}\nnested:\n  "
+                               + text.replace("\n", "\n  ") + "\n"))
+    assert f"nested deeper than {MAX_CONFIG_DEPTH} levels" in message
+
+
+def test_recursive_aliases_are_refused(tmp_path: Path) -> None:
+    data = base()
+    del data["parameters"]
+    message = load_error(write(tmp_path, yaml_text(data) + "parameters: &p {a: 1, b: *p}\n"))
+    assert "recursive structure" in message
+
+
+@pytest.mark.parametrize("text, key, lines", [
+    ("seed: 1\nseed: 2\n", "'seed'", (1, 2)),
+    ("parameters:\n  n: 1\n  m: 2\n  n: 3\n", "'n'", (2, 4)),
+    ("parameters: {a: 1, b: 2, a: 3}\n", "'a'", (1, 1)),
+    ("parameters:\n  1: x\n  1.0: y\n", "1.0", (2, 3)),  # equal keys to Python
+])
+def test_duplicate_keys_are_refused_naming_both_lines(tmp_path: Path, text: str, key: str,
+                                                      lines: tuple[int, int]) -> None:
+    data = base()
+    del data["parameters"]
+    del data["seed"]
+    head = yaml_text(data)
+    offset = head.count("\n")
+    if not text.startswith("seed"):
+        head += "seed: 42\n"
+        offset += 1
+    message = load_error(write(tmp_path, head + text))
+    assert (f"duplicate key {key} at line {lines[1] + offset} (first at line "
+            f"{lines[0] + offset})") in message
+
+
+def test_merge_keys_and_overrides_may_still_replace_keys(tmp_path: Path) -> None:
+    data = base()
+    del data["parameters"]
+    path = write(tmp_path, yaml_text(data) + "parameters:\n  <<: {n_skus: 5, n_stores: 1}\n"
+                 "  n_skus: 7\n")
+    assert load_config(path).parameters == {"n_skus": 7, "n_stores": 1}
+    cfg = load_config(path, ["parameters.n_stores=3", "seed=1"])
+    assert cfg.parameters == {"n_skus": 7, "n_stores": 3} and cfg.seed == 1
+
+
+def test_override_values_are_bounded_too(tmp_path: Path) -> None:
+    path = write(tmp_path, base())
+    message = load_error(path, ("parameters.x=" + "[" * 200 + "]" * 200,))
+    assert "override" in message and "nested deeper than" in message
+
+
+# --- canonical values and the fingerprint ----------------------------------------------------
+
+
+def test_canonical_forms() -> None:
+    import datetime
+
+    assert canonical({"b": [1, 2.5, "x", None, True]}) == {"b": [1, 2.5, "x", None, True]}
+    assert canonical(float("inf")) == {"!float": "inf"}
+    assert canonical(float("-inf")) == {"!float": "-inf"}
+    assert canonical(float("nan")) == {"!float": "nan"}
+    assert canonical(b"\xff") == {"!bytes": "/w=="}
+    assert canonical(datetime.date(2024, 5, 1)) == {"!date": "2024-05-01"}
+    assert canonical(datetime.datetime(2024, 5, 1, 12, tzinfo=datetime.timezone.utc)) == {
+        "!datetime": "2024-05-01T12:00:00+00:00"}
+    assert canonical({"c", "a", "b"}) == {"!set": ["a", "b", "c"]}
+    assert canonical((1, 2)) == {"!tuple": [1, 2]}
+    assert canonical({1: "a", "1": "b"}) == {"!map": [["1", "b"], [1, "a"]]}
+    assert canonical({"!float": "inf"}) == {"!!float": "inf"}  # a key cannot pass for a tag
+    assert canonical(np.int64(3)) == 3 and canonical(np.float64(0.5)) == 0.5
+    assert canonical(2**200) == 2**200
+
+
+@pytest.mark.parametrize("value, reason", [
+    (object(), "object has no canonical form"),
+    ("\ud800", "not valid Unicode"),
+    (2**20000, "more than 10000 bits"),
+    (Path("/x"), "has no canonical form"),
+], ids=["object", "surrogate", "huge-int", "path"])
+def test_values_without_a_canonical_form(value: Any, reason: str) -> None:
+    with pytest.raises(CanonicalError, match=reason) as info:
+        canonical({"a": [value]}, "parameters")
+    assert info.value.path == "parameters.a[0]"
+
+
+def test_a_recursive_python_value_is_refused() -> None:
+    loop: list[Any] = [1]
+    loop.append(loop)
+    with pytest.raises(CanonicalError, match="refers to itself"):
+        canonical(loop)
+
+
+def test_distinct_values_keep_distinct_fingerprints(tmp_path: Path) -> None:
+    prints = set()
+    for value in ("null", ".inf", "'.inf'", "2024-05-01", "'2024-05-01'", "{1: a}", "{'1': a}",
+                  "!!binary aGVsbG8=", "hello", "[a, b]", "!!set {a, b}", "!!omap [a: 1]",
+                  "[[a, 1]]"):
+        data = base()
+        data["parameters"]["extra"] = "PLACEHOLDER"
+        path = write(tmp_path, yaml_text(data).replace("PLACEHOLDER", value))
+        prints.add(load_config(path).fingerprint())
+    assert len(prints) == 13
+
+
+def test_unplannable_parameters_are_refused_at_load(tmp_path: Path) -> None:
+    data = base()
+    with pytest.raises(ConfigError, match=r"^<api>: parameters\.obj: a object has no canonical"):
+        validate_config({**data, "parameters": {"obj": object()}}, "<api>")
+
+
+def test_snapshot_of_exotic_parameters_is_json(tmp_path: Path) -> None:
+    data = base()
+    del data["parameters"]
+    path = write(tmp_path, yaml_text(data) + "parameters: {when: 2024-05-01, raw: !!binary /w==,"
+                 " tags: !!set {b, a}, big: 1.0e+400}\n")
+    snapshot = config_snapshot(load_config(path))
+    assert json.loads(json.dumps(snapshot, allow_nan=False))["parameters"] == {
+        "when": {"!date": "2024-05-01"}, "raw": {"!bytes": "/w=="},
+        "tags": {"!set": ["a", "b"]}, "big": {"!float": "inf"}}
+    assert list(snapshot) == list(ExperimentConfig.model_fields)

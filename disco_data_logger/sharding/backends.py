@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import resource
 import signal
 import time
 from abc import ABC, abstractmethod
@@ -31,6 +32,7 @@ __all__ = [
     "MultiprocessingBackend",
     "RayBackend",
     "WorkerStartupError",
+    "machine_worker_limit",
     "make_backend",
 ]
 
@@ -39,6 +41,35 @@ STOP_GRACE_SECONDS = 30.0
 
 MAX_STARTUP_DEATHS = 3
 """Consecutive workers dying before running anything: the setup is broken, stop retrying."""
+
+
+CPU_OVERSUBSCRIPTION = 4
+"""Most worker processes per CPU this process may use: beyond that, processes only add memory."""
+
+FDS_PER_WORKER = 4
+"""Descriptors the coordinator holds per worker process (pipe, sentinel) with a margin."""
+
+
+def machine_worker_limit(backend: str) -> tuple[int, str] | None:
+    """The most workers this machine allows for ``backend``, and why; None: no local limit.
+
+    For local processes: :data:`CPU_OVERSUBSCRIPTION` per usable CPU, and what the open-file
+    limit leaves room for. Ray places actors on its cluster, which it sizes itself.
+    """
+    if backend != "multiprocessing":
+        return None
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    limits = [(CPU_OVERSUBSCRIPTION * cpus,
+               f"{CPU_OVERSUBSCRIPTION} worker processes per CPU, and this process may use "
+               f"{cpus} CPU(s)")]
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY:
+        limits.append((max(1, (soft - 64) // FDS_PER_WORKER),
+                       f"the open-file limit (ulimit -n {soft}) leaves room for that many"))
+    return min(limits)
 
 
 class WorkerStartupError(DataLoggerError, RuntimeError):

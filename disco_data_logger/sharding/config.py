@@ -15,6 +15,8 @@ silently ignored setting. See ``docs/configuration.md`` for every key and its de
 
 from __future__ import annotations
 
+import base64
+import datetime
 import difflib
 import hashlib
 import importlib
@@ -31,6 +33,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -44,7 +47,9 @@ from pydantic_core import PydanticCustomError
 
 from .. import _defaults
 from ..errors import ConfigError
+from ..layout import RESERVED_LABELS, SERVICE_LABELS
 from .expression import Expression, ExpressionError, check_name
+from .names import key_problem, name_problem, value_problem
 
 __all__ = [
     "ExperimentName",
@@ -63,13 +68,50 @@ __all__ = [
     "config_snapshot",
     "resolve_entry_point",
     "parse_size",
-    "RESERVED_LABELS",
+    "canonical",
+    "MAX_CONFIG_BYTES",
+    "MAX_CONFIG_NODES",
+    "MAX_CONFIG_DEPTH",
+    "MAX_SWEEP_POINTS",
+    "MAX_TASKS",
+    "MAX_WORKERS",
+    "DEFAULT_MAX_FAILURES",
 ]
 
-RESERVED_LABELS = frozenset(
-    {"stream", "organisation", "model", "experiment", "replication", "point_id"}
-)
-"""Labels the service sets on every stream; a config may not set them itself."""
+MAX_CONFIG_BYTES = 1 << 20
+"""Largest config file read (1 MiB); a config is a page of settings, not a data set."""
+
+MAX_CONFIG_NODES = 1_000_000
+"""Most values (scalars, lists, mappings) in a loaded config, every alias counted as a full copy
+of what it refers to: a YAML "billion laughs" expands to 10^9 and is refused before anything
+walks it."""
+
+MAX_CONFIG_DEPTH = 64
+"""Deepest nesting of lists and mappings in a config."""
+
+MAX_SWEEP_POINTS = 100_000
+"""Most sweep points (grid product plus explicit points)."""
+
+MAX_TASKS = 1_000_000
+"""Most tasks (sweep points x replications) one experiment plans."""
+
+MAX_WORKERS = 10_000
+"""Largest ``execution.workers`` accepted; the coordinator caps it further at run time (at the
+number of tasks and at what the machine allows)."""
+
+DEFAULT_MAX_FAILURES = 10
+"""Default ``execution.max_failures``: tasks failing every attempt before a run stops early."""
+
+
+def _reserved_key_problem(key: str, what: str) -> str | None:
+    """Why a label key or sweep parameter name is unusable, or None."""
+    if key in SERVICE_LABELS:
+        return f"reserved {what}: the service sets the label {key!r} on every stream itself"
+    if key in RESERVED_LABELS:
+        return (f"reserved {what}: {key!r} is a metadata key or a column of the project's "
+                "tables, so a label of that name would be lost or mistaken for it")
+    problem = key_problem(key)
+    return f"unsafe {what} {key!r}: {problem}" if problem is not None else None
 
 LabelValue = str | int | float | bool
 
@@ -145,6 +187,14 @@ def _label_value(value: Any) -> LabelValue:
     if isinstance(value, str | int | float | bool):
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"label values must be finite (got {value!r})")
+        if isinstance(value, int) and not isinstance(value, bool) and not (
+                -(1 << 63) <= value < 1 << 63):
+            raise ValueError("label values must fit in 64 bits, because they become index "
+                             f"columns (got an integer of {len(str(abs(value)))} digits)")
+        if isinstance(value, str):
+            problem = value_problem(value)
+            if problem is not None:
+                raise ValueError(f"label value {value[:40]!r}: {problem}")
         return value
     raise ValueError(
         f"must be a string, number or boolean, because it becomes a label (got {value!r})"
@@ -158,12 +208,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
+def _safe_name(value: str) -> str:
+    problem = name_problem(value)
+    if problem is not None:
+        raise ValueError(f"{value[:40]!r} {problem}")
+    return value
+
+
+SafeName = Annotated[str, Field(min_length=1), AfterValidator(_safe_name)]
+"""A name that is safe as a path component, a partition value and terminal text."""
+
+
 class ExperimentName(_Strict):
     """Who and what: becomes the ``organisation``, ``model`` and ``experiment`` labels."""
 
-    organisation: str = Field(min_length=1)
-    model: str = Field(min_length=1)
-    name: str = Field(min_length=1)
+    organisation: SafeName
+    model: SafeName
+    name: SafeName
 
 
 class LoggerSettings(_Strict):
@@ -201,8 +262,10 @@ class ExecutionSettings(_Strict):
     """How replications are run; never changes their results (not part of the fingerprint)."""
 
     backend: Literal["serial", "multiprocessing", "ray"] = "multiprocessing"
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
-    retries: int = Field(default=2, ge=0)
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=MAX_WORKERS)
+    retries: int = Field(default=2, ge=0, le=1000)
+    max_failures: int | None = Field(default=DEFAULT_MAX_FAILURES, ge=1)
+    """Tasks failing every attempt before the run stops early (None: never stop early)."""
     ray_address: str | None = None
     timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """Seconds one replication may run before it is counted as failed (None: no limit)."""
@@ -211,7 +274,7 @@ class ExecutionSettings(_Strict):
 class StreamSpec(_Strict):
     """A stream every replication registers; periodic iff ``periodicity`` is set."""
 
-    name: str = Field(min_length=1)
+    name: SafeName
     labels: dict[str, Label] = Field(default_factory=dict)
     epoch_scale: float = Field(default=_defaults.EPOCH_SCALE, gt=0, allow_inf_nan=False)
     value_scale: float | None = Field(gt=0, allow_inf_nan=False)
@@ -222,10 +285,9 @@ class StreamSpec(_Strict):
     @classmethod
     def _no_reserved_labels(cls, labels: dict[str, LabelValue]) -> dict[str, LabelValue]:
         for key in labels:
-            if key in RESERVED_LABELS:
-                raise _field_error(
-                    f".{key}", "reserved label: the service sets it on every stream itself"
-                )
+            problem = _reserved_key_problem(key, "label")
+            if problem is not None:
+                raise _field_error(f".{key}", problem)
         return labels
 
     @model_validator(mode="after")
@@ -249,10 +311,9 @@ class StreamSpec(_Strict):
 
 def _check_point_values(where: str, point: Mapping[str, Any]) -> None:
     for key, value in point.items():
-        if key in RESERVED_LABELS:
-            raise _field_error(
-                f"{where}.{key}", "reserved name: sweep parameters become labels of that name"
-            )
+        problem = _reserved_key_problem(key, "name")
+        if problem is not None:
+            raise _field_error(f"{where}.{key}", problem)
         try:
             _label_value(value)
         except ValueError as exc:
@@ -271,10 +332,9 @@ class SweepSpec(_Strict):
         for key, values in grid.items():
             if not values:
                 raise _field_error(f".{key}", "needs at least one value")
-            if key in RESERVED_LABELS:
-                raise _field_error(
-                    f".{key}", "reserved name: sweep parameters become labels of that name"
-                )
+            problem = _reserved_key_problem(key, "name")
+            if problem is not None:
+                raise _field_error(f".{key}", problem)
             for i, value in enumerate(values):
                 try:
                     _label_value(value)
@@ -289,10 +349,25 @@ class SweepSpec(_Strict):
             _check_point_values(f"[{i}]", point)
         return points
 
+    def size(self) -> int:
+        """The number of points, computed without expanding the grid."""
+        grid = math.prod(len(v) for v in self.grid.values()) if self.grid else 0
+        return grid + len(self.points)
+
     @model_validator(mode="after")
     def _distinct_points(self) -> SweepSpec:
         if not self.grid and not self.points:
             raise _field_error("", "declares no points: give a grid, points, or remove sweep")
+        if self.size() > MAX_SWEEP_POINTS:
+            sizes = " x ".join(str(len(self.grid[k])) for k in sorted(self.grid))
+            parts = [f"a grid of {sizes}"] if self.grid else []
+            if self.points:
+                parts.append(f"{len(self.points)} explicit point(s)")
+            raise _field_error(
+                ".grid" if self.grid else ".points",
+                f"too large to plan: {' plus '.join(parts)} = {self.size()} points; at most "
+                f"{MAX_SWEEP_POINTS} sweep points are allowed",
+            )
         seen: dict[str, int] = {}
         expanded = self.expand()
         n_grid = len(expanded) - len(self.points)
@@ -488,6 +563,15 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"must look like 'package.module:function' (got {spec!r})")
         return spec
 
+    @field_validator("output")
+    @classmethod
+    def _printable_output(cls, output: Path) -> Path:
+        # The output path is printed and pasted into shell lines: nothing a terminal interprets.
+        problem = value_problem(str(output))
+        if problem is not None:
+            raise ValueError(problem)
+        return output
+
     @field_validator("streams")
     @classmethod
     def _unique_stream_names(cls, streams: list[StreamSpec]) -> list[StreamSpec]:
@@ -549,6 +633,27 @@ class ExperimentConfig(_Strict):
             return self.stop.max_replications
         return self.replications
 
+    @model_validator(mode="after")
+    def _small_enough_to_plan(self) -> ExperimentConfig:
+        points = self.sweep.size() if self.sweep is not None else 1
+        if points * self.replications > MAX_TASKS:
+            raise _field_error(
+                ".replications",
+                f"too large to plan: {self.replications} replications x {points} sweep point(s)"
+                f" = {points * self.replications} tasks; at most {MAX_TASKS} tasks per"
+                " experiment (split it into several experiments)",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _fingerprintable(self) -> ExperimentConfig:
+        # Refused here, at load time, rather than when a run computes the fingerprint.
+        try:
+            canonical(self.parameters, "parameters")
+        except CanonicalError as exc:
+            raise _field_error(f".{exc.path}", exc.reason) from None
+        return self
+
     def points(self) -> list[dict[str, Any]]:
         """The sweep points in order (``[{}]`` without a sweep)."""
         return self.sweep.expand() if self.sweep is not None else [{}]
@@ -561,16 +666,106 @@ class ExperimentConfig(_Strict):
         ``replications`` (a task's seed does not depend on the count, so an experiment can be
         extended with more replications on the same output), ``metrics`` and ``stop`` (they read
         results, or decide how many there are, without changing any). ``seeding`` counts only
-        when it is ``common``, so configs from before it existed keep their fingerprints.
+        when it is ``common``, so configs from before it existed keep their fingerprints. The
+        values are put in canonical form first (:func:`canonical`), so the fingerprint is the same
+        in every process, run and Python version for every value a YAML file can hold.
         """
         data = self.model_dump(
-            mode="json",
+            mode="python",
             exclude={"execution", "logger", "output", "replications", "metrics", "stop",
                      "seeding"},
         )
         if self.seeding != "independent":
             data["seeding"] = self.seeding
-        return hashlib.sha256(_canonical_json(data).encode()).hexdigest()
+        return hashlib.sha256(_canonical_json(canonical(data)).encode()).hexdigest()
+
+
+class CanonicalError(ValueError):
+    """A value that has no canonical form; ``path`` names where it is."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+_CANONICAL_MAX_DEPTH = 200
+_MAX_INT_BITS = 10_000  # ~3,000 decimal digits: below Python's int-to-text conversion limit
+
+
+def canonical(value: Any, path: str = "value") -> Any:
+    """``value`` as plain JSON data that is the same in every process, run and Python version.
+
+    Strings, finite floats, ints, booleans and None stay as they are; lists and tuples become
+    lists (tuples tagged); mappings with string keys stay mappings (a key that starts with ``!``
+    gets a second ``!``, so no key can pass for a tag). Every other value a YAML file can hold
+    becomes a one-key mapping whose key is a tag: ``{"!float": "inf"}``, ``{"!bytes": <base64>}``,
+    ``{"!date": "2024-05-01"}``, ``{"!datetime": <ISO 8601 with offset>}``, ``{"!set": [sorted
+    canonical items]}``, ``{"!tuple": [...]}``, ``{"!map": [[key, value], ...]}`` (mappings with
+    keys that are not all strings, sorted by the canonical key). Anything else (an object, a
+    cycle, text that is not valid Unicode, an integer of thousands of digits) raises
+    :class:`CanonicalError` naming ``path``.
+    """
+    return _canonical(value, path, set(), 0)
+
+
+def _canonical(value: Any, path: str, active: set[int], depth: int) -> Any:
+    if depth > _CANONICAL_MAX_DEPTH:
+        raise CanonicalError(path, f"nested deeper than {_CANONICAL_MAX_DEPTH} levels")
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if re.search("[\ud800-\udfff]", value):
+            raise CanonicalError(path, "text that is not valid Unicode (a lone surrogate)")
+        return str(value)
+    if isinstance(value, int):
+        if abs(value).bit_length() > _MAX_INT_BITS:
+            raise CanonicalError(path, f"an integer of more than {_MAX_INT_BITS} bits")
+        return int(value)
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return float(value)
+        return {"!float": "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
+    if isinstance(value, bytes | bytearray):
+        return {"!bytes": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, datetime.datetime):  # before date: a datetime is a date too
+        return {"!datetime": value.isoformat()}
+    if isinstance(value, datetime.date):
+        return {"!date": value.isoformat()}
+    if isinstance(value, list | tuple | set | frozenset | Mapping):
+        if id(value) in active:
+            raise CanonicalError(path, "refers to itself (a recursive structure)")
+        active.add(id(value))
+        try:
+            return _canonical_container(value, path, active, depth)
+        finally:
+            active.discard(id(value))
+    # numpy scalars (from Python callers): their plain equivalent, else refuse
+    item = getattr(value, "item", None)
+    if callable(item) and type(value).__module__ == "numpy":
+        plain = item()
+        if isinstance(plain, bool | int | float):
+            return _canonical(plain, path, active, depth)
+    raise CanonicalError(
+        path, f"a {type(value).__name__} has no canonical form; use a string, number, boolean,"
+              " date, list or mapping")
+
+
+def _canonical_container(value: Any, path: str, active: set[int], depth: int) -> Any:
+    if isinstance(value, list):
+        return [_canonical(v, f"{path}[{i}]", active, depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, tuple):
+        return {"!tuple": [_canonical(v, f"{path}[{i}]", active, depth + 1)
+                           for i, v in enumerate(value)]}
+    if isinstance(value, set | frozenset):
+        items = [_canonical(v, f"{path}{{}}", active, depth + 1) for v in value]
+        return {"!set": sorted(items, key=_canonical_json)}
+    if all(isinstance(k, str) for k in value):
+        return {("!" + k if k.startswith("!") else k):
+                _canonical(v, f"{path}.{k}", active, depth + 1) for k, v in value.items()}
+    pairs = [[_canonical(k, f"{path}.{k!r}(key)", active, depth + 1),
+              _canonical(v, f"{path}.{k!r}", active, depth + 1)] for k, v in value.items()]
+    return {"!map": sorted(pairs, key=lambda kv: _canonical_json(kv[0]))}
 
 
 def metric_problem(metrics: Mapping[str, MetricSpec], streams: Sequence[str],
@@ -641,14 +836,9 @@ def _expression_cycle(metrics: Mapping[str, MetricSpec]) -> list[str]:
 
 
 def _canonical_json(data: Any) -> str:
-    return json.dumps(
-        data,
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-        default=str,
-    )
+    """Canonical JSON of canonical data (:func:`canonical`): sorted keys, no whitespace."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)
 
 
 def _format_loc(loc: Sequence[str | int]) -> str:
@@ -778,10 +968,12 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
         raise ValueError("expected key.sub=value, e.g. replications=50 or logger.zstd_level=3")
     parts = _split_override_key(key.strip())
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or type(exc).__name__
         raise ValueError(f"value {raw!r} is not valid YAML ({problem})") from None
+    except _YamlRefused as exc:
+        raise ValueError(f"value {raw[:40]!r}: {exc}") from None
     node: Any = data
     for depth, part in enumerate(parts):
         last = depth == len(parts) - 1
@@ -824,17 +1016,24 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
     """
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{source}: the config is larger than {MAX_CONFIG_BYTES} bytes "
+                              "(1 MiB); a config holds settings, not data")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(f"{source}: cannot read the config: {reason}") from None
     try:
-        data = yaml.safe_load(text)
+        data = _load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         raise ConfigError(f"{source}: invalid YAML: {where}{problem}") from None
+    except _YamlRefused as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     if data is None:
         raise ConfigError(f"{source}: the config is empty")
     if not isinstance(data, dict):
@@ -860,8 +1059,116 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
 
 
 def config_snapshot(cfg: ExperimentConfig) -> dict[str, Any]:
-    """The resolved config as JSON-serialisable data; ``validate_config`` turns it back."""
-    return cfg.model_dump(mode="json")
+    """The resolved config as JSON-serialisable data; ``validate_config`` turns it back.
+
+    ``parameters`` are stored in canonical form (:func:`canonical`): plain values as they are,
+    values JSON has no type for (dates, binary, sets, infinities) as tagged mappings.
+    """
+    data = cfg.model_dump(mode="json", exclude={"parameters"})
+    params = canonical(cfg.parameters, "parameters")
+    return {name: params if name == "parameters" else data[name]
+            for name in type(cfg).model_fields if name == "parameters" or name in data}
+
+
+# -- YAML with bounds -----------------------------------------------------------------------------
+
+
+class _YamlRefused(Exception):
+    """A config that parses but is refused (too big, too deep, recursive, duplicate keys)."""
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (the pure-Python one: libyaml's composer recurses on the C stack
+    and crashes the process on deeply nested input, where Python raises RecursionError)."""
+
+
+def _load_yaml(text: str) -> Any:
+    """Parse YAML safely and within bounds: the node graph is checked before any value is built.
+
+    Refused: more than MAX_CONFIG_NODES values once aliases are expanded, nesting deeper than
+    MAX_CONFIG_DEPTH, a recursive alias, and a key that appears twice in one mapping (naming
+    both lines; ``<<`` merge keys may still be overridden, which is what they are for).
+    """
+    loader = _ConfigLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:
+            raise _YamlRefused(f"nested deeper than {MAX_CONFIG_DEPTH} levels") from None
+        if node is None:
+            return None
+        _check_nodes(loader, node)
+        try:
+            return loader.construct_document(node)
+        except (ValueError, OverflowError) as exc:  # an invalid date, an int of 5,000 digits
+            raise _YamlRefused(f"invalid value: {' '.join(str(exc).split())}") from None
+    finally:
+        loader.dispose()
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_nodes(loader: _ConfigLoader, root: yaml.Node) -> None:
+    # Iterative post-order walk over the composed graph. An alias is the same node object as
+    # its anchor, so the expanded size and height are computed once per node and summed per
+    # use: linear in the file, however many times the aliases multiply.
+    size: dict[int, int] = {}
+    height: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        nid = id(node)
+        children = _children(node)
+        if finished:
+            on_path.discard(nid)
+            size[nid] = 1 + sum(size[id(c)] for c in children)
+            height[nid] = 1 + max((height[id(c)] for c in children), default=0)
+            if size[nid] > MAX_CONFIG_NODES:
+                raise _YamlRefused(
+                    f"line {node.start_mark.line + 1}: expands to more than {MAX_CONFIG_NODES:,}"
+                    " values (aliases counted as copies of what they refer to); refusing to"
+                    " load it")
+            if height[nid] > MAX_CONFIG_DEPTH:
+                raise _YamlRefused(f"line {node.start_mark.line + 1}: nested deeper than "
+                                   f"{MAX_CONFIG_DEPTH} levels")
+            continue
+        if nid in size:
+            continue
+        if nid in on_path:
+            raise _YamlRefused(f"line {node.start_mark.line + 1}: an alias refers to a value "
+                               "that contains it (a recursive structure)")
+        on_path.add(nid)
+        if isinstance(node, yaml.MappingNode):
+            _check_duplicate_keys(loader, node)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in size)
+
+
+def _check_duplicate_keys(loader: _ConfigLoader, node: yaml.MappingNode) -> None:
+    first: dict[Any, int] = {}
+    for key_node, _value in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+            continue
+        try:
+            key = loader.construct_object(key_node)
+            hash(key)
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError):
+            continue  # reported when the document is built
+        line = key_node.start_mark.line + 1
+        if key in first:
+            raise _YamlRefused(f"duplicate key {key!r} at line {line} (first at line "
+                               f"{first[key]}); a mapping may give each key once")
+        first[key] = line
 
 
 class _EntryPointError(Exception):

@@ -1,10 +1,14 @@
 """The coordinator: plan the tasks of a config, run them on a backend, merge the shards.
 
-It owns the retry policy and the status of every task; backends only run attempts. Progress is
-a bar on stderr. Resume is free: committed replications are read from the shard manifests at
+It owns the retry and failure policy (:mod:`.failfast`) and the status of every task; backends
+only run attempts. Progress is a bar on stderr, notes (a stale lock taken over, workers capped)
+are lines on stderr. Resume is free: committed replications are read from the shard manifests at
 start and skipped. Ctrl-C (or SIGTERM) stops the workers, which abort their running replication
 and close their writers, and the index is merged with what finished; re-running the same
 command continues from there.
+
+A run holds the experiment lock (:mod:`.lock`) from before it looks at the output until after the
+last merge, so a second run of the same output, with or without ``--force``, stops at once.
 """
 
 from __future__ import annotations
@@ -14,17 +18,18 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..errors import ConfigError
-from .backends import Backend, import_ray, make_backend
+from ..errors import ConfigError, UnsafePathError
+from .backends import Backend, import_ray, machine_worker_limit, make_backend
+from .failfast import FailurePolicy
 from .index import (
     EXPERIMENT_JSON,
     INDEX_DIR,
@@ -33,6 +38,8 @@ from .index import (
     merge,
     read_experiment_json,
 )
+from .lock import ExperimentLock
+from .names import for_terminal
 from .progress import ProgressBar
 from .shard import SHARDS_DIR
 from .worker import TaskOutcome
@@ -54,6 +61,12 @@ class RunResult:
     retried: int = 0
     wall_seconds: float = 0.0
     index: ExperimentIndex | None = None
+    stopped_early: str | None = None
+    """Why the run stopped before every task was tried (``execution.max_failures``), or None."""
+    first_traceback: str | None = None
+    """The traceback of the first failed attempt of this run, if any attempt failed."""
+    notes: list[str] = field(default_factory=list)
+    """What the run said on the way: a stale lock taken over, workers capped, links removed."""
 
     @property
     def pending(self) -> int:
@@ -101,6 +114,7 @@ class Coordinator:
         overwrite: bool = False,
         progress: bool = True,
         progress_stream: TextIO | None = None,
+        part: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.overrides = list(overrides)
@@ -110,12 +124,59 @@ class Coordinator:
         self.progress_stream = progress_stream
         self.output = Path(cfg.output)
         self.fingerprint: str = cfg.fingerprint()
+        self.part = part
+        self.notes: list[str] = []
+
+    def _note(self, text: str) -> None:
+        """Say something the user should know now (not at the end of a long run)."""
+        self.notes.append(text)
+        stream = self.progress_stream or sys.stderr
+        print(f"disco-data-logger: note: {for_terminal(text)}", file=stream, flush=True)
 
     # -- output directory ----------------------------------------------------------------------
 
+    def _check_own_names(self) -> None:
+        """``shards/``, ``index/`` and ``experiment.json`` must be what they seem, in the output.
+
+        A symbolic link there would make the run write through it (outside the experiment) and
+        resume whatever it points to as if it were this experiment's. It is refused; with
+        ``--force`` the link itself is removed (never its target) and the run starts afresh.
+        """
+        for name, is_dir in ((SHARDS_DIR, True), (INDEX_DIR, True), (EXPERIMENT_JSON, False)):
+            path = self.output / name
+            if path.is_symlink():
+                target = os.readlink(path)
+                if not self.overwrite:
+                    raise UnsafePathError(
+                        f"{path} is a symbolic link (to {target}); the experiment's {name} must "
+                        "be inside its output directory. Remove the link, or run with --force "
+                        "to replace it (the link only: what it points to is left alone)")
+                path.unlink()
+                self._note(f"removed the symbolic link {path} -> {target} (--force); "
+                           "what it points to was left alone")
+            elif path.exists() and path.is_dir() != is_dir:
+                kind = "a directory" if is_dir else "a file"
+                raise UnsafePathError(f"{path} is not {kind}; this output directory does not "
+                                      "look like an experiment: choose another output")
+
+    def _remove(self, path: Path) -> None:
+        """Delete one of the experiment's own entries for ``--force``; any failure stops the run."""
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise UnsafePathError(
+                f"--force could not remove {exc.filename or path}: {exc.strerror or exc}; nothing "
+                "of the old results was reused; remove it yourself (or fix the cause) and run "
+                "again") from None
+
     def _prepare_output(self) -> None:
         """Refuse to mix results of different configs in one output, unless told to replace them."""
-        self.output.mkdir(parents=True, exist_ok=True)
+        self._check_own_names()
         previous = read_experiment_json(self.output)
         found: set[str] = set()
         if previous is not None and previous.get("fingerprint"):
@@ -131,33 +192,56 @@ class Coordinator:
                 f"{sorted(others)[0][:12]}, this config {self.fingerprint[:12]}); "
                 "re-run with --force to replace them, or choose another output"
             )
-        for name in (SHARDS_DIR, INDEX_DIR):
-            shutil.rmtree(self.output / name, ignore_errors=True)
-        try:
-            (self.output / EXPERIMENT_JSON).unlink()
-        except FileNotFoundError:
-            pass
+        for name in (SHARDS_DIR, INDEX_DIR, EXPERIMENT_JSON):
+            self._remove(self.output / name)
 
     # -- running -------------------------------------------------------------------------------
 
     def run(self) -> RunResult:
-        from .config import config_snapshot, resolve_entry_point
-        from .planning import plan_tasks
+        from .config import resolve_entry_point
 
         t0 = time.perf_counter()
         resolve_entry_point(self.cfg.entry_point)  # fail here, not in every worker
         if self.cfg.execution.backend == "ray":
             import_ray()  # say how to install it before touching the output
-        self._prepare_output()
+        self.output.mkdir(parents=True, exist_ok=True)
+        lock = ExperimentLock(self.output, self.part)
+        with lock:
+            for note in lock.notes:
+                self._note(note)
+            self._prepare_output()
+            result = self._run_locked(t0, lock.run_id)
+        return result
+
+    def _worker_count(self, backend: str, requested: int, pending: int) -> int:
+        """``execution.workers``, capped at the tasks to run and at what the machine allows."""
+        if backend == "serial":
+            return 1
+        workers = requested
+        if workers > pending:
+            workers = max(1, pending)
+            self._note(f"execution.workers={requested} capped at {workers}: only {pending} "
+                       "task(s) to run")
+        limit = machine_worker_limit(backend)
+        if limit is not None and workers > limit[0]:
+            self._note(f"execution.workers={requested} capped at {limit[0]}: {limit[1]}")
+            workers = limit[0]
+        return workers
+
+    def _run_locked(self, t0: float, run_id: str) -> RunResult:
+        from .config import config_snapshot
+        from .planning import plan_tasks
+
         tasks = plan_tasks(self.cfg)
         by_id = {t.task_id: t for t in tasks}
         execution = self.cfg.execution
         run_record: dict[str, Any] = {
-            "run_id": uuid.uuid4().hex,
+            "run_id": run_id,
             "started": _now_iso(),
             "backend": execution.backend,
             "workers": execution.workers if execution.backend != "serial" else 1,
             "retries": execution.retries,
+            "max_failures": execution.max_failures,
             "pid": os.getpid(),
             "state": "running",
         }
@@ -189,12 +273,21 @@ class Coordinator:
             (t, 1) for t in tasks if t.task_id not in committed_before)
 
         result = RunResult(output=self.output, state="running", planned=len(tasks),
-                           resumed=len(committed_before), committed=0)
+                           resumed=len(committed_before), committed=0, notes=self.notes)
         bar = ProgressBar(len(tasks), skipped=len(committed_before),
                           stream=self.progress_stream, enabled=self.progress_enabled)
         failed: dict[str, str] = self._run_info["failed"]
         attempts: dict[str, int] = self._run_info["attempts"]
         tracebacks: dict[str, str] = self._run_info["tracebacks"]
+        policy = FailurePolicy(execution.max_failures)
+        last_failure: dict[str, TaskOutcome] = {}
+
+        def give_up(outcome: TaskOutcome) -> None:
+            failed[outcome.task_id] = outcome.error or "failed"
+            if outcome.traceback:
+                tracebacks[outcome.task_id] = outcome.traceback
+            bar.failed += 1
+            policy.task_failed()
 
         def handle(outcome: TaskOutcome) -> None:
             tid = outcome.task_id
@@ -202,37 +295,52 @@ class Coordinator:
             if outcome.ok:
                 result.committed += 1
                 bar.done += 1
-            elif outcome.interrupted:
+                policy.succeeded()
                 return
-            elif outcome.attempt <= execution.retries and not stopping:
+            if outcome.interrupted:
+                return
+            policy.attempt_failed(outcome)
+            last_failure[tid] = outcome
+            if outcome.attempt <= execution.retries and not stopping and not policy.stopping:
                 queue.append((by_id[tid], outcome.attempt + 1))
                 result.retried += 1
                 bar.retried += 1
             else:
-                failed[tid] = outcome.error or "failed"
-                if outcome.traceback:
-                    tracebacks[tid] = outcome.traceback
-                bar.failed += 1
+                give_up(outcome)
+
+        def stop_early() -> None:
+            # No new task, no retry: a queued retry has failed before, so it counts as failed;
+            # a task never tried stays pending for the next run.
+            while queue:
+                task, attempt = queue.popleft()
+                if attempt > 1 and task.task_id in last_failure:
+                    give_up(last_failure[task.task_id])
 
         stopping = False
         backend: Backend | None = None
         restore = self._catch_sigterm()
         try:
             if queue:
+                workers = self._worker_count(execution.backend, execution.workers, len(queue))
+                run_record["workers"] = workers
                 backend = make_backend(execution.backend, self.cfg, self.output,
-                                       self.fingerprint, execution.workers)
+                                       self.fingerprint, workers)
                 backend.start()
                 bar.update(force=True)
                 while queue or backend.in_flight():
+                    if policy.stopping:
+                        stop_early()
                     while queue and backend.free_slots() > 0:
                         task, attempt = queue.popleft()
                         backend.submit(task, attempt)
                     for outcome in backend.wait(timeout=0.25):
                         handle(outcome)
                     bar.update()
+                    if policy.stopping:
+                        stop_early()
                 backend.shutdown()
                 backend = None
-            result.state = "failed" if failed else "complete"
+            result.state = "failed" if failed or policy.stopping else "complete"
         except KeyboardInterrupt:
             stopping = True
             result.state = "interrupted"
@@ -252,11 +360,17 @@ class Coordinator:
             restore()
             bar.finish()
             result.failed = dict(failed)
+            result.stopped_early = policy.stop_reason
+            result.first_traceback = policy.first_traceback
             result.wall_seconds = time.perf_counter() - t0
             run_record.update(finished=_now_iso(), state=result.state,
                               wall_seconds=round(result.wall_seconds, 3),
                               committed=result.committed, failed=len(failed),
                               resumed=result.resumed)
+            if policy.stop_reason is not None:
+                run_record["stopped_early"] = policy.stop_reason
+            if self.notes:
+                run_record["notes"] = list(self.notes)
             self._run_info["state"] = result.state
             result.index = merge(self.output, run=self._run_info)
         return result

@@ -22,7 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from ..errors import CorruptDataWarning
+from ..errors import CorruptDataWarning, UnsafePathError
+from ..layout import RESERVED_LABELS
 from .index import (
     EXPERIMENT_JSON,
     INDEX_DIR,
@@ -31,6 +32,8 @@ from .index import (
     replications_table,
 )
 from .manifest import JOURNAL_NAME, MANIFEST_NAME
+from .names import key_problem
+from .paths import check_export_target
 from .shard import SHARDS_DIR
 
 if TYPE_CHECKING:
@@ -111,7 +114,9 @@ class Experiment:
             for i, text in enumerate(raw):
                 d = json.loads(text) if text else {}
                 for k in _KEY_COLUMNS:
-                    if k not in d and keys[k][i] is not None:
+                    # A reserved column (task_id) always wins over a label of its name, which
+                    # only a hand-made manifest can hold: select('task_id=x') means the column.
+                    if keys[k][i] is not None and (k not in d or k in RESERVED_LABELS):
                         d[k] = keys[k][i]
                 labels.append(d)
             self._labels = labels
@@ -252,14 +257,13 @@ class Experiment:
         (``read_parquet('OUT/**/*.parquet', hive_partitioning=true)``) and Polars
         (``pl.scan_parquet('OUT/**/*.parquet', hive_partitioning=True)``) prune by them.
         Written shard by shard, so memory stays bounded by the largest shard.
+
+        ``out_dir`` may not be, contain or lie inside an experiment or logger directory (this
+        one included), and ``overwrite`` replaces only a previous export (Parquet files in
+        ``key=value`` directories): see :mod:`.paths`. Partition column names must be safe as
+        directory names (:func:`.names.key_problem`); their values are escaped.
         """
         out = Path(out_dir)
-        if out.exists() and any(out.iterdir()):
-            if not overwrite:
-                raise FileExistsError(
-                    f"{out} exists and is not empty; choose another directory or overwrite it")
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
         selected = self.streams(rule)
         names = self._meta_columns(selected) if len(selected) else list(_KEY_COLUMNS)
         if partition_by is None:
@@ -267,6 +271,15 @@ class Experiment:
         missing = [c for c in partition_by if c not in names]
         if missing:
             raise ValueError(f"cannot partition by {missing}: columns are {names}")
+        for column in partition_by:
+            problem = key_problem(column)
+            if problem is not None:
+                raise UnsafePathError(f"cannot partition by {column!r}: the column name "
+                                      f"{problem} (select by it instead)")
+        check_export_target(out, self.path, overwrite=overwrite)
+        if os.path.lexists(out) and any(out.iterdir()):
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
         for n, part in enumerate(self._iter_parts(selected, "long")):
             if part.num_rows == 0:
                 continue

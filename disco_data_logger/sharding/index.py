@@ -187,6 +187,9 @@ class ExperimentIndex:
 
     def write(self) -> None:
         """Write ``index/streams.parquet``, ``index/replications.parquet``, ``experiment.json``."""
+        from .paths import refuse_links
+
+        refuse_links(self.output_dir, (INDEX_DIR, EXPERIMENT_JSON))
         index_dir = self.output_dir / INDEX_DIR
         index_dir.mkdir(parents=True, exist_ok=True)
         _write_parquet_atomic(self.streams, index_dir / "streams.parquet")

@@ -14,7 +14,14 @@ Three independent checks, so that a problem is found whichever layer it is in:
 inside its last frame (what ``kill -9`` of a writer leaves) or in zero bytes (what a crash of the
 machine can leave), with no intact frame anywhere after the cut. The whole original file is kept
 beside it as ``NNNNN.seg.zst.torn-<UTC time>`` (readers only read ``*.seg.zst``). A segment that
-is still open in a running process is never touched.
+is still open in a running process is never touched, and nothing is repaired while a run holds
+the experiment's lock.
+
+Repair touches only regular segment files directly inside a shard directory that is inside the
+experiment, and, in a closed shard, only files its manifest lists. Symbolic links are never
+followed: a symlinked segment or shard directory is reported as a problem (never "intact"), not
+read by the frame walk and not repaired, and neither the truncation nor the backup goes through a
+link.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import datetime
 import hashlib
 import json
 import os
-import shutil
+import stat
 import struct
 import warnings
 import zlib
@@ -34,7 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CorruptDataWarning
+from ..errors import CorruptDataWarning, ExperimentLockedError
+from ..layout import SEGMENT_NAME_RE
+from .lock import live_holders
 from .manifest import ShardManifest, fsync_directory
 from .shard import SHARDS_DIR
 
@@ -63,6 +72,8 @@ class SegmentCheck:
     legacy: bool = False
     problems: list[str] = field(default_factory=list)
     repair: RepairResult | None = None
+    repairable: bool = True
+    """False for a file repair must not touch: a link, not a regular file, not listed."""
 
 
 @dataclass
@@ -218,13 +229,15 @@ def _intact_frame_after(data: bytes, start: int) -> int | None:
     return None
 
 
-def _open_elsewhere(path: Path) -> list[int]:
-    """Processes that hold ``path`` open (Linux ``/proc``; empty where it is not readable)."""
+def _open_elsewhere(path: Path, ignore_fd: int | None = None) -> list[int]:
+    """Processes that hold ``path`` open (Linux ``/proc``; empty where it is not readable),
+    not counting this process's descriptor ``ignore_fd``."""
     target = os.path.realpath(path)
     pids: list[int] = []
     proc = Path("/proc")
     if not proc.is_dir():
         return pids
+    me = str(os.getpid())
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
@@ -233,6 +246,8 @@ def _open_elsewhere(path: Path) -> list[int]:
         except OSError:
             continue
         for fd in fds:
+            if entry.name == me and fd.name == str(ignore_fd):
+                continue
             try:
                 if os.readlink(fd) == target:
                     pids.append(int(entry.name))
@@ -242,15 +257,33 @@ def _open_elsewhere(path: Path) -> list[int]:
     return pids
 
 
+def _regular_file_problem(path: Path) -> str | None:
+    """Why ``path`` is not a regular file (a link is never followed), or None."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as exc:
+        return f"cannot be examined: {exc.strerror or exc}"
+    if stat.S_ISLNK(mode):
+        return f"is a symbolic link (to {os.readlink(path)})"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file"
+    return None
+
+
 def repair_segment(path: str | os.PathLike[str], *,
                    now: datetime.datetime | None = None) -> RepairResult:
     """Truncate the torn tail of one segment, keeping the whole original as a backup.
 
     Refuses (``repaired=False``, with the reason) unless the segment's only damage is a torn
     tail: a segment with a checksum failure, an unparseable frame, or an intact frame after the
-    torn one is left as it is, and so is a segment that a running process still has open.
+    torn one is left as it is, and so is a segment that a running process still has open, and
+    anything that is not a regular file (a symbolic link is never followed).
     """
     seg = Path(path)
+    problem = _regular_file_problem(seg)
+    if problem is not None:
+        return RepairResult(seg.name, False, f"{problem}: only regular segment files are "
+                                             "repaired")
     check = walk_segment(seg)
     if check.legacy:
         return RepairResult(seg.name, False, "0.1.x segment: nothing to repair by truncation")
@@ -259,23 +292,37 @@ def repair_segment(path: str | os.PathLike[str], *,
     if check.problems:
         return RepairResult(seg.name, False, f"damaged before its tail ({check.problems[0]}); "
                                              "a truncation would cut intact data")
-    data = seg.read_bytes()
-    cut = check.torn_offset
-    if len(data) != check.bytes or _intact_frame_after(data, cut) is not None:
-        return RepairResult(seg.name, False, "the segment changed while it was checked")
-    holders = _open_elsewhere(seg)
-    if holders:
-        return RepairResult(seg.name, False, f"open in process(es) {holders}: stop the writer "
-                                             "first (a running writer would keep appending)")
-    stamp = (now or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y%m%dT%H%M%S%fZ")
-    backup = seg.with_name(f"{seg.name}.torn-{stamp}")
-    # The backup is complete and on disk before a single byte of the original is cut.
-    with open(backup, "xb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    shutil.copystat(seg, backup)
-    with open(seg, "r+b") as fh:
+    # From here on, one descriptor opened without following links: what is checked, backed up
+    # and cut is the same regular file, even if the path is swapped meanwhile.
+    try:
+        fd = os.open(seg, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        return RepairResult(seg.name, False, f"cannot be opened for repair: {exc.strerror}")
+    with os.fdopen(fd, "r+b") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return RepairResult(seg.name, False, "is not a regular file")
+        data = fh.read()
+        cut = check.torn_offset
+        if len(data) != check.bytes or _intact_frame_after(data, cut) is not None:
+            return RepairResult(seg.name, False, "the segment changed while it was checked")
+        holders = _open_elsewhere(seg, ignore_fd=fh.fileno())
+        if holders:
+            return RepairResult(seg.name, False, f"open in process(es) {holders}: stop the "
+                                                 "writer first (a running writer would keep "
+                                                 "appending)")
+        stamp = (now or datetime.datetime.now(datetime.timezone.utc)).strftime(
+            "%Y%m%dT%H%M%S%fZ")
+        backup = seg.with_name(f"{seg.name}.torn-{stamp}")
+        # The backup is complete and on disk before a single byte of the original is cut; it
+        # is a new file (O_EXCL), never a link's target.
+        out_fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, stat.S_IMODE(st.st_mode))
+        with os.fdopen(out_fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+            os.utime(out.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
         fh.truncate(cut)
         fh.flush()
         os.fsync(fh.fileno())
@@ -285,12 +332,24 @@ def repair_segment(path: str | os.PathLike[str], *,
                         cut_at=cut, removed_bytes=len(data) - cut, backup=backup)
 
 
-def _logger_dirs(root: Path) -> list[tuple[str, Path]]:
+def _logger_dirs(root: Path) -> list[tuple[str, Path, str | None]]:
+    """(name, directory, problem) of every logger directory to check; a problem means "do not
+    look inside" (a symbolic link where a directory of the experiment should be)."""
     shards = root / SHARDS_DIR
+    if shards.is_symlink():
+        return [(SHARDS_DIR, shards, f"{SHARDS_DIR}/ is a symbolic link (to "
+                                     f"{os.readlink(shards)}); not checked, never repaired")]
     if shards.is_dir():
-        return [(p.name, p) for p in sorted(shards.iterdir()) if p.is_dir()]
+        found: list[tuple[str, Path, str | None]] = []
+        for p in sorted(shards.iterdir()):
+            if p.is_symlink():
+                found.append((p.name, p, f"shard directory is a symbolic link (to "
+                                         f"{os.readlink(p)}); not checked, never repaired"))
+            elif p.is_dir():
+                found.append((p.name, p, None))
+        return found
     if any(root.glob("*.seg.zst")) or (root / "streams").is_dir():
-        return [(root.name, root)]
+        return [(root.name, root, None)]
     raise FileNotFoundError(2, "not an experiment or logger directory (no shards/, no segments)",
                             str(root))
 
@@ -309,9 +368,24 @@ def _verify_dir(name: str, path: Path) -> ShardCheck:
     manifest = ShardManifest.load(path)
     closed = manifest.closed if manifest is not None else (path / "_DONE").exists()
     shard = ShardCheck(name=name, path=path, closed=closed)
+    listed = ({str(e.get("name")) for e in manifest.segments}
+              if manifest is not None and manifest.closed else None)
     segment_files = sorted(path.glob("*.seg.zst"))
     for seg in segment_files:
-        shard.segments.append(walk_segment(seg))
+        problem = _regular_file_problem(seg)
+        if problem is not None:
+            check = SegmentCheck(name=seg.name, repairable=False)
+            check.problems.append(f"{problem}: segments must be regular files inside the "
+                                  "experiment; not walked, never repaired")
+        else:
+            check = walk_segment(seg)
+        if not SEGMENT_NAME_RE.match(seg.name):
+            check.repairable = False
+        if listed is not None and seg.name not in listed:
+            check.repairable = False
+            check.problems.append("not listed in the manifest of this closed shard (a closed "
+                                  "shard lists every segment it wrote)")
+        shard.segments.append(check)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CorruptDataWarning)
@@ -380,12 +454,25 @@ def verify_path(path: str | Path, *, repair: bool = False) -> VerifyReport:
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(2, "No such file or directory", str(root))
+    if repair:
+        holders = live_holders(root)
+        if holders:
+            raise ExperimentLockedError(
+                f"{root} is in use by a run ({holders[0].describe()}; lock file "
+                f"{holders[0].path}); --repair waits until no run holds the experiment")
     report = VerifyReport(path=root)
-    for name, logger_dir in _logger_dirs(root):
+    real_root = root.resolve()
+    for name, logger_dir, problem in _logger_dirs(root):
+        if problem is not None:
+            report.shards.append(ShardCheck(name=name, path=logger_dir, closed=False,
+                                            problems=[problem]))
+            continue
         shard = _verify_dir(name, logger_dir)
-        if repair and any(seg.torn_tail for seg in shard.segments):
+        inside = logger_dir.resolve() == real_root or real_root in logger_dir.resolve().parents
+        if repair and inside and any(seg.torn_tail and seg.repairable
+                                     for seg in shard.segments):
             repairs = {seg.name: repair_segment(logger_dir / seg.name)
-                       for seg in shard.segments if seg.torn_tail}
+                       for seg in shard.segments if seg.torn_tail and seg.repairable}
             shard = _verify_dir(name, logger_dir)
             for seg in shard.segments:
                 seg.repair = repairs.get(seg.name)

@@ -46,7 +46,7 @@ CONFIG = textwrap.dedent(
       - name: stock
         value_scale: 1.0
         periodicity: 1.0
-        labels: {{unit: "../../escaped", "../up": "/etc/passwd"}}
+        labels: {{unit: "../../escaped", up: "/etc/passwd"}}
     """
 )
 

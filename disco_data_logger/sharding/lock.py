@@ -1,0 +1,289 @@
+"""The experiment lock: one run of an experiment at a time, and no ``--force`` under a live run.
+
+``run`` takes ``<output>/run.lock`` before it touches anything else in the output and holds it
+until it ends. The file holds who took it (host, pid, start time, run id) so that a refused
+second run can say who holds the experiment; the lock itself is an exclusive ``flock`` on that
+file, which the kernel drops when the holding process dies however it dies (``kill -9``, out of
+memory, power loss of an NFS client after its lease), so a lock left behind by a dead process
+is never mistaken for a live one: the next run takes it over and says whose it was.
+
+Taking it is atomic (an exclusive ``flock``, and the file checked to still be the one at the
+path after the lock was granted, because the holder unlinks it on release). A lock file that is
+a symbolic link is refused, not followed.
+
+Parts: an experiment run as independent parts (``--part I/N``) gives each part its own lock
+file beside the others, ``run.part-I-of-N.lock`` (:func:`lock_name`). The whole-experiment lock
+and the part locks exclude each other: a whole run refuses while any part runs, and a part
+refuses while a whole run runs, so ``--force`` (which only a whole run may use) never deletes a
+part's live shards.
+
+On a filesystem without ``flock`` (a few FUSE and parallel filesystems refuse it) the lock falls
+back to the content of the file: a lock naming a live process on this host, or any process on
+another host, is respected; one naming a dead process on this host is taken over. That fallback
+is not atomic, and a note says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import fcntl
+import json
+import os
+import re
+import socket
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ExperimentLockedError, UnsafePathError
+
+__all__ = ["ExperimentLock", "LockHolder", "LOCK_NAME", "live_holders", "lock_name"]
+
+LOCK_NAME = "run.lock"
+"""The whole-experiment lock file, at the top of the output directory."""
+
+_PART_RE = re.compile(r"^([0-9]+)/([0-9]+)$")
+_LOCK_FILE_RE = re.compile(r"^run(\.part-[0-9]+-of-[0-9]+)?\.lock$")
+_MAX_LOCK_BYTES = 64 << 10
+_RETRIES = 20
+
+
+def lock_name(part: str | None = None) -> str:
+    """``run.lock`` for the whole experiment, ``run.part-I-of-N.lock`` for part ``"I/N"``."""
+    if part is None:
+        return LOCK_NAME
+    match = _PART_RE.match(part)
+    if match is None or not 1 <= int(match.group(1)) <= int(match.group(2)):
+        raise ValueError(f"part must look like I/N with 1 <= I <= N (got {part!r})")
+    return f"run.part-{int(match.group(1))}-of-{int(match.group(2))}.lock"
+
+
+@dataclass
+class LockHolder:
+    """Who holds (or held) a lock file, as far as its content says."""
+
+    path: Path
+    host: str = "?"
+    pid: int = 0
+    started: str = "?"
+    run_id: str = ""
+    part: str | None = None
+
+    @classmethod
+    def from_bytes(cls, path: Path, data: bytes) -> LockHolder | None:
+        """The holder a lock file names; None when it is empty or not a lock record."""
+        try:
+            doc = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return None
+        if not isinstance(doc, dict):
+            return None
+        pid = doc.get("pid")
+        return cls(path=path, host=str(doc.get("host", "?")),
+                   pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else 0,
+                   started=str(doc.get("started", "?")), run_id=str(doc.get("run_id", "")),
+                   part=doc.get("part") if isinstance(doc.get("part"), str) else None)
+
+    def describe(self, verb: str = "holds") -> str:
+        what = f"part {self.part} of it" if self.part else "it"
+        return f"pid {self.pid} on host {self.host} {verb} {what} since {self.started}"
+
+    def process_gone(self) -> bool:
+        """True when the holder was a process of this host that no longer exists."""
+        if self.host != socket.gethostname() or self.pid <= 0:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False  # it exists, under another user
+        return False
+
+
+def _read_small(fd: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, _MAX_LOCK_BYTES)
+
+
+def _open_nofollow(path: Path, flags: int) -> int:
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePathError(f"{path} is a symbolic link; the experiment's lock file must be "
+                                  "a regular file (remove the link)") from None
+        raise
+
+
+def _probe(path: Path) -> LockHolder | None:
+    """The holder of the lock file ``path`` if a live process holds it, else None."""
+    try:
+        fd = _open_nofollow(path, os.O_RDONLY)
+    except (FileNotFoundError, UnsafePathError):
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return LockHolder.from_bytes(path, _read_small(fd)) or LockHolder(path=path)
+        except OSError:  # no flock here: trust the content
+            holder = LockHolder.from_bytes(path, _read_small(fd))
+            return holder if holder is not None and not holder.process_gone() else None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def live_holders(output: str | os.PathLike[str]) -> list[LockHolder]:
+    """Every run (or part of a run) that holds a lock on ``output`` now."""
+    root = Path(output)
+    try:
+        names = sorted(e.name for e in os.scandir(root) if _LOCK_FILE_RE.match(e.name))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    holders = []
+    for name in names:
+        holder = _probe(root / name)
+        if holder is not None:
+            holders.append(holder)
+    return holders
+
+
+class ExperimentLock:
+    """An exclusive, advisory lock on one experiment (or one part of it) for one process.
+
+    ::
+
+        with ExperimentLock(output) as lock:
+            for note in lock.notes:      # e.g. a stale lock that was taken over
+                print(note)
+            ...                          # run
+
+    Raises :class:`~disco_data_logger.errors.ExperimentLockedError` naming the holder's host
+    and pid when another live process holds it (or, for the whole experiment, any part of it).
+    """
+
+    def __init__(self, output: str | os.PathLike[str], part: str | None = None, *,
+                 run_id: str | None = None) -> None:
+        self.output = Path(output)
+        self.part = part
+        self.path = self.output / lock_name(part)
+        self.run_id = run_id or uuid.uuid4().hex
+        self.notes: list[str] = []
+        self._fd = -1
+
+    @property
+    def held(self) -> bool:
+        return self._fd >= 0
+
+    def _record(self) -> bytes:
+        doc: dict[str, Any] = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "run_id": self.run_id,
+            "part": self.part,
+        }
+        return (json.dumps(doc) + "\n").encode()
+
+    def _refuse(self, holder: LockHolder | None, path: Path) -> ExperimentLockedError:
+        who = holder.describe() if holder is not None else "another process holds it"
+        return ExperimentLockedError(
+            f"{self.output} is in use by another run: {who} (lock file {path}); wait for that "
+            "run to finish or stop it, then run again")
+
+    def acquire(self) -> ExperimentLock:
+        """Take the lock or raise; returns ``self``. ``notes`` says what was taken over."""
+        if self.held:
+            return self
+        for _ in range(_RETRIES):
+            fd = _open_nofollow(self.path, os.O_RDWR | os.O_CREAT)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = LockHolder.from_bytes(self.path, _read_small(fd))
+                os.close(fd)
+                raise self._refuse(holder, self.path) from None
+            except OSError as exc:
+                # No flock on this filesystem: fall back to the content of the file.
+                self._fd = fd
+                try:
+                    self._acquire_by_content(exc)
+                except BaseException:
+                    self._fd = -1
+                    os.close(fd)
+                    raise
+                return self
+            # Granted; but a releasing holder unlinks the file before it unlocks, so the lock
+            # may be on a file that is no longer at the path: then try again on the new one.
+            try:
+                same = os.path.samestat(os.fstat(fd), os.lstat(self.path))
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            self._fd = fd
+            try:
+                self._take_over(LockHolder.from_bytes(self.path, _read_small(fd)))
+                self._check_other_locks()
+            except BaseException:
+                self.release()
+                raise
+            return self
+        raise ExperimentLockedError(f"{self.path}: could not take the lock (it was replaced "
+                                    f"{_RETRIES} times while trying); try again")
+
+    def _take_over(self, previous: LockHolder | None) -> None:
+        if previous is not None:
+            self.notes.append(
+                f"took over the lock of a run that is no longer running "
+                f"({previous.describe('held')}; lock file {self.path})")
+        os.ftruncate(self._fd, 0)
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        os.write(self._fd, self._record())
+        os.fsync(self._fd)
+
+    def _acquire_by_content(self, why: OSError) -> None:
+        previous = LockHolder.from_bytes(self.path, _read_small(self._fd))
+        if previous is not None and previous.run_id != self.run_id and not previous.process_gone():
+            raise self._refuse(previous, self.path)
+        self.notes.append(f"{self.path}: this filesystem does not support file locks "
+                          f"({why.strerror}); the lock relies on its content and is not atomic")
+        self._take_over(previous)
+        self._check_other_locks()
+
+    def _check_other_locks(self) -> None:
+        # The whole-experiment lock and part locks exclude each other (parts exclude only
+        # their own part and the whole).
+        for holder in live_holders(self.output):
+            if holder.path == self.path:
+                continue
+            if self.part is None or holder.path.name == LOCK_NAME:
+                raise self._refuse(holder, holder.path)
+
+    def release(self) -> None:
+        """Give the lock up (unlink the file first, so nobody locks a file that is going away)."""
+        if self._fd < 0:
+            return
+        fd, self._fd = self._fd, -1
+        try:
+            with contextlib.suppress(OSError):
+                if os.path.samestat(os.fstat(fd), os.lstat(self.path)):
+                    os.unlink(self.path)
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> ExperimentLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"<ExperimentLock {self.path} {'held' if self.held else 'free'}>"
