@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .._version import __version__
+from .layout import EXPERIMENT_JSON, INDEX_DIR
 from .manifest import ShardManifest, atomic_write_json, fsync_directory
 from .shard import SHARDS_DIR
 
@@ -46,8 +47,6 @@ __all__ = [
     "STREAM_COLUMNS",
 ]
 
-INDEX_DIR = "index"
-EXPERIMENT_JSON = "experiment.json"
 INDEX_FORMAT = "disco-experiment-index/1"
 
 STREAM_COLUMNS: dict[str, pa.DataType] = {

@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExperimentLockedError, UnsafePathError
+from .layout import LOCK_NAME
 
 __all__ = ["ExperimentLock", "LockHolder", "LOCK_NAME", "live_holders", "lock_name"]
 
-LOCK_NAME = "run.lock"
 """The whole-experiment lock file, at the top of the output directory."""
 
 _PART_RE = re.compile(r"^([0-9]+)/([0-9]+)$")

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .layout import JOURNAL_NAME, MANIFEST_NAME
+
 MANIFEST_FORMAT = "disco-shard-manifest/1"
-JOURNAL_NAME = "manifest.jsonl"
-MANIFEST_NAME = "manifest.json"
 
 # Keys of a stream sidecar that describe the stream rather than label it.
 STREAM_META_KEYS = frozenset({"stream_id", "epoch_scale", "value_scale", "periodicity", "kind"})

@@ -21,10 +21,7 @@ from pathlib import Path
 
 from ..errors import UnsafePathError
 from ..layout import DONE_MARKER, SEGMENT_NAME_RE
-from .index import INDEX_DIR
-from .lock import LOCK_NAME
-from .manifest import JOURNAL_NAME
-from .shard import SHARDS_DIR
+from .layout import INDEX_DIR, JOURNAL_NAME, LOCK_NAME, SHARDS_DIR
 
 __all__ = ["check_export_target", "experiment_or_logger_kind", "refuse_links"]
 

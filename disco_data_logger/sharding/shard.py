@@ -26,11 +26,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .layout import SHARDS_DIR
 from .manifest import ManifestJournal, split_sidecar
 
 __all__ = ["ShardWriter", "Replication", "new_shard_id", "check_shard_id", "SHARDS_DIR"]
 
-SHARDS_DIR = "shards"
 _SHARD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
