@@ -48,5 +48,9 @@ class ConfigError(DataLoggerError, ValueError):
     """An experiment configuration is invalid; the message names the file and the field."""
 
 
+class NotAnExperimentError(DataLoggerError, FileNotFoundError):
+    """A command was given a directory that is not an experiment (nothing is written to it)."""
+
+
 class CorruptDataWarning(UserWarning):
     """A reader skipped a torn or corrupt part of a segment; the intact data was returned."""

@@ -1,10 +1,13 @@
 """The coordinator: plan the tasks of a config, run them on a backend, merge the shards.
 
 It owns the retry policy and the status of every task; backends only run attempts. Progress is
-a bar on stderr. Resume is free: committed replications are read from the shard manifests at
-start and skipped. Ctrl-C (or SIGTERM) stops the workers, which abort their running replication
-and close their writers, and the index is merged with what finished; re-running the same
-command continues from there.
+a bar on stderr. Resume is free: the merge at start reads what the shard journals committed (and
+checks that the segment bytes each commit depends on are still there), and those tasks are
+skipped. Tasks are built one at a time as they are dispatched, and which ones are done is one
+byte per task, so the coordinator's memory does not grow with the number of replications.
+Ctrl-C (or SIGTERM) stops the workers, which abort their running replication and close their
+writers, and the index is merged with what finished; re-running the same command continues from
+there.
 """
 
 from __future__ import annotations
@@ -18,23 +21,17 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import ConfigError
 from .backends import Backend, import_ray, make_backend
-from .index import (
-    EXPERIMENT_JSON,
-    INDEX_DIR,
-    ExperimentIndex,
-    load_manifests,
-    merge,
-    read_experiment_json,
-)
+from .index import ExperimentIndex, merge, read_experiment_json, scan_shards
+from .layout import EXPERIMENT_JSON, INDEX_DIR, SHARDS_DIR
+from .manifest import ShardManifest
 from .progress import ProgressBar
-from .shard import SHARDS_DIR
 from .worker import TaskOutcome
 
 __all__ = ["Coordinator", "RunResult", "run_experiment"]
@@ -121,7 +118,10 @@ class Coordinator:
         if previous is not None and previous.get("fingerprint"):
             found.add(previous["fingerprint"])
         else:
-            found.update(m.fingerprint for m in load_manifests(self.output) if m.fingerprint)
+            for shard in scan_shards(self.output, warn=False):
+                m = ShardManifest.load(shard, warn=False)
+                if m is not None and m.fingerprint:
+                    found.add(m.fingerprint)
         others = found - {self.fingerprint}
         if not others:
             return
@@ -142,15 +142,15 @@ class Coordinator:
 
     def run(self) -> RunResult:
         from .config import config_snapshot, resolve_entry_point
-        from .planning import plan_tasks
+        from .planning import TaskPlan
 
         t0 = time.perf_counter()
         resolve_entry_point(self.cfg.entry_point)  # fail here, not in every worker
         if self.cfg.execution.backend == "ray":
             import_ray()  # say how to install it before touching the output
         self._prepare_output()
-        tasks = plan_tasks(self.cfg)
-        by_id = {t.task_id: t for t in tasks}
+        (self.output / SHARDS_DIR).mkdir(exist_ok=True)  # marks the folder as an experiment
+        plan = TaskPlan(self.cfg)
         execution = self.cfg.execution
         run_record: dict[str, Any] = {
             "run_id": uuid.uuid4().hex,
@@ -162,11 +162,7 @@ class Coordinator:
             "state": "running",
         }
         self._run_info: dict[str, Any] = {
-            "planned": [
-                {"task_id": t.task_id, "point_id": t.point_id, "point_index": t.point_index,
-                 "replication": t.replication}
-                for t in tasks
-            ],
+            "plan": plan.summary(),
             "experiment": {
                 "organisation": self.cfg.experiment.organisation,
                 "model": self.cfg.experiment.model,
@@ -179,18 +175,31 @@ class Coordinator:
             "git_commit": git_commit(),
             "run": run_record,
             "state": "running",
+            # Only tasks that failed or needed more than one attempt: the commits hold the rest.
             "failed": {},
             "attempts": {},
             "tracebacks": {},
         }
         start_index = merge(self.output, run=self._run_info)
-        committed_before = start_index.committed_task_ids & set(by_id)
-        queue: deque[tuple[Any, int]] = deque(
-            (t, 1) for t in tasks if t.task_id not in committed_before)
+        done = plan.empty_mask()
+        committed = start_index.committed()
+        resumed = plan.mark(done, committed["task_id"].to_pylist(),
+                            committed["point_index"].fill_null(-1).to_numpy(),
+                            committed["replication"].fill_null(-1).to_numpy())
+        del committed, start_index
+        fresh: Iterator[Any] = plan.iter_tasks(done)
+        retry: deque[tuple[Any, int]] = deque()
+        inflight: dict[str, Any] = {}
 
-        result = RunResult(output=self.output, state="running", planned=len(tasks),
-                           resumed=len(committed_before), committed=0)
-        bar = ProgressBar(len(tasks), skipped=len(committed_before),
+        def next_task() -> tuple[Any, int] | None:
+            if retry:
+                return retry.popleft()
+            task = next(fresh, None)
+            return None if task is None else (task, 1)
+
+        result = RunResult(output=self.output, state="running", planned=len(plan),
+                           resumed=resumed, committed=0)
+        bar = ProgressBar(len(plan), skipped=resumed,
                           stream=self.progress_stream, enabled=self.progress_enabled)
         failed: dict[str, str] = self._run_info["failed"]
         attempts: dict[str, int] = self._run_info["attempts"]
@@ -198,17 +207,21 @@ class Coordinator:
 
         def handle(outcome: TaskOutcome) -> None:
             tid = outcome.task_id
-            attempts[tid] = max(attempts.get(tid, 0), outcome.attempt)
+            task = inflight.pop(tid, None)
+            if outcome.attempt > 1 or not outcome.ok:
+                attempts[tid] = max(attempts.get(tid, 0), outcome.attempt)
             if outcome.ok:
                 result.committed += 1
                 bar.done += 1
-            elif outcome.interrupted:
+            elif outcome.interrupted or task is None:
                 return
+            elif outcome.requeue and not stopping:
+                retry.appendleft((task, outcome.attempt))  # it never counted as an attempt
             elif outcome.attempt <= execution.retries and not stopping:
-                queue.append((by_id[tid], outcome.attempt + 1))
+                retry.append((task, outcome.attempt + 1))
                 result.retried += 1
                 bar.retried += 1
-            else:
+            elif not outcome.requeue:
                 failed[tid] = outcome.error or "failed"
                 if outcome.traceback:
                     tracebacks[tid] = outcome.traceback
@@ -217,18 +230,23 @@ class Coordinator:
         stopping = False
         backend: Backend | None = None
         restore = self._catch_sigterm()
+        pending = next_task()
         try:
-            if queue:
+            if pending is not None:
                 backend = make_backend(execution.backend, self.cfg, self.output,
                                        self.fingerprint, execution.workers)
                 backend.start()
                 bar.update(force=True)
-                while queue or backend.in_flight():
-                    while queue and backend.free_slots() > 0:
-                        task, attempt = queue.popleft()
+                while pending is not None or backend.in_flight():
+                    while pending is not None and backend.free_slots() > 0:
+                        task, attempt = pending
+                        inflight[task.task_id] = task
                         backend.submit(task, attempt)
+                        pending = next_task()
                     for outcome in backend.wait(timeout=0.25):
                         handle(outcome)
+                    if pending is None:
+                        pending = next_task()  # a retry queued by handle()
                     bar.update()
                 backend.shutdown()
                 backend = None
