@@ -183,7 +183,7 @@ class Coordinator:
         start_index = merge(self.output, run=self._run_info)
         done = plan.empty_mask()
         committed = start_index.committed()
-        resumed = plan.mark(done, committed["task_id"].to_pylist(),
+        resumed = plan.mark(done, committed["task_id"],
                             committed["point_index"].fill_null(-1).to_numpy(),
                             committed["replication"].fill_null(-1).to_numpy())
         del committed, start_index

@@ -55,6 +55,7 @@ from .layout import (
 )
 
 __all__ = [
+    "JournalReader",
     "JOURNAL_NAME",
     "JOURNAL_V1_NAME",
     "MANIFEST_NAME",
@@ -202,9 +203,22 @@ def _canonical(obj: Any) -> str:
 
 
 def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, (list, dict)) or isinstance(b, (list, dict)):
+    """Equal as JSON values (``1``, ``1.0`` and ``True`` differ)."""
+    if type(a) is not type(b):
+        return False
+    if type(a) in (list, dict):
         return _canonical(a) == _canonical(b)
-    return type(a) is type(b) and a == b
+    return bool(a == b)
+
+
+def _intern_key(obj: Mapping[str, Any]) -> Any:
+    """A hashable key equal for equal JSON objects (cheaper than their JSON text)."""
+    key = tuple((k, v.__class__, v) for k, v in obj.items())
+    try:
+        hash(key)
+    except TypeError:
+        return _canonical(obj)
+    return key
 
 
 def _epoch_field(epoch: float | None, epoch_scale: float) -> int | float | None:
@@ -286,7 +300,7 @@ class JournalWriter:
         }
         self._cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True,
                                               write_content_size=True)
-        self._ids: dict[str, int] = {}
+        self._ids: dict[Any, int] = {}
         self._defs: dict[int, Any] = {}
         self._prev_common: dict[str, Any] = {}
         self._commits: dict[str, list[Any]] = _empty_commit_columns()
@@ -304,8 +318,8 @@ class JournalWriter:
         """Commits and failures waiting for the next frame."""
         return len(self._commits["task_id"]) + len(self._failures)
 
-    def _intern(self, obj: Any) -> int:
-        key = _canonical(obj)
+    def _intern(self, obj: Mapping[str, Any]) -> int:
+        key = _intern_key(obj)
         ident = self._ids.get(key)
         if ident is None:
             ident = len(self._ids)
@@ -339,15 +353,19 @@ class JournalWriter:
         cols["shared"].append(self._intern(stable) if stable else None)
         cols["own"].append(own)
         cols["streams"].append(len(streams))
+        sid_col, lab_col, meta_col = cols["stream_id"], cols["labels"], cols["meta"]
+        rec_col, lo_col, hi_col = cols["records"], cols["lo"], cols["hi"]
+        intern = self._intern
         for s in streams:
             residual = {k: v for k, v in s.labels.items() if k not in common}
-            es = float(s.meta.get("epoch_scale") or 1.0)
-            cols["stream_id"].append(int(s.stream_id))
-            cols["labels"].append(self._intern(residual))
-            cols["meta"].append(self._intern({k: s.meta.get(k) for k in _META_KEYS}))
-            cols["records"].append(int(s.records))
-            cols["lo"].append(_epoch_field(s.min_epoch, es))
-            cols["hi"].append(_epoch_field(s.max_epoch, es))
+            meta = s.meta
+            es = float(meta.get("epoch_scale") or 1.0)
+            sid_col.append(int(s.stream_id))
+            lab_col.append(intern(residual))
+            meta_col.append(intern({k: meta.get(k) for k in _META_KEYS}))
+            rec_col.append(int(s.records))
+            lo_col.append(_epoch_field(s.min_epoch, es))
+            hi_col.append(_epoch_field(s.max_epoch, es))
 
     def stage_failure(self, failure: Mapping[str, Any]) -> None:
         self._failures.append({"type": "failure", **failure})
@@ -471,6 +489,22 @@ class CommitBatch:
             if len(col) == n:
                 col.append(None)
         self.own_rows = n + 1
+
+    def add_own_column(self, owns: Sequence[Mapping[str, Any]]) -> None:
+        """Append the inline labels of several commits at once (see :meth:`add_own`)."""
+        n = self.own_rows
+        keys: dict[str, None] = {}
+        for own in owns:
+            keys.update(dict.fromkeys(own))
+        for key in keys:
+            col = self.own.get(key)
+            if col is None:
+                col = self.own[key] = [None] * n
+            col.extend(own.get(key) for own in owns)
+        for key, col in self.own.items():
+            if key not in keys:
+                col.extend([None] * len(owns))
+        self.own_rows = n + len(owns)
 
     def commit_labels(self, i: int) -> dict[str, Any]:
         shared = self.shared[i]
@@ -644,16 +678,33 @@ def _epoch_value(v: Any, es: float) -> float:
     raise JournalProblem(f"epoch bound {v!r} is not a number")
 
 
-def _ints(col: list[Any], what: str, *, nullable: bool = False, minimum: int = 0) -> None:
-    for v in col:
+def _ints(col: list[Any], what: str, *, nullable: bool = False,
+          minimum: int = 0) -> np.ndarray | None:
+    """A column of integers >= ``minimum`` as int64 (None when it holds nulls, which only a
+    ``nullable`` column may); anything else is a JournalProblem."""
+    arr = np.asarray(col) if col else np.zeros(0, dtype=np.int64)
+    if arr.dtype.kind in "iu" and arr.ndim == 1:
+        if len(arr) and int(arr.min()) < minimum:
+            raise JournalProblem(f"{what} {int(arr.min())} is not an integer >= {minimum}")
+        out: np.ndarray = arr.astype(np.int64, copy=False)
+        return out
+    for v in col:  # the slow path names the culprit
         if v is None and nullable:
             continue
         if type(v) is not int or v < minimum:
             raise JournalProblem(f"{what} {v!r} is not an integer >= {minimum}")
+    return None
 
 
 def _epochs(col: list[Any], scales: np.ndarray, what: str) -> np.ndarray:
     """Epoch bounds as stored (integer ticks, floats, null) -> float64 epochs (NaN: none)."""
+    arr = np.asarray(col) if col else np.zeros(0, dtype=np.int64)
+    if arr.ndim == 1 and arr.dtype.kind in "iu":
+        ints: np.ndarray = arr.astype(np.float64) * scales  # all ticks: the common case
+        return ints
+    if arr.ndim == 1 and arr.dtype.kind == "f":
+        floats: np.ndarray = arr.astype(np.float64)
+        return floats
     try:
         values = np.array([math.nan if v is None else v for v in col], dtype=np.float64)
     except (TypeError, ValueError):
@@ -663,6 +714,19 @@ def _epochs(col: list[Any], scales: np.ndarray, what: str) -> np.ndarray:
     ticks = np.fromiter((type(v) is int for v in col), dtype=bool, count=len(col))
     out: np.ndarray = np.where(ticks, values * scales, values)
     return out
+
+
+def _ids(col: list[Any], base: int) -> np.ndarray:
+    """Definition references renumbered by ``base`` (null: -1)."""
+    arr = np.asarray(col)
+    if arr.dtype.kind in "iu":
+        shifted: np.ndarray = arr.astype(np.int64) + base
+        return shifted
+    return np.array([-1 if x is None else base + x for x in col], dtype=np.int64)
+
+
+def _extend(target: array, values: np.ndarray) -> None:
+    target.frombytes(np.ascontiguousarray(values, dtype=target.typecode).tobytes())
 
 
 def _add_commits(batch: CommitBatch, line: Mapping[str, Any]) -> None:
@@ -687,8 +751,9 @@ def _add_commits(batch: CommitBatch, line: Mapping[str, Any]) -> None:
         if not isinstance(col, list) or len(col) != n:
             raise JournalProblem(f"column {key!r} is missing or does not have {n} entries")
         cols[key] = col
-    _ints(cols["streams"], "stream count")
-    total = sum(cols["streams"])
+    streams = _ints(cols["streams"], "stream count")
+    assert streams is not None
+    total = int(streams.sum())
     for key in _STREAM_KEYS:
         col = line.get(key)
         if not isinstance(col, list) or len(col) != total:
@@ -716,9 +781,9 @@ def _add_commits(batch: CommitBatch, line: Mapping[str, Any]) -> None:
             raise JournalProblem(f"point id {cols['point_id'][i]!r} is not a string")
     _ints(cols["replication"], "replication", nullable=True, minimum=-(1 << 62))
     _ints(cols["point_index"], "point_index", nullable=True, minimum=-(1 << 62))
-    _ints(cols["attempt"], "attempt", minimum=1)
-    _ints(cols["stream_id"], "stream id")
-    _ints(cols["records"], "record count")
+    attempts = _ints(cols["attempt"], "attempt", minimum=1)
+    stream_ids = _ints(cols["stream_id"], "stream id")
+    records = _ints(cols["records"], "record count")
     scale_of = {}
     for ident in set(cols["meta"]):
         es = local[ident].get("epoch_scale")
@@ -746,25 +811,25 @@ def _add_commits(batch: CommitBatch, line: Mapping[str, Any]) -> None:
     batch.next_def = base + (max(local) + 1 if local else 0)
     group = len(batch.groups)
     batch.groups.append(sync)
-    for own in cols["own"]:
-        batch.add_own(own)
+    assert attempts is not None and stream_ids is not None and records is not None
+    batch.add_own_column(cols["own"])
     batch.task_id.extend(cols["task_id"])
     batch.replication.extend(cols["replication"])
     batch.point_id.extend(cols["point_id"])
     batch.point_index.extend(cols["point_index"])
-    batch.attempt.extend(cols["attempt"])
-    batch.params.extend(-1 if p is None else base + p for p in cols["params"])
-    batch.finished.extend(finished)
-    batch.seconds.extend(seconds)
-    batch.shared.extend(-1 if x is None else base + x for x in cols["shared"])
-    batch.n_streams.extend(cols["streams"])
-    batch.group.extend([group] * n)
-    batch.stream_id.extend(cols["stream_id"])
-    batch.residual.extend(base + x for x in cols["labels"])
-    batch.meta.extend(base + x for x in cols["meta"])
-    batch.records.extend(cols["records"])
-    batch.min_epoch.frombytes(lo.tobytes())
-    batch.max_epoch.frombytes(hi.tobytes())
+    _extend(batch.attempt, attempts)
+    _extend(batch.params, _ids(cols["params"], base))
+    _extend(batch.finished, np.asarray(finished, dtype=np.float64))
+    _extend(batch.seconds, np.asarray(seconds, dtype=np.float64))
+    _extend(batch.shared, _ids(cols["shared"], base))
+    _extend(batch.n_streams, streams)
+    _extend(batch.group, np.full(n, group, dtype=np.int64))
+    _extend(batch.stream_id, stream_ids)
+    _extend(batch.residual, _ids(cols["labels"], base))
+    _extend(batch.meta, _ids(cols["meta"], base))
+    _extend(batch.records, records)
+    _extend(batch.min_epoch, lo)
+    _extend(batch.max_epoch, hi)
 
 
 def _check_failure(line: Mapping[str, Any]) -> dict[str, Any]:
@@ -779,59 +844,94 @@ def _check_failure(line: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_journal(shard_dir: Path, *, start: int = 0, display: str | None = None) -> JournalRead:
-    """Read a format-2 journal from byte ``start`` (0, or a frame boundary an earlier read
-    returned as ``end``).
+class JournalReader:
+    """Reads a format-2 journal from byte ``start`` (0, or a frame boundary an earlier read
+    returned as ``end``) up to ``stop`` (default: the end of the file), in chunks of commits.
 
     Damaged frames and malformed lines are skipped, each reported in ``problems`` with the file,
-    the frame offset and the line; a torn last frame is not a problem (``torn``).
+    the frame offset and the line; a torn last frame is not a problem (``torn``). ``header``,
+    ``close``, ``stats``, ``end`` and ``torn`` describe what :meth:`chunks` has read so far.
     """
-    path = shard_dir / JOURNAL_NAME
-    name = display or str(path)
-    data = path.read_bytes()
-    problems: list[str] = []
-    batch = CommitBatch(shard_id=shard_dir.name)
-    header: dict[str, Any] | None = None
-    close: dict[str, Any] | None = None
-    stats: dict[str, Any] | None = None
-    frames = _Frames(end=start)
-    for offset, body in _iter_frames(data, frames, name, problems):
-        if body is None:
-            continue
-        try:
-            text = _decompress(body)
-        except Exception as exc:  # noqa: BLE001 - zstd errors have no common base we can name
-            problems.append(f"{name}: frame at offset {offset} does not decompress ({exc}); "
-                            "skipped")
-            continue
-        for lineno, raw in enumerate(text.split(b"\n")[:-1], start=1):
-            where = f"{name}: frame at offset {offset}, line {lineno}"
+
+    def __init__(self, shard_dir: Path, *, start: int = 0, stop: int | None = None,
+                 display: str | None = None) -> None:
+        self.shard_dir = shard_dir
+        self.path = shard_dir / JOURNAL_NAME
+        self.name = display or str(self.path)
+        self.start = start
+        self.stop = stop
+        self.problems: list[str] = []
+        self.header: dict[str, Any] | None = None
+        self.close: dict[str, Any] | None = None
+        self.stats: dict[str, Any] | None = None
+        self.end = start
+        self.torn = False
+
+    def chunks(self, max_commits: int | None = None) -> Iterator[CommitBatch]:
+        """Batches of about ``max_commits`` commits (whole frames; None: one batch), in journal
+        order; failure notes travel with the batch read when they were met."""
+        with open(self.path, "rb") as fh:
+            data = fh.read() if self.stop is None else fh.read(self.stop)
+        name = self.name
+        batch = CommitBatch(shard_id=self.shard_dir.name)
+        frames = _Frames(end=self.start)
+        for offset, body in _iter_frames(data, frames, name, self.problems):
+            self.end = frames.end
+            if body is None:
+                continue
             try:
-                line = json.loads(raw)
-                if not isinstance(line, dict):
-                    raise JournalProblem("not a JSON object")
-                kind = line.get("type")
-                if kind == "shard":
-                    if header is None:
-                        header = line
-                elif kind == "commits":
-                    _add_commits(batch, line)
-                    if isinstance(line.get("stats"), dict):
-                        stats = line["stats"]
-                elif kind == "failure":
-                    batch.failures.append(_check_failure(line))
-                elif kind == "close":
-                    close = line
-                    if isinstance(line.get("stats"), dict):
-                        stats = line["stats"]
-                else:
-                    raise JournalProblem(f"unknown line type {kind!r}")
-            except (ValueError, JournalProblem) as exc:
-                problems.append(f"{where}: {exc}; line skipped")
-    if header is not None and header.get("format") != JOURNAL_FORMAT:
-        problems.append(f"{name}: unknown journal format {header.get('format')!r}")
-    return JournalRead(path=path, version=2, header=header, batch=batch, close=close,
-                       stats=stats, end=frames.end, torn=frames.torn, problems=problems)
+                text = _decompress(body)
+            except Exception as exc:  # noqa: BLE001 - zstd errors have no common base to name
+                self.problems.append(f"{name}: frame at offset {offset} does not decompress "
+                                     f"({exc}); skipped")
+                continue
+            for lineno, raw in enumerate(text.split(b"\n")[:-1], start=1):
+                self._line(batch, raw, f"{name}: frame at offset {offset}, line {lineno}")
+            if max_commits is not None and len(batch) >= max_commits:
+                yield batch
+                batch = CommitBatch(shard_id=self.shard_dir.name)
+        self.end = frames.end
+        self.torn = frames.torn
+        if self.header is not None and self.header.get("format") != JOURNAL_FORMAT:
+            self.problems.append(f"{name}: unknown journal format {self.header.get('format')!r}")
+        if len(batch) or batch.failures or max_commits is None:
+            yield batch
+
+    def _line(self, batch: CommitBatch, raw: bytes, where: str) -> None:
+        try:
+            line = json.loads(raw)
+            if not isinstance(line, dict):
+                raise JournalProblem("not a JSON object")
+            kind = line.get("type")
+            if kind == "shard":
+                if self.header is None:
+                    self.header = line
+            elif kind == "commits":
+                _add_commits(batch, line)
+                if isinstance(line.get("stats"), dict):
+                    self.stats = line["stats"]
+            elif kind == "failure":
+                batch.failures.append(_check_failure(line))
+            elif kind == "close":
+                self.close = line
+                if isinstance(line.get("stats"), dict):
+                    self.stats = line["stats"]
+            else:
+                raise JournalProblem(f"unknown line type {kind!r}")
+        except (ValueError, JournalProblem) as exc:
+            self.problems.append(f"{where}: {exc}; line skipped")
+
+    def result(self, batch: CommitBatch) -> JournalRead:
+        return JournalRead(path=self.path, version=2, header=self.header, batch=batch,
+                           close=self.close, stats=self.stats, end=self.end, torn=self.torn,
+                           problems=self.problems)
+
+
+def read_journal(shard_dir: Path, *, start: int = 0, display: str | None = None) -> JournalRead:
+    """Read a format-2 journal from byte ``start`` in one batch (see :class:`JournalReader`)."""
+    reader = JournalReader(shard_dir, start=start, display=display)
+    (batch,) = list(reader.chunks(None))
+    return reader.result(batch)
 
 
 # ------------------------------------------------------------------------- format 1 (read only)
@@ -983,7 +1083,7 @@ def read_v1(shard_dir: Path, *, display: str | None = None) -> tuple[
                     if kind == "shard":
                         header = header or entry
                     elif kind == "commit":
-                        _v1_commit(batch, entry.get("replication"), ids)
+                        _v1_commit(batch, entry.get("replication") or {}, ids)
                         if isinstance(entry.get("stats"), dict):
                             stats = entry["stats"]
                     elif kind == "failure":
@@ -1079,14 +1179,16 @@ class ShardManifest:
         if claimed is not None and claimed != shard_dir.name:
             problems.append(f"{read.path}: claims shard id {claimed!r} but lives in "
                             f"{shard_dir.name!r}; the folder name is used")
+        pid = header.get("pid")
+        created = header.get("created")
+        fingerprint = header.get("fingerprint")
         manifest = cls(
             shard_id=shard_dir.name,
             path=shard_dir,
             host=str(header.get("host") or ""),
-            pid=header.get("pid") if isinstance(header.get("pid"), int) else 0,
-            created=header.get("created") if isinstance(header.get("created"), float) else 0.0,
-            fingerprint=header.get("fingerprint") if isinstance(header.get("fingerprint"),
-                                                                str) else None,
+            pid=pid if isinstance(pid, int) else 0,
+            created=float(created) if isinstance(created, (int, float)) else 0.0,
+            fingerprint=fingerprint if isinstance(fingerprint, str) else None,
             stats=dict(read.stats or {}),
             torn_lines=int(read.torn),
             version=read.version,

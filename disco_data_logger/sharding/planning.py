@@ -22,8 +22,8 @@ from .config import ExperimentConfig
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["Task", "TaskPlan", "make_task", "plan_tasks", "planned_table", "point_id",
-           "task_id"]
+__all__ = ["Task", "TaskPlan", "in_plan", "make_task", "plan_tasks", "planned_table",
+           "point_id", "task_id"]
 
 
 @dataclass(frozen=True)
@@ -120,17 +120,9 @@ class TaskPlan:
              point_indices: np.ndarray, replications: np.ndarray) -> int:
         """Set ``mask`` for the tasks given by columns (e.g. the committed rows of the index)
         that belong to this plan; returns how many were set."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         p = np.asarray(point_indices, dtype=np.int64)
         r = np.asarray(replications, dtype=np.int64)
-        inside = (p >= 0) & (p < mask.shape[0]) & (r >= 0) & (r < mask.shape[1])
-        if len(p):
-            # The id names the task; a user's own shard may reuse point and replication numbers.
-            expected = _format_ids(pa.array(p), pa.array(r))[1]
-            same = pc.equal(expected, pa.array(task_ids, type=pa.string()))
-            inside &= np.asarray(same.fill_null(False).to_numpy(zero_copy_only=False), bool)
+        inside = in_plan(task_ids, p, r, *mask.shape)
         mask[p[inside], r[inside]] = True
         return int(inside.sum())
 
@@ -141,6 +133,29 @@ class TaskPlan:
             for r in range(self.replications):
                 if row is None or not row[r]:
                     yield self.task(p, r)
+
+
+def in_plan(task_ids: Any, point_indices: Any, replications: Any, points: int,
+            n_replications: int) -> np.ndarray:
+    """Which rows (columns of task ids, point indices, replications) are tasks of a plan of
+    ``points`` x ``n_replications`` (the id must be the one the plan gives them)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    p = np.asarray(pc.fill_null(pa.array(point_indices, type=pa.int64()), -1).to_numpy(
+        zero_copy_only=False), dtype=np.int64)
+    r = np.asarray(pc.fill_null(pa.array(replications, type=pa.int64()), -1).to_numpy(
+        zero_copy_only=False), dtype=np.int64)
+    inside = (p >= 0) & (p < points) & (r >= 0) & (r < n_replications)
+    if len(p):
+        # The id names the task; a user's own shard may reuse point and replication numbers.
+        expected = _format_ids(pa.array(p), pa.array(r))[1]
+        ids = task_ids.combine_chunks() if isinstance(task_ids, pa.ChunkedArray) else \
+            pa.array(task_ids, type=pa.string())
+        same = pc.equal(expected, ids)
+        inside &= np.asarray(same.fill_null(False).to_numpy(zero_copy_only=False), bool)
+    out: np.ndarray = inside
+    return out
 
 
 def planned_table(points: int, replications: int) -> pa.Table:
