@@ -13,7 +13,7 @@ import pytest
 from sparse_array import Vector
 
 from disco_data_logger import DataLogger, LoggerClosedError, WriterError, read
-from tests.common import both_readers, decode_native, decode_python, quantise
+from tests.common import both_readers, by_stream, decode_native, decode_python, quantise
 
 
 def test_round_trip_quantised_and_exact(tmp_path: Path) -> None:
@@ -35,10 +35,14 @@ def test_round_trip_quantised_and_exact(tmp_path: Path) -> None:
     for decode in (decode_native, decode_python):
         got = decode(d).records()
         assert len(got) == len(expected)
-        for (sid, ep, idx, vals), (gsid, gep, gidx, gvals) in zip(expected, got, strict=True):
-            assert (gsid, gep) == (sid, ep)
-            np.testing.assert_array_equal(gidx, idx)
-            np.testing.assert_array_equal(gvals, np.array(vals))
+        got_by, want_by = by_stream(got), by_stream(expected)
+        assert got_by.keys() == want_by.keys()
+        for sid in want_by:
+            pairs = zip(want_by[sid], got_by[sid], strict=True)
+            for (sid_, ep, idx, vals), (gsid, gep, gidx, gvals) in pairs:
+                assert (gsid, gep) == (sid_, ep)
+                np.testing.assert_array_equal(gidx, idx)
+                np.testing.assert_array_equal(gvals, np.array(vals))
 
 
 def test_exact_stream_keeps_bits(tmp_path: Path) -> None:
@@ -92,10 +96,13 @@ def test_many_streams_and_rotation(tmp_path: Path, decode) -> None:
     assert len(segments) >= 3 and stats["segments"] == len(segments)
     got = decode(tmp_path / "l").records()
     assert len(got) == len(expected)
-    for (sid, idx, vals), (gsid, _ep, gidx, gvals) in zip(expected, got, strict=True):
-        assert gsid == sid
-        np.testing.assert_array_equal(gidx, idx)
-        np.testing.assert_allclose(gvals, vals, atol=0.5e-3 + 1e-12)
+    got_by, want_by = by_stream(got), by_stream(expected)
+    assert got_by.keys() == want_by.keys()
+    for sid, want in want_by.items():
+        for (_, idx, vals), (gsid, _ep, gidx, gvals) in zip(want, got_by[sid], strict=True):
+            assert gsid == sid
+            np.testing.assert_array_equal(gidx, idx)
+            np.testing.assert_allclose(gvals, vals, atol=0.5e-3 + 1e-12)
 
 
 def test_unsorted_indices_are_sorted_with_values(tmp_path: Path) -> None:
@@ -157,14 +164,16 @@ def test_record_many_bulk(tmp_path: Path, decode) -> None:
         epochs = np.arange(500) * 0.5
         dl.record_many(sids, epochs, offsets, idx, vals)
         dl.record_many(a, [1000.0], [0, 2], [5, 6], [1.0, 2.0])  # one id for all records
-    got = decode(tmp_path / "l").records()
-    assert len(got) == 501
-    for k in range(500):
-        gsid, gep, gidx, gvals = got[k]
-        assert gsid == sids[k] and gep == epochs[k]
-        np.testing.assert_array_equal(gidx, idx[offsets[k] : offsets[k + 1]])
-        np.testing.assert_allclose(gvals, vals[offsets[k] : offsets[k + 1]], atol=1e-9)
-    assert got[500][0] == a and got[500][2].tolist() == [5, 6]
+    got = by_stream(decode(tmp_path / "l").records())
+    assert sum(map(len, got.values())) == 501
+    expected = by_stream([(int(sids[k]), k) for k in range(500)])
+    for sid, ks in expected.items():
+        for (_, k), (gsid, gep, gidx, gvals) in zip(ks, got[sid], strict=False):
+            assert gsid == sid and gep == epochs[k]
+            np.testing.assert_array_equal(gidx, idx[offsets[k] : offsets[k + 1]])
+            np.testing.assert_allclose(gvals, vals[offsets[k] : offsets[k + 1]], atol=1e-9)
+    assert len(got[b]) == len(expected[b]) and len(got[a]) == len(expected[a]) + 1
+    assert got[a][-1][2].tolist() == [5, 6]
 
 
 def test_sidecars_done_marker_and_streams(tmp_path: Path) -> None:
