@@ -604,8 +604,6 @@ def _check_frame(data: bytes, view: memoryview, pos: int, magic: bytes) -> tuple
         if size < 28:
             raise _NotAFrame(f"registrations frame of {size} bytes", torn=False)
         raw_size = struct.unpack_from("<I", data, pos + 8 + 16)[0]
-        if raw_size > MAX_REGISTRATION_BODY:
-            raise _NotAFrame(f"registrations body of {raw_size} bytes exceeds 2**26", torn=False)
         if not data[pos + 8 + 5] & 1 and size - 28 != raw_size:
             raise _NotAFrame("raw registrations body of the wrong size", torn=False)
     elif kind == KIND_REGISTRATION:
@@ -666,32 +664,9 @@ class _Segment:
         data, view, n = self.data, self.view, len(self.data)
         if n == 0:
             return  # a writer killed right after creating the file
-        first = _next_valid(data, view, 0, (DDL2, DDL1))
-        if first is None:
-            try:
-                _check_frame(data, view, 0, DDL2)
-            except _NotAFrame as exc:
-                self.report(0, n, TORN_TAIL if exc.torn else CORRUPT_FRAME,
-                            f"no valid frame in the file ({exc})")
+        if not self.tell_format():
             return
-        at, self.magic = first
-        kind, _ = _check_frame(data, view, at, self.magic)
-        if kind == KIND_SEGMENT_HEADER:
-            version = data[at + 8 + 5]
-            if version != VERSION_OF_MAGIC[self.magic]:
-                self.report(0, n, UNSUPPORTED_VERSION,
-                            f"{self.path}: segment format version {version} "
-                            f"({self.magic.decode()}) is not supported; this reader knows "
-                            "versions 2 and 1 and the 0.1.x layout. Upgrade disco-data-logger "
-                            "to read it.")
-                return
-        self.version = VERSION_OF_MAGIC[self.magic]
-        if at != 0 or kind != KIND_SEGMENT_HEADER:
-            self.report(0, at, CORRUPT_FRAME,
-                        "the segment does not start with a valid segment header; "
-                        f"reading from the first valid frame at offset {at}")
-        header_at = at if kind == KIND_SEGMENT_HEADER else -1
-        pos = at
+        pos = 0
         while pos < n:
             try:
                 kind, end = _check_frame(data, view, pos, self.magic)
@@ -699,8 +674,8 @@ class _Segment:
                 pos = self.resynchronise(pos, exc)
                 continue
             if kind == KIND_SEGMENT_HEADER:
-                if pos != header_at:
-                    self.report(pos, end - pos, CORRUPT_FRAME, "a second segment header")
+                if pos != 0:
+                    self.report(pos, end - pos, CORRUPT_FRAME, "a segment header not at offset 0")
                 pos = end
             elif kind == KIND_REGISTRATION:
                 if self.magic == DDL2:
@@ -715,6 +690,42 @@ class _Segment:
                     self.report(end, n - end, AFTER_FOOTER,
                                 f"{n - end} bytes after the segment footer")
                 return
+
+    def tell_format(self) -> bool:
+        """Which format the file is in (FORMAT.md 4.1); False when it is not to be read."""
+        data, view, n = self.data, self.view, len(self.data)
+        if (n >= 12 and data[:4] == _SKIPPABLE_BYTES and data[8:11] == b"DDL"
+                and data[8:12] not in VERSION_OF_MAGIC):
+            self.report(0, n, UNSUPPORTED_VERSION,
+                        f"{self.path}: segment of format {data[8:12]!r}, not supported; this "
+                        "reader knows versions 2 and 1 and the 0.1.x layout. Upgrade "
+                        "disco-data-logger to read it.")
+            return False
+        for magic in VERSION_OF_MAGIC:
+            try:
+                kind, _ = _check_frame(data, view, 0, magic)
+            except _NotAFrame:
+                continue
+            if kind == KIND_SEGMENT_HEADER and data[13] != VERSION_OF_MAGIC[magic]:
+                self.report(0, n, UNSUPPORTED_VERSION,
+                            f"{self.path}: segment format version {data[13]} "
+                            f"({magic.decode()}) is not supported; this reader knows versions 2 "
+                            "and 1 and the 0.1.x layout. Upgrade disco-data-logger to read it.")
+                return False
+            self.magic = magic
+            break
+        else:  # the first frame is damaged: the first valid frame of either format decides
+            first = _next_valid(data, view, 1, tuple(VERSION_OF_MAGIC))
+            if first is None:
+                try:
+                    _check_frame(data, view, 0, DDL2)
+                except _NotAFrame as exc:
+                    self.report(0, n, TORN_TAIL if exc.torn else CORRUPT_FRAME,
+                                f"no valid frame in the file ({exc})")
+                return False
+            self.magic = first[1]
+        self.version = VERSION_OF_MAGIC[self.magic]
+        return True
 
     def resynchronise(self, pos: int, exc: _NotAFrame) -> int:
         """Report the damage at ``pos``; return where the next valid frame starts (or the end)."""
@@ -739,6 +750,8 @@ class _Segment:
         entries, first_id, raw_size, raw_crc = struct.unpack_from("<4I", payload, 8)
         body = payload[24:len(payload) - 4]
         try:
+            if raw_size > MAX_REGISTRATION_BODY:
+                raise _BadData(f"raw body of {raw_size} bytes exceeds 2**26")
             if flags & 1:
                 if zstd_frame_size(body, 0, len(body)) != len(body):
                     raise _BadData("the body is not exactly one zstd frame")
@@ -760,8 +773,12 @@ class _Segment:
             exact = bool(sflags & FLAG_EXACT)
             try:
                 _check_scales(epoch_scale, None if exact else value_scale)
+                if sflags & FLAG_PERIODIC and not (math.isfinite(periodicity) and periodicity > 0):
+                    raise _BadData(f"periodicity {periodicity!r} is not a positive finite number")
+                if sflags & FLAG_ACCUMULATOR and not sflags & FLAG_PERIODIC:
+                    raise _BadData("the accumulator flag without the periodic flag")
             except _BadData as exc:
-                self.report(pos, end - pos, INVALID_REGISTRATION,
+                self.report(pos, 0, INVALID_REGISTRATION,
                             f"registration of stream {sid} ignored: {exc}", sid)
                 continue
             meta: dict[str, Any] = {}
@@ -775,7 +792,7 @@ class _Segment:
                 except ValueError:
                     missing.append(f"{name_id}={value_id}")
             if missing:
-                self.report(pos, end - pos, UNRESOLVED_LABEL,
+                self.report(pos, 0, UNRESOLVED_LABEL,
                             f"stream {sid}: labels with unknown strings or values that are not "
                             f"JSON dropped (string ids {', '.join(missing)})", sid)
             meta.update(stream_id=sid, epoch_scale=epoch_scale,
@@ -815,16 +832,10 @@ class _Segment:
         n = len(self.data)
         data_end = end + comp_size
         if data_end > n:
-            later = _next_valid(self.data, self.view, pos + 1, (self.magic,))
-            if later is None:
-                self.report(pos, n - pos, TORN_TAIL,
-                            f"torn tail: block {seq} needs {comp_size} compressed bytes, "
-                            f"{n - end} left")
-                return n
-            self.report(pos, later[0] - pos, BAD_BLOCK,
-                        f"block {seq} skipped: its zstd frame would run past the end of the "
-                        f"file; resynchronised at the next valid frame, offset {later[0]}")
-            return later[0]
+            self.report(pos, n - pos, TORN_TAIL,
+                        f"torn tail: block {seq} needs {comp_size} compressed bytes, "
+                        f"{n - end} left")
+            return n
         if self.magic == DDL2:
             nnz, n_streams, lo, hi = struct.unpack_from("<QIII", payload, 32)
             if not self.builder.wants_range(lo, hi):
@@ -889,7 +900,7 @@ class _Segment:
             if stream is None:
                 if sid not in self.unregistered:
                     self.unregistered.add(sid)
-                    self.report(pos, length, UNREGISTERED_STREAM,
+                    self.report(pos, 0, UNREGISTERED_STREAM,
                                 f"stream {sid} has no registration in this segment and no "
                                 "usable sidecar; its records are skipped", sid)
                 continue
@@ -899,8 +910,7 @@ class _Segment:
                     raw, varints, start, start + int(nbytes[k]), int(records[k]),
                     int(nonzeros[k]), stream)
             except _BadData as exc:
-                self.report(pos, length, BAD_SECTION, f"section of stream {sid} skipped: {exc}",
-                            sid)
+                self.report(pos, 0, BAD_SECTION, f"section of stream {sid} skipped: {exc}", sid)
                 continue
             self.builder.add(np.full(len(lengths), sid, dtype=np.uint32), epochs, lengths,
                              indices, values)
@@ -1047,7 +1057,7 @@ def _read_one(path: Path, fallback: Mapping[int, _Stream], builder: _Builder,
     try:
         data = path.read_bytes()
     except OSError as exc:
-        return _SegmentOutcome({}, [_skip(path, 0, 0, UNREADABLE_FILE,
+        return _SegmentOutcome({}, [_skip(path, 0, _size(path), UNREADABLE_FILE,
                                           f"unreadable segment: {exc}")], None)
     if data[:4] == _LEGACY_HEAD:
         skipped: list[dict[str, Any]] = []
@@ -1081,6 +1091,13 @@ def read_segment(path: str | Path,
                          legacy=outcome.version == 0, version=outcome.version)
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def _head(path: Path) -> bytes:
     """The first 4 bytes of a segment: which format it is in, if any."""
     try:
@@ -1112,11 +1129,7 @@ def read_directory(path: str | Path, stream_ids: Iterable[int] | None = None) ->
     legacy_directory = bool(heads) and heads[0] == _LEGACY_HEAD
     for seg in segments:
         if ticks.broken:
-            try:
-                size = seg.stat().st_size
-            except OSError:
-                size = 0
-            skipped.append(_skip(seg, 0, size, LEGACY_CHAIN_BROKEN,
+            skipped.append(_skip(seg, 0, _size(seg), LEGACY_CHAIN_BROKEN,
                                  "not read: an earlier 0.1.x segment is damaged and 0.1.x "
                                  "epochs are deltas that run across segments"))
             continue

@@ -437,7 +437,7 @@ def test_sizes_running_past_the_end_stop_the_reader_v2(tmp_path, decode):
     big = bytearray(v2.registrations_frame(body, 1, first, compress=True))
     struct.pack_into("<I", big, 8 + 16, (1 << 26) + 1)
     got = decode_file(tmp_path / "body", head + v2.recrc(bytes(big)), decode)
-    assert len(got) == 1 and kinds(got) == [(len(head), "corrupt_frame")]
+    assert len(got) == 1 and kinds(got) == [(len(head), "invalid_registration")]
 
     raw = v2.block(payload, raw_size=(1 << 28) + 1)
     got = decode_file(tmp_path / "raw", head + raw + v2.block(payload, seq=1), decode)

@@ -256,6 +256,43 @@ def test_registration_with_bad_scales_is_ignored(tmp_path, decode):
 
 
 @both_readers
+@pytest.mark.parametrize("bad", [
+    v2.Stream(9, 0.5, None, periodicity=0.0),
+    v2.Stream(9, 0.5, None, periodicity=math.inf),
+    v2.Stream(9, 0.5, math.nan),
+    v2.Stream(9, 0.0, 1.0),
+], ids=["periodicity 0", "periodicity inf", "value_scale nan", "epoch_scale 0"])
+def test_entry_with_bad_numbers_is_ignored(tmp_path, decode, bad):
+    data = bytearray(v2.segment_header())
+    reg_at = len(data)
+    data += v2.registrations([Q, bad, P], v2.Strings())
+    block_at = len(data)
+    data += v2.block(v2.block_payload(STREAMS, RECORDS))
+    write(tmp_path, bytes(data))
+    got = decode(tmp_path)
+    check(got, [[r for r in RECORDS if r[0] != 9]])
+    assert kinds(got) == [(NAME, reg_at, "invalid_registration"),
+                          (NAME, block_at, "unregistered_stream")]
+    assert [(s["length"], s["stream_id"]) for s in got.skipped] == [(0, 9), (0, 9)]
+
+
+@both_readers
+def test_accumulator_flag_without_periodic_flag_is_ignored(tmp_path, decode):
+    body, first = v2.registrations_body([Q, X], v2.Strings())
+    # X's flags byte: after Q's entry; X is exact and periodic accumulator (0b111): make it 0b101
+    at = body.index(bytes([9, 0b111]))
+    body = body[:at + 1] + bytes([0b101]) + body[at + 2:at + 2 + 16] + body[at + 2 + 24:]
+    data = bytearray(v2.segment_header())
+    reg_at = len(data)
+    data += v2.registrations_frame(body, 2, first) + v2.registrations([P], v2.Strings())
+    data += v2.block(v2.block_payload(STREAMS, RECORDS))
+    write(tmp_path, bytes(data))
+    got = decode(tmp_path)
+    check(got, [[r for r in RECORDS if r[0] != 9]])
+    assert [k[1:] for k in kinds(got)][0] == (reg_at, "invalid_registration")
+
+
+@both_readers
 @pytest.mark.parametrize("case", ["raw crc", "trailing byte", "not utf-8", "wrong entries",
                                   "bad zstd"])
 def test_registrations_body_that_cannot_be_read(tmp_path, decode, case):
@@ -463,6 +500,16 @@ def test_unknown_format_version_skips_that_file_only(tmp_path, decode):
 
 
 @both_readers
+def test_unknown_ddl_prefix_is_unsupported(tmp_path, decode):
+    """A first frame of another DDL prefix is a format this reader does not know, even when
+    DDL2 frames follow it (FORMAT.md 4.1)."""
+    good = v2.segment(STREAMS, [RECORDS])
+    write(tmp_path, v2.frame(1, bytes([3]) + bytes(22), magic=b"DDL3") + good)
+    got = decode(tmp_path)
+    assert len(got) == 0 and kinds(got) == [(NAME, 0, "unsupported_version")]
+
+
+@both_readers
 def test_ddl2_magic_with_version_1_is_unsupported(tmp_path, decode):
     good = v2.segment(STREAMS, [RECORDS])
     write(tmp_path, v2.segment_header(version=1) + good[len(v2.segment_header()):])
@@ -497,8 +544,7 @@ def test_segment_without_header(tmp_path, decode):
     write(tmp_path, data[len(v2.segment_header()):])
     got = decode(tmp_path)
     check(got, [RECORDS])
-    assert kinds(got) == [(NAME, 0, "corrupt_frame")]
-    assert got.skipped[0]["length"] == 0
+    assert got.skipped == []  # FORMAT.md 4.1: a valid frame at offset 0 starts the walk
 
 
 @both_readers
@@ -507,8 +553,9 @@ def test_garbage_before_the_header(tmp_path, decode):
     write(tmp_path, b"\x01\x02garbage" + data)
     got = decode(tmp_path)
     check(got, [RECORDS])
-    assert kinds(got) == [(NAME, 0, "corrupt_frame")]
-    assert got.skipped[0]["length"] == 9
+    # the garbage, then the header (valid only at offset 0), each a corrupt_frame
+    assert kinds(got) == [(NAME, 0, "corrupt_frame"), (NAME, 9, "corrupt_frame")]
+    assert [s["length"] for s in got.skipped] == [9, len(v2.segment_header())]
 
 
 @both_readers
@@ -532,9 +579,9 @@ def test_empty_segment_file_is_nothing(tmp_path, decode):
 
 
 @both_readers
-def test_block_running_past_the_end_with_a_valid_frame_after(tmp_path, decode):
-    """A compressed size that lies (its header crc redone), then intact blocks: a bad_block up
-    to the next valid frame, not a torn tail."""
+def test_block_running_past_the_end_is_a_torn_tail(tmp_path, decode):
+    """A block whose zstd frame runs past the end of the file ends the walk as a torn tail,
+    whatever follows (FORMAT.md 4.1)."""
     p = v2.block_payload(STREAMS, RECORDS)
     head = v2.segment(STREAMS, [], closed=False)
     liar = v2.block(p, compressed_size=1 << 30)
@@ -543,9 +590,9 @@ def test_block_running_past_the_end_with_a_valid_frame_after(tmp_path, decode):
     data = head + liar[:header_len] + real[header_len:] + v2.block(p, seq=1)
     write(tmp_path, data)
     got = decode(tmp_path)
-    check(got, [RECORDS])
-    assert kinds(got) == [(NAME, len(head), "bad_block")]
-    assert got.skipped[0]["length"] == len(real)
+    assert len(got) == 0
+    assert kinds(got) == [(NAME, len(head), "torn_tail")]
+    assert got.skipped[0]["length"] == len(data) - len(head)
 
 
 @both_readers
