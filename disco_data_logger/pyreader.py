@@ -617,6 +617,16 @@ def _check_frame(data: bytes, view: memoryview, pos: int, magic: bytes) -> tuple
     return kind, end
 
 
+def _intact_skippable(data: bytes, view: memoryview, pos: int) -> bool:
+    """A complete skippable frame at ``pos`` whose payload ends with the crc32 of the rest."""
+    if len(data) - pos < 8:
+        return False
+    magic, size = struct.unpack_from("<II", data, pos)
+    end = pos + 8 + size
+    return (magic == SKIPPABLE_MAGIC and 9 <= size and end <= len(data)
+            and zlib.crc32(view[pos + 8:end - 4]) == struct.unpack_from("<I", data, end - 4)[0])
+
+
 def _next_valid(data: bytes, view: memoryview, start: int,
                 magics: tuple[bytes, ...]) -> tuple[int, bytes] | None:
     """The lowest offset ``>= start`` where a valid frame of one of ``magics`` starts."""
@@ -694,8 +704,8 @@ class _Segment:
     def tell_format(self) -> bool:
         """Which format the file is in (FORMAT.md 4.1); False when it is not to be read."""
         data, view, n = self.data, self.view, len(self.data)
-        if (n >= 12 and data[:4] == _SKIPPABLE_BYTES and data[8:11] == b"DDL"
-                and data[8:12] not in VERSION_OF_MAGIC):
+        if (data[8:11] == b"DDL" and data[8:12] not in VERSION_OF_MAGIC
+                and _intact_skippable(data, view, 0)):
             self.report(0, n, UNSUPPORTED_VERSION,
                         f"{self.path}: segment of format {data[8:12]!r}, not supported; this "
                         "reader knows versions 2 and 1 and the 0.1.x layout. Upgrade "
