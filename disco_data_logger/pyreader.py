@@ -1136,7 +1136,7 @@ def read_directory(path: str | Path, stream_ids: Iterable[int] | None = None) ->
     ticks = _LegacyTicks()
     segments = _segment_files(path)
     heads = [h for h in (_head(seg) for seg in segments) if h]
-    legacy_directory = bool(heads) and heads[0] == _LEGACY_HEAD
+    legacy_directory = _LEGACY_HEAD in heads  # FORMAT.md section 9
     for seg in segments:
         if ticks.broken:
             skipped.append(_skip(seg, 0, _size(seg), LEGACY_CHAIN_BROKEN,
