@@ -163,6 +163,7 @@ py::list skipped_list(const std::vector<ddl::SkipReport>& skipped) {
         d["length"] = s.length;
         d["kind"] = ddl::skip_kind_name(s.kind);
         d["reason"] = s.reason;
+        if (s.stream_id >= 0) d["stream_id"] = s.stream_id;
         out.append(d);
     }
     return out;

@@ -17,12 +17,13 @@
 namespace ddl {
 
 struct QueueItem {
-    // Block: `block`, then release `retired`. Registration: `registration`. Retire: release
-    // `retired`. Sync: nothing to write; done once everything before it is (flush()).
-    enum class Kind : uint8_t { Block, Registration, Retire, Sync };
+    // Block: `block`, then release `retired`. Registrations: new streams, written before the
+    // next block. Retire: release `retired`. Sync: nothing to write; done once everything before
+    // it is (flush()).
+    enum class Kind : uint8_t { Block, Registrations, Retire, Sync };
     Kind kind = Kind::Sync;
     SealedBlock block;
-    Registration registration;
+    std::vector<Registration> registrations;
     std::vector<uint32_t> retired;
     size_t bytes = 0;     // counted against the ring budget
     uint64_t ticket = 0;  // position in the queue's total order, assigned by push()

@@ -124,11 +124,13 @@ inline size_t varint_size(uint64_t v) {
     return n;
 }
 
-// Returns nullptr on truncation or on a varint longer than 10 bytes.
+// Returns nullptr on truncation, on a varint longer than 10 bytes, or on one whose tenth byte
+// carries bits beyond 2^64.
 inline const uint8_t* get_varint(const uint8_t* p, const uint8_t* end, uint64_t& out) {
     uint64_t r = 0;
     for (int shift = 0; shift < 70 && p < end; shift += 7) {
         uint8_t c = *p++;
+        if (shift == 63 && c > 1) return nullptr;
         r |= uint64_t(c & 0x7F) << shift;
         if (!(c & 0x80)) {
             out = r;

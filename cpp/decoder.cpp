@@ -24,6 +24,7 @@
 
 #include "crc32.hpp"
 #include "errors.hpp"
+#include "json_check.hpp"
 #include "section_decoder.hpp"
 
 namespace ddl {
@@ -181,6 +182,48 @@ private:
 // ---------------------------------------------------------------------------------------------
 // Walking a segment (FORMAT.md section 4.1), shared by formats 2 and 1.
 
+enum class FrameSize { Ok, Truncated, Bad };
+
+// The length of the standard zstd frame at `p` (of `avail` bytes), from its frame and block headers
+// alone (RFC 8878), as the pure-Python reader computes it: Truncated when it runs past `avail`.
+FrameSize zstd_frame_size(const uint8_t* p, size_t avail, size_t& size) {
+    if (avail < 4) return FrameSize::Truncated;
+    if (get_u32(p) != kZstdMagic) return FrameSize::Bad;
+    if (avail < 6) return FrameSize::Truncated;
+    const uint8_t fhd = p[4];
+    if (fhd & 0x08) return FrameSize::Bad;
+    const unsigned fcs_flag = fhd >> 6, single = (fhd >> 5) & 1, checksum = (fhd >> 2) & 1;
+    static const unsigned did_sizes[4] = {0, 1, 2, 4};
+    const unsigned fcs_sizes[4] = {single, 2, 4, 8};
+    size_t pos = 5 + (single ? 0 : 1) + did_sizes[fhd & 3] + fcs_sizes[fcs_flag];
+    for (;;) {
+        if (pos + 3 > avail) return FrameSize::Truncated;
+        const uint32_t bh = uint32_t(p[pos]) | (uint32_t(p[pos + 1]) << 8) | (uint32_t(p[pos + 2]) << 16);
+        const unsigned type = (bh >> 1) & 3;
+        if (type == 3) return FrameSize::Bad;
+        pos += 3 + (type == 1 ? 1 : (bh >> 3));
+        if (pos > avail) return FrameSize::Truncated;
+        if (bh & 1) break;
+    }
+    pos += 4 * checksum;
+    if (pos > avail) return FrameSize::Truncated;
+    size = pos;
+    return FrameSize::Ok;
+}
+
+bool zstd_frame_is_exactly(const uint8_t* p, size_t n) {
+    size_t size = 0;
+    return zstd_frame_size(p, n, size) == FrameSize::Ok && size == n;
+}
+
+// A complete skippable frame at 0 whose payload (>= 9 bytes) ends with the crc32 of the rest.
+bool intact_skippable_at_start(const uint8_t* b, size_t n) {
+    if (n < kFrameHead || get_u32(b) != kSkippableMagic) return false;
+    const size_t psize = get_u32(b + 4);
+    if (psize < 9 || psize > n - kFrameHead) return false;
+    return get_u32(b + kFrameHead + psize - 4) == crc32(b + kFrameHead, psize - 4);
+}
+
 
 // Is there a valid frame of `version` at `pos`? Sets its kind and payload size.
 bool valid_frame_at(const uint8_t* base, size_t size, size_t pos, int version, uint8_t& kind,
@@ -209,8 +252,9 @@ size_t next_valid_frame(const uint8_t* base, size_t size, size_t from, int versi
 struct Reports {
     const std::string& path;
     std::vector<SkipReport>& out;
-    void add(uint64_t offset, uint64_t length, SkipKind kind, std::string reason) {
-        out.push_back({path, offset, length, kind, std::move(reason)});
+    void add(uint64_t offset, uint64_t length, SkipKind kind, std::string reason,
+             int64_t stream_id = -1) {
+        out.push_back({path, offset, length, kind, std::move(reason), stream_id});
     }
 };
 
@@ -282,34 +326,36 @@ void walk_segment(const uint8_t* base, size_t size, int version, Reports& rep, S
     }
 }
 
-enum class SegmentFormat { Empty, Legacy, V1, V2, Unsupported };
+enum class SegmentFormat { Empty, Legacy, V1, V2, Unsupported, Unknown };
 
-// FORMAT.md section 4.1: the format of a segment, told by its first bytes.
+// FORMAT.md section 4.1: the format of a segment, told by its first bytes. Unsupported: `why`
+// names the version. Unknown: no valid frame in the file (the caller reports it).
 SegmentFormat detect_format(const std::vector<uint8_t>& data, std::string& why) {
     const uint8_t* b = data.data();
     const size_t n = data.size();
     if (n == 0) return SegmentFormat::Empty;
     if (n >= 4 && get_u32(b) == kZstdMagic) return SegmentFormat::Legacy;
-    if (n >= kFrameHead + 4 && get_u32(b) == kSkippableMagic && std::memcmp(b + 8, "DDL", 3) == 0) {
+    if (n >= kFrameHead + 4 && std::memcmp(b + 8, "DDL", 3) == 0 && b[11] != '1' && b[11] != '2' &&
+        intact_skippable_at_start(b, n)) {
         const uint8_t v = b[11];
-        if (v == '2' || v == '1') {
-            const int version = v == '2' ? 2 : 1;
-            uint8_t kind;
-            size_t psize;
-            if (valid_frame_at(b, n, 0, version, kind, psize) && kind == kKindSegmentHeader &&
-                b[kFrameHead + 5] != version) {
-                why = "format version " + std::to_string(b[kFrameHead + 5]) + " (in a DDL" +
-                      char(v) + " frame)";
-                return SegmentFormat::Unsupported;
-            }
-            return version == 2 ? SegmentFormat::V2 : SegmentFormat::V1;
-        }
         why = std::string("format \"DDL") + (v >= 32 && v < 127 ? std::string(1, char(v)) : "?") + "\"";
         return SegmentFormat::Unsupported;
     }
-    // A damaged start: the format of the first valid frame.
-    const size_t q2 = next_valid_frame(b, n, 0, 2);
-    const size_t q1 = next_valid_frame(b, n, 0, 1);
+    for (int version : {2, 1}) {
+        uint8_t kind;
+        size_t psize;
+        if (!valid_frame_at(b, n, 0, version, kind, psize)) continue;
+        if (kind == kKindSegmentHeader && b[kFrameHead + 5] != version) {
+            why = "format version " + std::to_string(b[kFrameHead + 5]) + " (in a DDL" +
+                  std::to_string(version) + " segment header)";
+            return SegmentFormat::Unsupported;
+        }
+        return version == 2 ? SegmentFormat::V2 : SegmentFormat::V1;
+    }
+    // A damaged first frame: the first valid frame of either format decides.
+    const size_t q2 = next_valid_frame(b, n, 1, 2);
+    const size_t q1 = next_valid_frame(b, n, 1, 1);
+    if (q1 >= n && q2 >= n) return SegmentFormat::Unknown;
     return q1 < q2 ? SegmentFormat::V1 : SegmentFormat::V2;
 }
 
@@ -362,8 +408,7 @@ void parse_registrations_v2(uint64_t pos, const uint8_t* payload, size_t psize, 
     if (raw_size > kMaxRegistrationBody) return invalid("raw body size beyond the format's bound");
     const uint8_t* raw = body;
     if (compressed) {
-        const size_t fsize = ZSTD_findFrameCompressedSize(body, body_size);
-        if (ZSTD_isError(fsize) || fsize != body_size) return invalid("body is not one zstd frame");
+        if (!zstd_frame_is_exactly(body, body_size)) return invalid("body is not one zstd frame");
         buf.resize(std::max<size_t>(raw_size, 1));
         const size_t got = ZSTD_decompressDCtx(dctx, buf.data(), raw_size, body, body_size);
         if (ZSTD_isError(got) || got != raw_size)
@@ -429,7 +474,8 @@ void parse_registrations_v2(uint64_t pos, const uint8_t* payload, size_t psize, 
         if (!entry_valid(en.r) || (en.r.accumulator && !en.r.periodic)) {
             rep.add(pos, 0, SkipKind::InvalidRegistration,
                     "registration of stream " + std::to_string(sid) +
-                        " has invalid scales, periodicity or flags; ignored");
+                        " has invalid scales, periodicity or flags; ignored",
+                    sid);
             continue;
         }
         auto info = std::make_unique<StreamInfo>();
@@ -440,19 +486,20 @@ void parse_registrations_v2(uint64_t pos, const uint8_t* payload, size_t psize, 
         for (const auto& ids : en.label_ids) {
             const std::string* name = reg.strings.find(ids.first);
             const std::string* value = reg.strings.find(ids.second);
-            if (name && value) {
+            if (name && value && JsonCheck::valid(value->data(), value->size(), false)) {
                 info->reg.labels.push_back({*name, *value});
             } else {
                 ++info->unresolved;
                 if (!missing.empty()) missing += ", ";
-                missing += name ? *name : "string " + std::to_string(ids.first);
+                missing += std::to_string(ids.first) + "=" + std::to_string(ids.second);
             }
         }
         if (info->unresolved)
             rep.add(pos, 0, SkipKind::UnresolvedLabel,
                     "stream " + std::to_string(sid) + ": " + std::to_string(info->unresolved) +
-                        " label(s) refer to strings of a lost registrations frame (" + missing +
-                        "); kept without them");
+                        " label(s) with strings of a lost registrations frame, or values that "
+                        "are not JSON, dropped (string ids " + missing + ")",
+                    sid);
         reg.add(pos, std::move(info));
     }
 }
@@ -469,10 +516,13 @@ void parse_registration_v1(uint64_t pos, const uint8_t* p, size_t psize, Segment
     r.epoch_scale = get_f64(p + 12);
     r.value_scale = get_f64(p + 20);
     const uint32_t len = get_u32(p + 28);
-    if (!(scale_ok(r.epoch_scale) && (r.exact || scale_ok(r.value_scale)))) {
+    const char* text = reinterpret_cast<const char*>(p + 32);
+    const bool json_ok = valid_utf8(p + 32, len) && JsonCheck::valid(text, len, true);
+    if (!json_ok || !(scale_ok(r.epoch_scale) && (r.exact || scale_ok(r.value_scale)))) {
         rep.add(pos, kFrameHead + psize, SkipKind::InvalidRegistration,
                 "registration of stream " + std::to_string(r.stream_id) +
-                    " has invalid scales; ignored");
+                    (json_ok ? " has invalid scales; ignored" : " is not a JSON object; ignored"),
+                r.stream_id);
         return;
     }
     if (r.exact) r.value_scale = 0.0;
@@ -728,6 +778,7 @@ int parse_directory(const uint8_t* raw, size_t n, const BlockHeader& h, bool com
     uint64_t d;
     if (!(p = get_varint(p, end, d))) return complete ? (why = "truncated directory", 0) : -1;
     if (d != h.n_streams) return why = "directory size differs from the header", 0;
+    if (d == 0) return why = "a block without any stream", 0;
     if (d > h.raw_size) return why = "directory larger than the payload", 0;
     dir.entries.reserve(size_t(d));
     uint64_t prev = 0, records = 0, nnz = 0, bytes = 0;
@@ -813,7 +864,11 @@ void decode_block_v2(BlockJob& job, const SegmentWork& seg, const Selection& sel
                                "block " + std::to_string(h.block_seq) + " skipped: " + why});
     };
     if (h.raw_size > kMaxRawBlock) return bad("declared raw size beyond the format's bound");
+    if (std::max<uint64_t>({h.n_records, h.nnz, h.n_streams}) > h.raw_size)
+        return bad("counts larger than the raw size");
     if (crc32(job.data, h.compressed_size) != h.compressed_crc) return bad("checksum mismatch");
+    if (!zstd_frame_is_exactly(job.data, h.compressed_size))
+        return bad("the zstd frame is not exactly the declared compressed size");
     // Padding after the payload lets the section decoder read varints without a bounds check
     // per byte (it checks per run).
     w.raw.resize(size_t(h.raw_size) + kSectionPadding);
@@ -845,7 +900,8 @@ void decode_block_v2(BlockJob& job, const SegmentWork& seg, const Selection& sel
             // Only a block whose directory disagrees with what was reserved for it gets here.
             job.reports.push_back({seg.path, job.pos, 0, SkipKind::BadSection,
                                    "section of stream " + std::to_string(e.sid) + " in block " +
-                                       std::to_string(h.block_seq) + " does not fit its slot"});
+                                       std::to_string(h.block_seq) + " does not fit its slot",
+                                   e.sid});
             continue;
         }
         SectionTarget t{out.stream_id + rec, out.epoch + rec, nullptr, nullptr,
@@ -857,7 +913,8 @@ void decode_block_v2(BlockJob& job, const SegmentWork& seg, const Selection& sel
         if (fail) {
             job.reports.push_back({seg.path, job.pos, 0, SkipKind::BadSection,
                                    "section of stream " + std::to_string(e.sid) + " in block " +
-                                       std::to_string(h.block_seq) + " skipped: " + fail});
+                                       std::to_string(h.block_seq) + " skipped: " + fail,
+                                   e.sid});
             continue;
         }
         rec += e.records;
@@ -888,7 +945,6 @@ private:
     const std::map<uint32_t, Registration>& fallback_;
     ZSTD_DCtx* dctx_;
     std::unordered_map<uint32_t, int64_t> last_tick_;
-    std::unordered_set<uint32_t> reported_;
     std::vector<uint8_t> raw_;
     std::vector<int64_t> idx_;
     std::vector<uint64_t> vals_;
@@ -900,20 +956,17 @@ bool LegacyDecoder::decode(SegmentWork& seg, VecColumns& cols) {
     const uint8_t* base = seg.data.data();
     const size_t size = seg.data.size();
     Reports rep{seg.path, seg.reports};
+    std::unordered_set<uint32_t> reported;  // once per stream and segment
     size_t pos = 0;
     while (pos < size) {
         // 0.1.x wrote only standard zstd frames: anything else (a skippable frame included,
         // which zstd itself would accept) is damage.
-        const bool zstd_head = size - pos >= 4 && get_u32(base + pos) == kZstdMagic;
-        const size_t fsize =
-            zstd_head ? ZSTD_findFrameCompressedSize(base + pos, size - pos) : size_t(-1);
+        size_t fsize = 0;
+        const FrameSize fs = zstd_frame_size(base + pos, size - pos, fsize);
         std::string why;
-        bool ok = zstd_head && !ZSTD_isError(fsize);
-        bool torn = false;
-        if (!ok) {
-            torn = size - pos < 8 || get_u32(base + pos) == kZstdMagic;
-            why = torn ? "the file ends inside a zstd frame" : "not a zstd frame";
-        }
+        bool ok = fs == FrameSize::Ok;
+        const bool torn = fs == FrameSize::Truncated;
+        if (!ok) why = torn ? "the file ends inside a zstd frame" : "not a zstd frame";
         unsigned long long content = 0;
         if (ok) {
             content = ZSTD_getFrameContentSize(base + pos, fsize);
@@ -989,19 +1042,20 @@ bool LegacyDecoder::decode(SegmentWork& seg, VecColumns& cols) {
         }
         for (const auto& kv : ticks) last_tick_[kv.first] = kv.second;
         for (const Rec& r : recs) {
+            if (!sel_.keep(r.sid)) continue;
             auto fb = fallback_.find(r.sid);
             const Registration* reg = fb == fallback_.end() ? nullptr : &fb->second;
             if (!reg || reg->exact) {
-                if (reported_.insert(r.sid).second) {
+                if (reported.insert(r.sid).second) {
                     char name[16];
                     std::snprintf(name, sizeof(name), "%08u", r.sid);
-                    rep.add(pos, 0, SkipKind::UnregisteredStream,
+                    rep.add(pos, fsize, SkipKind::UnregisteredStream,
                             "0.1.x stream " + std::to_string(r.sid) + " has no usable sidecar streams/" +
-                                name + ".json; its records skipped");
+                                name + ".json; its records skipped",
+                            r.sid);
                 }
                 continue;
             }
-            if (!sel_.keep(r.sid)) continue;
             cols.stream_id.push_back(r.sid);
             cols.epoch.push_back(double(r.tick) * reg->epoch_scale);
             cols.indices.insert(cols.indices.end(), idx_.begin() + ptrdiff_t(r.a),
@@ -1035,8 +1089,9 @@ void read_segment(SegmentWork& seg, const Selection& sel,
         return;
     }
     if (seg.format == SegmentFormat::Legacy) return;  // decoded in order, by the caller
-    const int version = seg.format == SegmentFormat::V2 ? 2 : 1;
-    sum.version = version;
+    // Unknown (no valid frame at all) walks as format 2: the whole file is reported.
+    const int version = seg.format == SegmentFormat::V1 ? 1 : 2;
+    sum.version = seg.format == SegmentFormat::Unknown ? -1 : version;
     std::vector<uint8_t> buf;
     V1BlockParser v1(sel, fallback);
     std::vector<uint8_t> raw;
@@ -1061,6 +1116,10 @@ void read_segment(SegmentWork& seg, const Selection& sel,
         if (ok && crc32(data, h.compressed_size) != h.compressed_crc) {
             ok = false;
             why = "checksum mismatch";
+        }
+        if (ok && !zstd_frame_is_exactly(data, h.compressed_size)) {
+            ok = false;
+            why = "the zstd frame is not exactly the declared compressed size";
         }
         if (ok) {
             raw.resize(std::max<size_t>(h.raw_size, 1));
@@ -1094,19 +1153,25 @@ void read_segment(SegmentWork& seg, const Selection& sel,
             ++sum.bad_blocks;
             if (unregistered) seg.unregistered_v1.push_back(v1.unregistered_sid);
             rep.add(pos, end - pos, unregistered ? SkipKind::UnregisteredStream : SkipKind::BadBlock,
-                    "block " + std::to_string(h.block_seq) + " skipped: " + why);
+                    "block " + std::to_string(h.block_seq) + " skipped: " + why,
+                    unregistered ? int64_t(v1.unregistered_sid) : -1);
         }
     };
     walk_segment(seg.data.data(), seg.data.size(), version, rep, sum, on_registration, on_block);
 }
 
-bool is_legacy_file(const std::string& path) {
-    uint8_t head[4];
+// The first bytes of a file (up to 4): how many were read, -1 if it cannot be opened.
+int file_head(const std::string& path, uint8_t head[4]) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return false;
+    if (fd < 0) return -1;
     const ssize_t r = ::read(fd, head, 4);
     ::close(fd);
-    return r == 4 && get_u32(head) == kZstdMagic;
+    return int(r < 0 ? -1 : r);
+}
+
+uint64_t file_size(const std::string& path) {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 ? uint64_t(st.st_size) : 0;
 }
 
 unsigned thread_count(unsigned wanted) {
@@ -1169,40 +1234,44 @@ DecodeResult decode_directory(const std::string& dir, const DecodeOptions& opts)
     for (size_t i = 0; i < n; ++i) segs[i].path = paths[i];
     DecodeResult result;
 
-    // A 0.1.x directory is decoded in order: its ticks are deltas that run across segments.
-    bool legacy = false;
-    for (size_t i = 0; i < n && !legacy; ++i) legacy = is_legacy_file(paths[i]);
-
-    if (legacy) {
+    // 0.1.x segments are decoded in order: their ticks are deltas that run across segments, and a
+    // damaged one breaks the chain for everything after it (FORMAT.md section 9).
+    std::vector<bool> legacy_head(n, false);
+    bool any_legacy = false;
+    for (size_t i = 0; i < n; ++i) {
+        uint8_t head[4];
+        const int r = file_head(paths[i], head);
+        legacy_head[i] = r == 4 && get_u32(head) == kZstdMagic;
+        any_legacy = any_legacy || legacy_head[i];
+    }
+    if (any_legacy) {
+        // A 0.1.x directory (FORMAT.md section 9): any of its segments is 0.1.x.
         LegacyDecoder dec(sel, opts.fallback);
         Worker w;
-        VecColumns* cols = nullptr;  // the first 0.1.x segment's: every 0.1.x record goes there
         bool broken = false;
         for (size_t i = 0; i < n; ++i) {
             SegmentWork& seg = segs[i];
             seg.summary.path = seg.path;
             if (broken) {
-                seg.reports.push_back({seg.path, 0, 0, SkipKind::LegacyChainBroken,
+                seg.reports.push_back({seg.path, 0, file_size(seg.path), SkipKind::LegacyChainBroken,
                                        "not read: an earlier 0.1.x segment is damaged and 0.1.x "
                                        "epochs are deltas that run across segments"});
                 continue;
             }
             std::string err;
             if (!read_file(seg.path, seg.data, err)) {
-                seg.reports.push_back({seg.path, 0, 0, SkipKind::UnreadableFile, "cannot read: " + err});
-                broken = true;
+                seg.reports.push_back({seg.path, 0, file_size(seg.path), SkipKind::UnreadableFile,
+                                       "cannot read: " + err});
                 continue;
             }
             seg.summary.bytes = seg.data.size();
-            if (seg.data.empty() || get_u32(seg.data.data()) == kZstdMagic) {
-                if (!cols) cols = &seg.columns;
-                broken = !dec.decode(seg, *cols);
+            if (seg.data.size() >= 4 && get_u32(seg.data.data()) == kZstdMagic) {
+                broken = !dec.decode(seg, seg.columns);
             } else {
-                // Not a 0.1.x segment (damaged, or foreign): its frames may have carried tick
-                // deltas, so no later 0.1.x epoch can be trusted. Its own frames are read as what
-                // they are.
                 read_segment(seg, sel, opts.fallback, false, w.dctx);
-                broken = true;
+                // In a 0.1.x directory a segment that is not 0.1.x is a damaged one: the tick
+                // deltas of the segments after it start from unknown values.
+                if (!seg.data.empty()) broken = true;
             }
         }
     } else {
@@ -1213,7 +1282,8 @@ DecodeResult decode_directory(const std::string& dir, const DecodeOptions& opts)
             std::string err;
             if (!read_file(seg.path, seg.data, err)) {
                 seg.summary.path = seg.path;
-                seg.reports.push_back({seg.path, 0, 0, SkipKind::UnreadableFile, "cannot read: " + err});
+                seg.reports.push_back({seg.path, 0, file_size(seg.path), SkipKind::UnreadableFile,
+                                       "cannot read: " + err});
                 return;
             }
             read_segment(seg, sel, opts.fallback, false, w.dctx);
@@ -1225,8 +1295,9 @@ DecodeResult decode_directory(const std::string& dir, const DecodeOptions& opts)
     std::vector<BlockJob*> jobs;
     for (auto& seg : segs)
         for (auto& b : seg.blocks) {
-            if (sel.active() && (b.header.n_streams == 0 || !sel.any_in(b.header.min_sid, b.header.max_sid)))
-                b.skip = true;
+            // FORMAT.md 2.2: a block whose stream id range holds no selected stream is skipped
+            // unchecked.
+            if (!sel.any_in(b.header.min_sid, b.header.max_sid)) b.skip = true;
             jobs.push_back(&b);
         }
     if (sel.active()) {
@@ -1244,7 +1315,6 @@ DecodeResult decode_directory(const std::string& dir, const DecodeOptions& opts)
                     r += e.records;
                     z += size_t(e.nnz);
                 }
-            if (r == 0) b.skip = true;
             b.rec_cap = r;
             b.nnz_cap = z;
         });
@@ -1369,7 +1439,8 @@ DecodeResult decode_directory(const std::string& dir, const DecodeOptions& opts)
                     seg.reports.push_back({seg.path, b.pos, 0, SkipKind::UnregisteredStream,
                                            "stream " + std::to_string(sid) +
                                                " has no registration in this segment (nor a sidecar); "
-                                               "its records are skipped"});
+                                               "its records are skipped",
+                                           sid});
             }
         }
         for (uint32_t sid : seg.unregistered_v1) unregistered.insert(sid);

@@ -38,6 +38,7 @@ struct SkipReport {
     uint64_t length = 0;
     SkipKind kind = SkipKind::CorruptFrame;
     std::string reason;
+    int64_t stream_id = -1;  // the stream, for the kinds about one stream; -1 otherwise
 };
 
 // What a reader knows of a stream from an in-band registration (or a sidecar).

@@ -154,7 +154,7 @@ inline bool payload_valid(const uint8_t* payload, size_t size, int version, uint
                 // it is decompressed.
                 if (!(payload[5] & 1) && get_u32(payload + 16) != size - kRegistrationsFixed)
                     return false;
-            } else if (size < kRegistrationFixedV1 ||
+            } else if (size < kRegistrationFixedV1 || get_u32(payload + 28) > kMaxJson ||
                        get_u32(payload + 28) != size - kRegistrationFixedV1) {
                 return false;
             }

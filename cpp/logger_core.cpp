@@ -142,8 +142,8 @@ void LoggerCore::writer_main() {
                         pool_.give_back(item.block.sections);
                         if (!item.retired.empty()) writer_->retire(item.retired);
                         break;
-                    case QueueItem::Kind::Registration:
-                        writer_->add_registration(std::move(item.registration));
+                    case QueueItem::Kind::Registrations:
+                        for (auto& reg : item.registrations) writer_->add_registration(std::move(reg));
                         break;
                     case QueueItem::Kind::Retire:
                         writer_->retire(item.retired);
@@ -162,14 +162,21 @@ void LoggerCore::writer_main() {
                 // Bounded loss: seal the partly filled block. try_lock, because a producer may
                 // hold the encoder lock while it waits for this thread to free queue space.
                 if (encode_mu_.try_lock()) {
+                    std::vector<Registration> regs;
                     try {
+                        regs.swap(new_registrations_);
+                        new_registration_bytes_ = 0;
                         seal_locked(true);
+                        hand_over_registrations_locked();  // retirements, if no block took them
                     } catch (...) {
                         encode_mu_.unlock();
                         throw;
                     }
                     encode_mu_.unlock();
-                    writer_->write_pending();  // streams registered but not yet recorded
+                    // Streams registered but not yet recorded are written now (bounded loss); a
+                    // block just queued comes after them in the file.
+                    for (auto& reg : regs) writer_->add_registration(std::move(reg));
+                    writer_->write_pending();
                     written_bytes_ = writer_->bytes_written();
                     deadline = Clock::now() + interval;
                 } else {
@@ -245,15 +252,32 @@ uint32_t LoggerCore::register_stream(const std::string& name, Registration reg) 
     s->exact = reg.exact;
     const uint32_t sid = streams_.next_id();
     reg.stream_id = sid;
-    QueueItem item;
-    item.kind = QueueItem::Kind::Registration;
-    item.bytes = label_bytes;
-    item.registration = std::move(reg);
-    double waited = 0;
-    // Registrations never wait for ring space; the writer writes them before the next block.
-    if (queue_.push(std::move(item), true, waited) == 0) throw_if_unusable();
+    new_registrations_.push_back(std::move(reg));
+    new_registration_bytes_ += label_bytes;
     streams_.add(std::move(s));
+    // A logger that registers many streams and records little hands them over in batches.
+    if (new_registration_bytes_ > block_target_ || new_registrations_.size() >= 4096)
+        hand_over_registrations_locked();
     return sid;
+}
+
+void LoggerCore::hand_over_registrations_locked() {
+    double waited = 0;
+    if (!new_registrations_.empty()) {
+        QueueItem item;
+        item.kind = QueueItem::Kind::Registrations;
+        item.bytes = new_registration_bytes_;
+        item.registrations.swap(new_registrations_);
+        new_registration_bytes_ = 0;
+        // Registrations never wait for ring space; the writer writes them before the next block.
+        queue_.push(std::move(item), true, waited);
+    }
+    if (block_.empty() && !retire_after_block_.empty()) {
+        QueueItem item;
+        item.kind = QueueItem::Kind::Retire;
+        item.retired.swap(retire_after_block_);
+        queue_.push(std::move(item), true, waited);
+    }
 }
 
 void LoggerCore::retire_streams(const std::vector<uint32_t>& sids) {
@@ -266,16 +290,9 @@ void LoggerCore::retire_streams(const std::vector<uint32_t>& sids) {
         gone.push_back(sid);
     }
     if (gone.empty() || failed_.load() || closed_.load()) return;
-    if (!block_.empty()) {
-        // The open block may hold their records: the writer forgets them after writing it.
-        retire_after_block_.insert(retire_after_block_.end(), gone.begin(), gone.end());
-        return;
-    }
-    QueueItem item;
-    item.kind = QueueItem::Kind::Retire;
-    item.retired = std::move(gone);
-    double waited = 0;
-    queue_.push(std::move(item), true, waited);
+    // The open block may hold their records: the writer forgets them after writing it (or at the
+    // next flush). Nothing wakes the writer here.
+    retire_after_block_.insert(retire_after_block_.end(), gone.begin(), gone.end());
 }
 
 int64_t LoggerCore::epoch_to_tick(uint32_t sid, double epoch) {
@@ -375,6 +392,7 @@ void LoggerCore::encode_locked(Stream& s, uint32_t sid, int64_t tick, const int6
 
 void LoggerCore::seal_locked(bool from_writer) {
     if (block_.empty()) return;
+    hand_over_registrations_locked();  // the block's streams are described before it
     QueueItem item;
     item.kind = QueueItem::Kind::Block;
     item.block = block_.seal();
@@ -467,6 +485,7 @@ void LoggerCore::flush() {
         std::lock_guard<std::mutex> lk(encode_mu_);
         throw_if_unusable();
         seal_locked(false);
+        hand_over_registrations_locked();
         QueueItem sync;
         sync.kind = QueueItem::Kind::Sync;
         double waited = 0;
@@ -486,6 +505,7 @@ void LoggerCore::close() {
         if (!failed_.load()) {
             try {
                 seal_locked(false);
+                hand_over_registrations_locked();
             } catch (const WriterFailure&) {
                 // reported below, after the thread has stopped
             }

@@ -143,6 +143,7 @@ private:
     void encode_locked(Stream& s, uint32_t sid, int64_t tick, const int64_t* idx,
                        const uint64_t* vals, size_t n);
     void seal_locked(bool from_writer);
+    void hand_over_registrations_locked();
     [[noreturn]] void invalid(uint32_t sid, const std::string& what);
     int64_t tick_locked(Stream& s, uint32_t sid, double epoch);
     void prepare_locked(Stream& s, uint32_t sid, const int64_t* idx, const double* vals,
@@ -162,6 +163,10 @@ private:
     StreamTable streams_;
     OpenBlock block_;
     std::vector<uint32_t> retire_after_block_;  // released once the open block is written
+    // Registered since the last hand-over to the writer: handed over in one item before the next
+    // block, flush or retirement (not one wake-up of the writer per stream).
+    std::vector<Registration> new_registrations_;
+    size_t new_registration_bytes_ = 0;
     PreparedRecord scratch_;
     // record_many's ticks; grows to the largest batch, released when that was huge.
     std::vector<int64_t> bulk_ticks_;

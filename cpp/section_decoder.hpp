@@ -42,7 +42,7 @@ inline bool varint_at(const uint8_t*& p, uint64_t& out) {
         return true;
     }
     uint64_t r = b & 0x7F;
-    for (int shift = 7; shift < 70; shift += 7) {
+    for (int shift = 7; shift < 63; shift += 7) {
         b = *p++;
         r |= (b & 0x7F) << shift;
         if (b < 0x80) {
@@ -50,7 +50,10 @@ inline bool varint_at(const uint8_t*& p, uint64_t& out) {
             return true;
         }
     }
-    return false;
+    b = *p++;  // the tenth byte: one bit left of 64
+    if (b > 1) return false;
+    out = r | (b << 63);
+    return true;
 }
 
 // Reads k varints, calling f(i, value); false on a malformed varint or a read past `end`.

@@ -16,7 +16,7 @@ namespace ddl {
 namespace {
 // Past this many strings the intern table of a segment starts again (ids keep counting up):
 // a logger whose streams come and go for ever keeps a bounded table (FORMAT.md section 3.1).
-constexpr size_t kMaxInterned = 1 << 15;
+constexpr size_t kMaxInterned = 1 << 12;
 }  // namespace
 
 void fsync_directory(const std::string& dir) {

@@ -82,7 +82,8 @@ def check_logger_settings(
     rotate = _positive_int("rotate_bytes", rotate_bytes)
     if block > MAX_BLOCK_BYTES:
         raise InvalidSettingError(
-            "block_bytes", f"must be at most {MAX_BLOCK_BYTES} (2^28, the format's bound) (got {block})"
+            "block_bytes",
+            f"must be at most {MAX_BLOCK_BYTES} (2^28, the format's bound) (got {block})",
         )
     if block * RING_BLOCKS > ring:
         raise InvalidSettingError(
@@ -99,7 +100,7 @@ def check_logger_settings(
     if (
         isinstance(flush_interval, bool)
         or not isinstance(flush_interval, numbers.Real)
-        or not (math.isfinite(flush_interval) and flush_interval > 0)
+        or not (math.isfinite(float(flush_interval)) and float(flush_interval) > 0)
     ):
         raise InvalidSettingError(
             "flush_interval", f"must be a positive number of seconds (got {flush_interval!r})"

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import _core, _defaults
 from .errors import (
+    InvalidSettingError,
     InvalidStreamError,
     LoggerClosedError,
     LoggerForkedError,
@@ -87,6 +88,11 @@ class DataLogger:
     and, after a successful :meth:`close`, an empty ``_DONE`` marker. Safe to use from several
     threads. Everything recorded is on disk (in the OS) within ``flush_interval`` seconds, so a
     killed process loses at most that window.
+
+    The settings are checked by :func:`disco_data_logger._defaults.check_logger_settings`
+    (:class:`InvalidSettingError` names the one refused); ``block_bytes=None`` means 4 MiB, or a
+    quarter of ``ring_bytes`` when that is smaller. A logger belongs to the process that created
+    it: used in a child after ``os.fork()``, every call raises :class:`LoggerForkedError`.
     """
 
     def __init__(
@@ -181,29 +187,28 @@ class DataLogger:
         es = _check_scale(desc, "epoch_scale", epoch_scale, allow_none=False)
         assert es is not None
         vs = _check_scale(desc, "value_scale", value_scale, allow_none=True)
-        meta: dict[str, Any] = {**labels, "stream_id": None, "epoch_scale": es, "value_scale": vs}
-        if periodic is not None:
-            meta["periodicity"], meta["kind"] = periodic
+        # The core stores each label as its name and its value's JSON text (FORMAT.md 3.1).
+        names = list(labels)
         try:
-            json.dumps(meta, allow_nan=False)
+            texts = [_json_text(labels[k]) for k in names]
         except (TypeError, ValueError) as exc:
             raise InvalidStreamError(
                 f"stream ({desc}): labels must be JSON-serialisable: {exc}"
             ) from None
-        # The core stores each label as its name and its value's JSON text (FORMAT.md 3.1).
-        names = list(labels)
-        texts = [_json_text(labels[k]) for k in names]
+        size = sum(len(k.encode("utf-8")) + len(v.encode("utf-8")) + 4
+                   for k, v in zip(names, texts, strict=True))
+        if size > _defaults.MAX_LABELS_JSON:
+            raise InvalidStreamError(
+                f"stream ({desc}): labels take {size:,} bytes as JSON; the format allows "
+                f"{_defaults.MAX_LABELS_JSON >> 20} MiB: keep large metadata in a file of "
+                "your own and put its path in a label"
+            )
+        meta: dict[str, Any] = {**labels, "stream_id": None, "epoch_scale": es, "value_scale": vs}
+        if periodic is not None:
+            meta["periodicity"], meta["kind"] = periodic
         with self._register_lock:
             sid = self._next_sid
             meta["stream_id"] = sid
-            text = json.dumps(meta, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-            size = len(text.encode("utf-8"))
-            if size > _defaults.MAX_LABELS_JSON:
-                raise InvalidStreamError(
-                    f"stream ({desc}): labels take {size:,} bytes as JSON; the format allows "
-                    f"{_defaults.MAX_LABELS_JSON >> 20} MiB: keep large metadata in a file of "
-                    "your own and put its path in a label"
-                )
             period, kind = periodic if periodic is not None else (None, None)
             got = self._core.register_stream(desc, es, vs, period, kind, names, texts)
             if got != sid:
@@ -390,4 +395,4 @@ def _vector_parts(vector: Any) -> tuple[np.ndarray, np.ndarray]:
     return vector.indices, vector.values
 
 
-__all__ = ["DataLogger", "LoggerClosedError", "LoggerForkedError"]
+__all__ = ["DataLogger", "InvalidSettingError", "LoggerClosedError", "LoggerForkedError"]

@@ -94,14 +94,14 @@ def stream_metadata(reg: Mapping[str, Any]) -> dict[str, Any]:
         except (UnicodeDecodeError, ValueError):
             pass
         return {STREAM_ID: sid, EPOCH_SCALE: reg["epoch_scale"], VALUE_SCALE: reg["value_scale"]}
-    meta: dict[str, Any] = {name: _label_value(text) for name, text in reg["labels"]}
-    meta[STREAM_ID] = sid
-    meta[EPOCH_SCALE] = reg["epoch_scale"]
-    meta[VALUE_SCALE] = reg["value_scale"]
+    out: dict[str, Any] = {name: _label_value(text) for name, text in reg["labels"]}
+    out[STREAM_ID] = sid
+    out[EPOCH_SCALE] = reg["epoch_scale"]
+    out[VALUE_SCALE] = reg["value_scale"]
     if reg["kind"] is not None:
-        meta[PERIODICITY] = reg["periodicity"]
-        meta[KIND] = reg["kind"]
-    return meta
+        out[PERIODICITY] = reg["periodicity"]
+        out[KIND] = reg["kind"]
+    return out
 
 
 def _metadata(registrations: Mapping[int, Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
@@ -140,12 +140,14 @@ def _fallback_scales(
 
 
 def _is_legacy_directory(path: Path) -> bool:
-    """True when the first non-empty segment starts with a bare zstd frame (the 0.1.x layout)."""
+    """True when any segment starts with a bare zstd frame: the 0.1.x layout (FORMAT.md 9)."""
     for segment in _core.list_segments(str(path)):
-        with open(segment, "rb") as fh:
-            head = fh.read(4)
-        if head:
-            return head == b"\x28\xb5\x2f\xfd"
+        try:
+            with open(segment, "rb") as fh:
+                if fh.read(4) == b"\x28\xb5\x2f\xfd":
+                    return True
+        except OSError:
+            continue
     return False
 
 
@@ -191,10 +193,10 @@ def decode_columns(
         offsets=raw["offsets"],
         indices=raw["indices"],
         values=raw["values"],
-        skipped=list(raw["skipped"]),
-        segments=list(raw["segments"]),
+        skipped=[dict(s) for s in raw["skipped"]],
+        segments=[dict(s) for s in raw["segments"]],
         path=p,
-        registrations={int(k): v for k, v in raw["registrations"].items()},
+        registrations={int(k): dict(v) for k, v in raw["registrations"].items()},
         sidecars=sidecars,
     )
     if warn and cols.skipped:
@@ -202,7 +204,9 @@ def decode_columns(
     return cols
 
 
-def read_registrations(path: str | os.PathLike[str], *, warn: bool = True) -> dict[int, dict[str, Any]]:
+def read_registrations(
+    path: str | os.PathLike[str], *, warn: bool = True
+) -> dict[int, dict[str, Any]]:
     """Stream id -> metadata of every stream registered in-band in a logger directory, found
     without decompressing a single block (for selecting streams by label where sidecars are
     absent, as in a shard of the experiment service)."""
@@ -210,7 +214,7 @@ def read_registrations(path: str | os.PathLike[str], *, warn: bool = True) -> di
     if not p.is_dir():
         raise FormatError(f"'{p}' is not a logger directory")
     raw = _core.read_registrations(str(p))
-    skipped = list(raw["skipped"])
+    skipped = [dict(s) for s in raw["skipped"]]
     if warn and skipped:
         _warn_skipped(p, skipped, stacklevel=3)
     return _metadata(raw["registrations"])
@@ -254,7 +258,8 @@ def columns_to_arrow(cols: DecodedColumns, *, label_columns: bool | Iterable[str
             list_type.from_arrays(offsets, _arrow(cols.indices, pa.int64())),
             list_type.from_arrays(offsets, _arrow(cols.values, pa.float64())),
         ]
-        table = pa.Table.from_batches([pa.RecordBatch.from_arrays(arrays, names=list(RECORD_COLUMNS))])
+        batch = pa.RecordBatch.from_arrays(arrays, names=list(RECORD_COLUMNS))
+        table = pa.Table.from_batches([batch])
     else:
         table = _empty_table()
     if label_columns:
