@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CorruptDataWarning
+from ..errors import CorruptDataWarning, SkipKind
 from .index import scan_shards, verify_groups
 from .layout import INDEX_DIR, INDEX_STATE, SHARDS_DIR
 from .manifest import ShardManifest, fsync_directory
@@ -47,7 +47,7 @@ __all__ = ["RepairResult", "SegmentCheck", "ShardCheck", "VerifyReport", "repair
 
 _SKIPPABLE_MAGIC = 0x184D2A5D
 _ZSTD_MAGIC = 0xFD2FB528
-_DDL_MAGIC = b"DDL1"
+_DDL_MAGICS = (b"DDL2", b"DDL1")  # formats 2 and 1: the block header fields read here agree
 _KIND_BLOCK = 3
 _KIND_FOOTER = 4
 
@@ -189,7 +189,7 @@ def walk_segment(path: Path) -> SegmentCheck:
             torn(pos)
             break
         payload = data[pos + 8:end]
-        if (size < 9 or payload[:4] != _DDL_MAGIC
+        if (size < 9 or payload[:4] not in _DDL_MAGICS
                 or zlib.crc32(payload[:-4]) != struct.unpack_from("<I", payload, size - 4)[0]):
             check.checksum_failures += 1
             check.problems.append(f"frame header checksum mismatch at offset {pos}; "
@@ -226,7 +226,7 @@ def _intact_frame_after(data: bytes, start: int) -> int | None:
         if at + 8 <= len(data):
             size = struct.unpack_from("<I", data, at + 4)[0]
             payload = data[at + 8:at + 8 + size]
-            if (9 <= size == len(payload) and payload[:4] == _DDL_MAGIC
+            if (9 <= size == len(payload) and payload[:4] in _DDL_MAGICS
                     and zlib.crc32(payload[:-4]) == struct.unpack_from("<I", payload, size - 4)[0]):
                 return at
         at = data.find(magic, at + 1)
@@ -351,14 +351,14 @@ def _verify_dir(name: str, path: Path) -> ShardCheck:
     for item in skipped:
         seg_name = Path(str(item.get("segment", ""))).name
         reason = str(item.get("reason", "skipped"))
+        kind = item.get("kind")
         target = by_segment.get(seg_name)
-        torn = "torn" in reason.lower() or "end of file" in reason.lower()
         if target is not None and target.torn_tail and (
-                torn or item.get("offset") == target.torn_offset):
+                kind == SkipKind.TORN_TAIL or item.get("offset") == target.torn_offset):
             continue  # already reported by the walk
-        message = f"decoder skipped offset {item.get('offset')}: {reason}"
+        message = f"decoder skipped offset {item.get('offset')} ({kind}): {reason}"
         if target is not None:
-            if "crc" in reason.lower() or "checksum" in reason.lower():
+            if kind in (SkipKind.BAD_BLOCK, SkipKind.BAD_SECTION):
                 target.checksum_failures += 1
             target.problems.append(message)
         else:
@@ -413,14 +413,12 @@ def _verify_dir(name: str, path: Path) -> ShardCheck:
 
 def _registrations_agree(path: Path, manifest: ShardManifest) -> list[str]:
     """The labels and scales every commit lists equal the stream's in-band registration."""
-    from ..reader import decode_columns
+    from ..reader import read_registrations
 
     batch = manifest.batch
     if batch is None or not len(batch.stream_id):
         return []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CorruptDataWarning)
-        inband = decode_columns(path).streams
+    inband = read_registrations(path, warn=False)
     wrong: list[str] = []
     pos = 0
     for i in range(len(batch)):
