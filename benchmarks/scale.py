@@ -370,7 +370,7 @@ def plot(docs: list[dict[str, Any]], dst: Path) -> bool:
                 ax.plot(xs, [get(r) for r in doc["rows"]], styles.get(k, "-"), marker="o",
                         label=label)
         ax.set_xscale("log")
-        if title in ("files", "merge / inspect / open / query"):
+        if title != "replications per second" and title != "coordinator peak RSS":
             ax.set_yscale("log")
         ax.set_title(title)
         ax.set_xlabel("replications")

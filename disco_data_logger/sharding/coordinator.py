@@ -28,7 +28,13 @@ from typing import Any, TextIO
 
 from ..errors import ConfigError
 from .backends import Backend, import_ray, make_backend
-from .index import ExperimentIndex, merge, read_experiment_json, scan_shards
+from .index import (
+    ExperimentIndex,
+    check_run_output,
+    merge,
+    read_experiment_json,
+    scan_shards,
+)
 from .layout import EXPERIMENT_JSON, INDEX_DIR, SHARDS_DIR
 from .manifest import ShardManifest
 from .progress import ProgressBar
@@ -112,6 +118,7 @@ class Coordinator:
 
     def _prepare_output(self) -> None:
         """Refuse to mix results of different configs in one output, unless told to replace them."""
+        check_run_output(self.output)
         self.output.mkdir(parents=True, exist_ok=True)
         previous = read_experiment_json(self.output)
         found: set[str] = set()

@@ -86,6 +86,7 @@ __all__ = [
     "ExperimentIndex",
     "merge",
     "check_experiment",
+    "check_run_output",
     "read_experiment_json",
     "INDEX_DIR",
     "EXPERIMENT_JSON",
@@ -219,6 +220,24 @@ def check_experiment(path: str | os.PathLike[str], *, writing: bool = False) -> 
                     f"{root / name} is a symbolic link; an experiment's index is never written "
                     "through a link (replace it with a real folder or file)")
     return root
+
+
+def check_run_output(path: str | os.PathLike[str]) -> None:
+    """Refuse to run into a directory whose ``experiment.json`` or ``index/`` another program
+    wrote (a run would replace them); an empty, new or experiment directory is fine."""
+    root = Path(path)
+    if not root.is_dir():
+        return
+    try:
+        check_experiment(root)
+        return  # an experiment (of any state): the run resumes or refuses by fingerprint
+    except NotAnExperimentError:
+        pass
+    foreign = [name for name in (EXPERIMENT_JSON, INDEX_DIR) if os.path.lexists(root / name)]
+    if foreign:
+        raise NotAnExperimentError(
+            f"{root}: holds {' and '.join(foreign)} that disco-data-logger did not write (a run "
+            "would replace them); choose another output")
 
 
 def environment_info() -> dict[str, Any]:

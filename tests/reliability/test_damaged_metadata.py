@@ -133,6 +133,19 @@ def test_merge_on_a_directory_that_is_not_an_experiment(tmp_path: Path) -> None:
     assert digest(tmp_path) == before
 
 
+def test_run_refuses_an_output_another_program_owns(tmp_path: Path) -> None:
+    target = tmp_path / "theirs"
+    target.mkdir()
+    (target / "experiment.json").write_text('{"owner": "someone else"}')
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**CONFIG, "output": str(target)}))
+    before = digest(tmp_path)
+    proc = cli("run", str(config), "--no-progress")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "did not write" in proc.stderr and str(target) in proc.stderr
+    assert digest(tmp_path) == before
+
+
 def test_a_garbage_journal_frame_costs_its_commits_and_a_warning(work: Path) -> None:
     out = work / "out"
     before = committed(out)
