@@ -25,6 +25,7 @@ from disco_data_logger.sharding.manifest import (
     encode_frame,
 )
 from disco_data_logger.sharding.shard import check_shard_id
+from disco_data_logger.sharding.verify import verify_path
 
 
 def _record_some(rep, n: int = 3, value: float = 1.0, **labels: object) -> int:
@@ -316,6 +317,11 @@ def test_a_writer_failure_is_what_the_journal_records(tmp_path: Path) -> None:
     assert [r["task_id"] for r in m.replications] == ["t0"]
     assert [f["task_id"] for f in m.failures] == ["t1"]
     assert not (tmp_path / "shards" / "s1" / "_DONE").exists()
+    report = verify_path(tmp_path)
+    problems = [p for s in report.shards for p in s.problems] + [
+        p for s in report.shards for seg in s.segments for p in seg.problems]
+    assert any("writer failed" in p and "File too large" in p for p in problems)
+    assert not any("closed cleanly" in p for p in problems)
 
 
 @pytest.mark.parametrize("bad", ["", "../x", "a/b", ".hidden", "x" * 200, "a b"])

@@ -257,6 +257,10 @@ def test_resume_reruns_commits_whose_segment_bytes_are_gone(work: Path, damage: 
         data[300] ^= 0xFF
         segment.write_bytes(bytes(data))
         os.utime(segment, ns=(1, 1))  # even a change that keeps the size and an old mtime
+    proc = cli("verify", str(out))
+    assert proc.returncode == 1 and "all intact" not in proc.stdout
+    if damage != "delete":
+        assert "group commit(s) depend on segment bytes" in proc.stdout, proc.stdout
     proc = cli("run", str(work / "damaged.yaml"), "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert "6/6 replications committed" in proc.stdout
