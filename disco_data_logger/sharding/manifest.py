@@ -37,7 +37,7 @@ import time
 import warnings
 import zlib
 from array import array
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -666,18 +666,6 @@ def _int_or_none(v: Any, what: str) -> int | None:
     return v
 
 
-def _epoch_value(v: Any, es: float) -> float:
-    if v is None:
-        return math.nan
-    if isinstance(v, bool):
-        raise JournalProblem(f"epoch bound {v!r} is not a number")
-    if isinstance(v, int):
-        return v * es
-    if isinstance(v, float):
-        return v
-    raise JournalProblem(f"epoch bound {v!r} is not a number")
-
-
 def _ints(col: list[Any], what: str, *, nullable: bool = False,
           minimum: int = 0) -> np.ndarray | None:
     """A column of integers >= ``minimum`` as int64 (None when it holds nulls, which only a
@@ -1220,8 +1208,3 @@ def plain_stats(stats: Mapping[str, Any]) -> dict[str, Any]:
 def segments_summary(shard_dir: Path) -> list[dict[str, Any]]:
     """Size, crc32 and sha256 of every segment of a shard (its close record)."""
     return [file_checksums(p) for _n, p in segment_files(shard_dir)]
-
-
-def as_paths(names: Iterable[str], root: Path) -> list[Path]:
-    """Segment names from metadata as paths inside ``root`` (anything else is dropped)."""
-    return [root / n for n in names if SEGMENT_NAME_RE.match(n)]
