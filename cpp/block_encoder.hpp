@@ -183,6 +183,15 @@ public:
         nnz_ += nnz;
     }
 
+    // Throws away what the block holds (a rejected record_many batch).
+    void discard() {
+        pool_.give_back(sections_);
+        bytes_ = 0;
+        records_ = 0;
+        nnz_ = 0;
+        ++generation_;
+    }
+
     SealedBlock seal() {
         SealedBlock b;
         std::sort(sections_.begin(), sections_.end(),

@@ -63,7 +63,29 @@ template class Column<int64_t>;
 
 namespace {
 
-bool read_file(const std::string& path, std::vector<uint8_t>& out, std::string& err) {
+// A byte vector that does not zero what it grows by: file contents and decompressed payloads are
+// written over right away.
+template <class T>
+struct NoInitAllocator : std::allocator<T> {
+    template <class U>
+    struct rebind {
+        using other = NoInitAllocator<U>;
+    };
+    NoInitAllocator() = default;
+    template <class U>
+    NoInitAllocator(const NoInitAllocator<U>&) noexcept {}
+    template <class U>
+    void construct(U* p) noexcept {
+        ::new (static_cast<void*>(p)) U;
+    }
+    template <class U, class... Args>
+    void construct(U* p, Args&&... args) {
+        ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+    }
+};
+using ByteBuffer = std::vector<uint8_t, NoInitAllocator<uint8_t>>;
+
+bool read_file(const std::string& path, ByteBuffer& out, std::string& err) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         err = std::strerror(errno);
@@ -330,7 +352,7 @@ enum class SegmentFormat { Empty, Legacy, V1, V2, Unsupported, Unknown };
 
 // FORMAT.md section 4.1: the format of a segment, told by its first bytes. Unsupported: `why`
 // names the version. Unknown: no valid frame in the file (the caller reports it).
-SegmentFormat detect_format(const std::vector<uint8_t>& data, std::string& why) {
+SegmentFormat detect_format(const ByteBuffer& data, std::string& why) {
     const uint8_t* b = data.data();
     const size_t n = data.size();
     if (n == 0) return SegmentFormat::Empty;
@@ -702,7 +724,7 @@ struct BlockJob {
 // A segment as read: its bytes, format, registrations, reports and (format 1) records.
 struct SegmentWork {
     std::string path;
-    std::vector<uint8_t> data;
+    ByteBuffer data;
     SegmentFormat format = SegmentFormat::Empty;
     SegmentRegistry registry;
     std::vector<SkipReport> reports;
@@ -717,7 +739,7 @@ struct SegmentWork {
 // Per-thread state of the block decoders.
 struct Worker {
     ZSTD_DCtx* dctx = nullptr;
-    std::vector<uint8_t> raw;
+    ByteBuffer raw;
     SectionScratch scratch;
     Worker() : dctx(ZSTD_createDCtx()) {
         if (!dctx) throw std::bad_alloc();
@@ -1094,7 +1116,7 @@ void read_segment(SegmentWork& seg, const Selection& sel,
     sum.version = seg.format == SegmentFormat::Unknown ? -1 : version;
     std::vector<uint8_t> buf;
     V1BlockParser v1(sel, fallback);
-    std::vector<uint8_t> raw;
+    ByteBuffer raw;
     auto on_registration = [&](uint64_t pos, const uint8_t* payload, size_t psize) {
         if (version == 2) parse_registrations_v2(pos, payload, psize, dctx, buf, seg.registry, rep);
         else parse_registration_v1(pos, payload, psize, seg.registry, rep);

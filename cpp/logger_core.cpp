@@ -371,6 +371,54 @@ void LoggerCore::prepare_locked(Stream& s, uint32_t sid, const int64_t* idx, con
     }
 }
 
+LoggerCore::PreparedView LoggerCore::prepare_view_locked(Stream& s, uint32_t sid,
+                                                        const int64_t* idx, const double* vals,
+                                                        size_t n) {
+    // The usual record in branch-free loops: indices already sorted and unique, values that
+    // quantise. The indices (and an exact stream's values) are used where they are, not copied.
+    // Anything else goes through prepare_locked(), which sorts or finds the exact error.
+    if (n <= kMaxRecordNnz) {
+        bool ok = n == 0 || idx[0] >= 0;
+        for (size_t i = 1; i < n; ++i) ok &= idx[i] > idx[i - 1];
+        if (ok && s.exact) return {idx, reinterpret_cast<const uint64_t*>(vals)};
+        if (ok) {
+            if (scratch_.values.size() < n) scratch_.values.resize(n);
+            uint64_t* q = scratch_.values.data();
+            const double scale = s.value_scale;
+            for (size_t i = 0; i < n; ++i) {
+                const double y = vals[i] / scale;
+                // [-2^63, 2^63) truncates to an int64; NaN and infinities fail the test.
+                const bool in = y >= -9223372036854775808.0 && y < 9223372036854775808.0;
+                ok &= in;
+                const int64_t t = in ? int64_t(y) : 0;
+                const double frac = y - double(t);  // exact (see quantise())
+                q[i] = uint64_t(t + (frac >= 0.5) - (frac <= -0.5));
+            }
+            if (ok) return {idx, q};
+        }
+    }
+    prepare_locked(s, sid, idx, vals, n, scratch_, true);
+    return {scratch_.indices.data(), scratch_.values.data()};
+}
+
+bool LoggerCore::record_acceptable(const Stream& s, const int64_t* idx, const double* vals,
+                                   size_t n) {
+    if (n > kMaxRecordNnz) return false;
+    if (n == 0) return true;
+    // Indices: non-negative and strictly increasing (so unique).
+    bool ok = idx[0] >= 0;
+    for (size_t i = 1; i < n; ++i) ok &= idx[i] > idx[i - 1];
+    if (!ok || s.exact) return ok;
+    // Values: every |v| / value_scale finite and below 2^63 (NaN fails the comparison), which
+    // is exactly what quantise() accepts, since dividing by a positive scale keeps the order.
+    double most = 0.0;
+    for (size_t i = 0; i < n; ++i) {
+        const double a = std::fabs(vals[i]);
+        most = a > most || a != a ? a : most;
+    }
+    return most / s.value_scale < 9223372036854775808.0;
+}
+
 void LoggerCore::encode_locked(Stream& s, uint32_t sid, int64_t tick, const int64_t* idx,
                                const uint64_t* vals, size_t n) {
     if (!block_.empty() &&
@@ -392,12 +440,20 @@ void LoggerCore::encode_locked(Stream& s, uint32_t sid, int64_t tick, const int6
 
 void LoggerCore::seal_locked(bool from_writer) {
     if (block_.empty()) return;
-    hand_over_registrations_locked();  // the block's streams are described before it
     QueueItem item;
     item.kind = QueueItem::Kind::Block;
     item.block = block_.seal();
     item.bytes = item.block.bytes;
-    item.retired.swap(retire_after_block_);
+    if (parking_) {  // a large record_many batch: held back until the batch is accepted
+        parking_->push_back(std::move(item));
+        return;
+    }
+    push_block_locked(std::move(item), from_writer);
+}
+
+void LoggerCore::push_block_locked(QueueItem&& item, bool from_writer) {
+    item.retired.swap(retire_after_block_);  // forgotten by the writer after this block
+    hand_over_registrations_locked();        // the block's streams are described before it
     double waited = 0;
     const uint64_t ticket = queue_.push(std::move(item), from_writer, waited);
     if (waited > 0) {
@@ -414,8 +470,8 @@ void LoggerCore::record(uint32_t sid, double epoch, const int64_t* idx, const do
     throw_if_unusable();
     Stream& s = stream_locked(sid);
     const int64_t tick = tick_locked(s, sid, epoch);
-    prepare_locked(s, sid, idx, vals, n, scratch_, true);
-    encode_locked(s, sid, tick, scratch_.indices.data(), scratch_.values.data(), n);
+    const PreparedView v = prepare_view_locked(s, sid, idx, vals, n);
+    encode_locked(s, sid, tick, v.idx, v.vals, n);
 }
 
 void LoggerCore::record_tick(uint32_t sid, int64_t tick, const int64_t* idx, const double* vals,
@@ -424,8 +480,8 @@ void LoggerCore::record_tick(uint32_t sid, int64_t tick, const int64_t* idx, con
     std::lock_guard<std::mutex> lk(encode_mu_);
     throw_if_unusable();
     Stream& s = stream_locked(sid);
-    prepare_locked(s, sid, idx, vals, n, scratch_, true);
-    encode_locked(s, sid, tick, scratch_.indices.data(), scratch_.values.data(), n);
+    const PreparedView v = prepare_view_locked(s, sid, idx, vals, n);
+    encode_locked(s, sid, tick, v.idx, v.vals, n);
 }
 
 void LoggerCore::record_many(const uint32_t* sids, size_t n_sids, const double* epochs,
@@ -442,31 +498,85 @@ void LoggerCore::record_many(const uint32_t* sids, size_t n_sids, const double* 
         if (offsets[k + 1] < offsets[k])
             throw InvalidInput("record_many: offsets must not decrease (record " +
                                std::to_string(k) + ")");
-    // Two passes so that a bad record leaves nothing of the batch behind: validate every record
-    // (writing nothing), then prepare each again and encode it. Preparing twice costs less than
-    // staging the whole batch, which for large batches meant tens of MB of cache-cold copies.
     std::lock_guard<std::mutex> lk(encode_mu_);
     throw_if_unusable();
     if (bulk_ticks_.size() < n_records) bulk_ticks_.resize(n_records);
     int64_t* ticks = bulk_ticks_.data();
+    auto batch_error = [](const InvalidInput& e, size_t k) {
+        return InvalidInput(std::string(e.what()) + " (record " + std::to_string(k) +
+                            " of the batch; nothing of the batch was recorded)");
+    };
+    // Streams and epochs first: they take no reading of the (large) value arrays.
     for (size_t k = 0; k < n_records; ++k) {
         const uint32_t sid = n_sids == 1 ? sids[0] : sids[k];
         try {
-            Stream& s = stream_locked(sid);
-            ticks[k] = tick_locked(s, sid, epochs[k]);
-            const size_t a = size_t(offsets[k]), n = size_t(offsets[k + 1] - offsets[k]);
-            prepare_locked(s, sid, idx + a, vals + a, n, scratch_, true);
+            ticks[k] = tick_locked(stream_locked(sid), sid, epochs[k]);
         } catch (const InvalidInput& e) {
-            throw InvalidInput(std::string(e.what()) + " (record " + std::to_string(k) +
-                               " of the batch; nothing of the batch was recorded)");
+            throw batch_error(e, k);
         }
     }
-    for (size_t k = 0; k < n_records; ++k) {
-        const uint32_t sid = n_sids == 1 ? sids[0] : sids[k];
-        Stream& s = *streams_.find(sid);
-        const size_t a = size_t(offsets[k]), n = size_t(offsets[k + 1] - offsets[k]);
-        prepare_locked(s, sid, idx + a, vals + a, n, scratch_, true);
-        encode_locked(s, sid, ticks[k], scratch_.indices.data(), scratch_.values.data(), n);
+    const size_t total_nnz = n_records ? size_t(offsets[n_records]) : 0;
+    if (total_nnz * 2 + n_records * 3 < block_target_ / 2) {
+        // A small batch: check every record (branch-free for the usual one), then prepare and
+        // encode. The batch stays in cache between the two passes.
+        for (size_t k = 0; k < n_records; ++k) {
+            const uint32_t sid = n_sids == 1 ? sids[0] : sids[k];
+            Stream& s = *streams_.find(sid);
+            const size_t a = size_t(offsets[k]), n = size_t(offsets[k + 1] - offsets[k]);
+            try {
+                if (!record_acceptable(s, idx + a, vals + a, n))
+                    prepare_locked(s, sid, idx + a, vals + a, n, scratch_, true);
+            } catch (const InvalidInput& e) {
+                throw batch_error(e, k);
+            }
+        }
+        for (size_t k = 0; k < n_records; ++k) {
+            const uint32_t sid = n_sids == 1 ? sids[0] : sids[k];
+            Stream& s = *streams_.find(sid);
+            const size_t a = size_t(offsets[k]), n = size_t(offsets[k + 1] - offsets[k]);
+            const PreparedView v = prepare_view_locked(s, sid, idx + a, vals + a, n);
+            encode_locked(s, sid, ticks[k], v.idx, v.vals, n);
+        }
+    } else {
+        // A large batch is read once: encoded straight into blocks of its own, which are held
+        // back ("parked") until the whole batch has been accepted; a bad record throws them away
+        // and restores what the batch changed. The open block goes out first, so that no record
+        // from before the batch is in a block that may be thrown away.
+        seal_locked(false);
+        std::vector<QueueItem> parked;
+        std::vector<std::pair<Stream*, StreamCounters>> touched;
+        const uint64_t records0 = records_, nonzeros0 = nonzeros_, raw0 = raw_bytes_;
+        const uint64_t mark = ++batch_mark_;
+        parking_ = &parked;
+        size_t k = 0;
+        try {
+            for (; k < n_records; ++k) {
+                const uint32_t sid = n_sids == 1 ? sids[0] : sids[k];
+                Stream& s = *streams_.find(sid);
+                const size_t a = size_t(offsets[k]), n = size_t(offsets[k + 1] - offsets[k]);
+                const PreparedView v = prepare_view_locked(s, sid, idx + a, vals + a, n);
+                if (s.batch_mark != mark) {
+                    s.batch_mark = mark;
+                    touched.emplace_back(&s, s.counters);
+                }
+                encode_locked(s, sid, ticks[k], v.idx, v.vals, n);
+            }
+        } catch (...) {
+            parking_ = nullptr;
+            for (auto& item : parked) pool_.give_back(item.block.sections);
+            block_.discard();
+            for (auto& t : touched) t.first->counters = t.second;
+            records_ = records0;
+            nonzeros_ = nonzeros0;
+            raw_bytes_ = raw0;
+            try {
+                throw;
+            } catch (const InvalidInput& e) {
+                throw batch_error(e, k);
+            }
+        }
+        parking_ = nullptr;
+        for (auto& item : parked) push_block_locked(std::move(item), false);
     }
     if (bulk_ticks_.size() > (size_t(1) << 20)) std::vector<int64_t>().swap(bulk_ticks_);
 }

@@ -110,6 +110,7 @@ private:
         StreamCounters counters;
         Section* section = nullptr;  // its section in the open block, while section_gen matches
         uint64_t section_gen = 0;
+        uint64_t batch_mark = 0;  // the last large record_many batch that recorded into it
     };
 
     // Live streams by id. Ids are handed out in order and retired in roughly the same order, so
@@ -143,12 +144,24 @@ private:
     void encode_locked(Stream& s, uint32_t sid, int64_t tick, const int64_t* idx,
                        const uint64_t* vals, size_t n);
     void seal_locked(bool from_writer);
+    void push_block_locked(QueueItem&& item, bool from_writer);
     void hand_over_registrations_locked();
     [[noreturn]] void invalid(uint32_t sid, const std::string& what);
     int64_t tick_locked(Stream& s, uint32_t sid, double epoch);
     void prepare_locked(Stream& s, uint32_t sid, const int64_t* idx, const double* vals,
                         size_t n, PreparedRecord& out, bool quantise_values);
     Stream& stream_locked(uint32_t sid);
+    struct PreparedView {
+        const int64_t* idx;
+        const uint64_t* vals;
+    };
+    // The record ready to encode: the caller's arrays where they can be used as they are,
+    // `scratch_` otherwise. Throws InvalidInput as prepare_locked() does.
+    PreparedView prepare_view_locked(Stream& s, uint32_t sid, const int64_t* idx,
+                                     const double* vals, size_t n);
+    // A cheap check that prepare_locked() would accept this record (false: it may not).
+    static bool record_acceptable(const Stream& s, const int64_t* idx, const double* vals,
+                                  size_t n);
     void set_failure(const std::string& msg, int err);
 
     const LoggerOptions opts_;
@@ -168,6 +181,9 @@ private:
     std::vector<Registration> new_registrations_;
     size_t new_registration_bytes_ = 0;
     PreparedRecord scratch_;
+    // While a large record_many batch runs: where its sealed blocks wait (nullptr otherwise).
+    std::vector<QueueItem>* parking_ = nullptr;
+    uint64_t batch_mark_ = 0;
     // record_many's ticks; grows to the largest batch, released when that was huge.
     std::vector<int64_t> bulk_ticks_;
     uint64_t records_ = 0;
