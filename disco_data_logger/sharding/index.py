@@ -37,6 +37,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import socket
 import sys
 import warnings
@@ -1041,8 +1042,7 @@ class _PartWriter:
                                          or rows + table.num_rows > PART_ROWS):
             self.finish()
         if self._writer is None:
-            self._name = f"streams-{self.state['next_part']:06d}.parquet"
-            self.state["next_part"] += 1
+            self._name = _part_name(self.state)
             self._tmp = self.folder / f".{self._name}.{os.getpid()}.tmp"
             self._schema = table.schema
             self._writer = pq.ParquetWriter(self._tmp, table.schema,
@@ -1060,6 +1060,15 @@ class _PartWriter:
         self.state["parts"].append({"name": self._name, **_merge_summaries(self._summaries)})
         self._writer = None
         self._summaries = []
+
+
+def _part_name(state: dict[str, Any]) -> str:
+    """A new part's name: numbered, plus a random token so that two merges running at once
+    never write the same file (the one whose state.json is written last wins; the other's parts
+    are removed by the next merge)."""
+    name = f"streams-{state['next_part']:06d}-{secrets.token_hex(4)}.parquet"
+    state["next_part"] += 1
+    return name
 
 
 def _merge_summaries(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -1246,8 +1255,7 @@ class _Merge:
     def _write(self, info: dict[str, Any], replications: pa.Table, state: dict[str, Any],
                rebuild: bool) -> ExperimentIndex:
         if len(state["parts"]) > MAX_PARTS or (len(state["parts"]) > 1 and rebuild):
-            name = f"streams-{state['next_part']:06d}.parquet"
-            state["next_part"] += 1
+            name = _part_name(state)
             summary = _compact([self.parts_dir / p["name"] for p in state["parts"]],
                                self.parts_dir / name)
             state["parts"] = [{"name": name, **summary}]
