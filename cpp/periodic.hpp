@@ -40,6 +40,7 @@ public:
     bool closed() const { return closed_; }
     uint32_t stream_id() const { return sid_; }
     int64_t period_ticks() const { return period_; }
+    const LoggerCore& core() const { return *core_; }
 
 private:
     // Index of the period holding `epoch` (floor) or of the first boundary at or after it (ceil),

@@ -13,6 +13,7 @@ import shlex
 import signal
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {"run": _cmd_run, "merge": _cmd_merge, "inspect": _cmd_inspect,
                "export": _cmd_export, "verify": _cmd_verify, "summarize": _cmd_summarize,
                "report": _cmd_report}[args.command]
+    previous_showwarning = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -127,6 +130,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         _report(exc, args.debug)
         return 1
+    finally:
+        warnings.showwarning = previous_showwarning
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """A warning is one line naming what it is about (a damaged file, a skipped shard)."""
+    text = " ".join(str(message).split())
+    print(f"{PROG}: warning: {text}", file=sys.stderr if file is None else file)
 
 
 def _report(exc: BaseException, debug: bool) -> None:
@@ -188,7 +200,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if result.failed:
             tid, err = next(iter(sorted(result.failed.items())))
             first = f" (first: {tid}: {err})"
-        where = f"see {out / 'experiment.json'}"
+        where = f"errors and tracebacks are in {out / 'index' / 'replications.parquet'}"
         if result.stopped_early:
             text = (f"run stopped early: {result.stopped_early}; {len(result.failed)} "
                     f"replication(s) failed{first}, {result.pending} pending; fix the cause and "
@@ -245,7 +257,9 @@ def _cmd_merge(args: argparse.Namespace) -> int:
           f"{t['committed']} replications committed, {t['failed']} failed, {t['pending']} pending; "
           f"{t['streams']} streams, {t['records']} records"
           + (f"; {t['duplicates_dropped']} duplicate commit(s) ignored"
-             if t["duplicates_dropped"] else ""))
+             if t["duplicates_dropped"] else "")
+          + (f"; {t['lost']} commit(s) lost (their segment bytes are damaged or missing)"
+             if t.get("lost") else ""))
     return 0
 
 
@@ -265,10 +279,6 @@ def inspect_summary(path: str | Path) -> dict[str, Any]:
     from .sharding.index import ExperimentIndex
 
     root = Path(path)
-    if not root.is_dir():
-        raise FileNotFoundError(2, "No such file or directory", str(root))
-    if not (root / "shards").is_dir():
-        raise CommandError(f"{root}: not an experiment directory (no shards/)")
     index = ExperimentIndex.build(root)
     info = index.info
     t = info["totals"]
@@ -279,6 +289,7 @@ def inspect_summary(path: str | Path) -> dict[str, Any]:
         "state": info.get("state"),
         "replications": {k: t[k] for k in ("replications", "committed", "failed", "pending")},
         "duplicates_dropped": t["duplicates_dropped"],
+        "lost": t.get("lost", 0),
         "shards": t["shards"],
         "open_shards": sum(1 for s in info["shards"] if not s["closed"]),
         "streams": t["streams"],
@@ -312,7 +323,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         ("replications", f"{r['replications']} total: {r['committed']} committed, "
                          f"{r['failed']} failed, {r['pending']} pending"
                          + (f" ({s['duplicates_dropped']} duplicate commits ignored)"
-                            if s["duplicates_dropped"] else "")),
+                            if s["duplicates_dropped"] else "")
+                         + (f" ({s['lost']} commits lost: their segment bytes are damaged or "
+                            "missing)" if s["lost"] else "")),
         ("shards", f"{s['shards']} ({s['open_shards']} not closed)"),
         ("streams", f"{s['streams']:,}"),
         ("records", f"{s['records']:,}"),

@@ -1,12 +1,14 @@
 """A pure-Python reader of logger directories (numpy + zstandard, no native code).
 
 This module implements ``docs/FORMAT.md`` a second time, independently of the C++ decoder, so
-the two can be tested against each other record for record; it is also the fallback a user can
-read by eye when a segment looks wrong. Speed is secondary: per-record work is a few numpy calls.
+the two can be tested against each other record for record; it is also the reader a user can
+follow by eye when a segment looks wrong. Speed is secondary: it works section by section with
+numpy, and it reads formats 2 and 1 and the 0.1.x layout.
 
-It never raises on torn or corrupt data (FORMAT.md section 3): intact blocks are returned and
-everything skipped is listed in ``result.skipped`` as ``{"segment", "offset", "reason"}``. Only a
-segment of an unknown format version raises :class:`~disco_data_logger.errors.FormatError`.
+It never raises on torn, corrupt or unsupported data (FORMAT.md section 4): intact blocks are
+returned and everything skipped is listed in ``result.skipped`` as ``{"segment", "offset",
+"length", "kind", "reason"}`` (plus ``"stream_id"`` for the kinds about one stream), ``kind``
+being one of :data:`SKIP_KINDS`.
 """
 
 from __future__ import annotations
@@ -24,41 +26,82 @@ from typing import Any
 import numpy as np
 import zstandard
 
-from .errors import FormatError
 from .sidecars import read_sidecars
 
 __all__ = [
     "FORMAT_VERSION",
+    "SKIP_KINDS",
     "DirectoryResult",
     "SegmentResult",
     "read_directory",
     "read_segment",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The format this package writes; 1 and the 0.1.x layout are read too."""
 
 SKIPPABLE_MAGIC = 0x184D2A5D
 ZSTD_MAGIC = 0xFD2FB528
-DDL_MAGIC = b"DDL1"
+DDL2 = b"DDL2"
+DDL1 = b"DDL1"
+VERSION_OF_MAGIC = {DDL2: 2, DDL1: 1}
 KIND_SEGMENT_HEADER = 1
-KIND_STREAM_REGISTRATION = 2
+KIND_REGISTRATION = 2
 KIND_BLOCK_HEADER = 3
 KIND_SEGMENT_FOOTER = 4
 
+# payload sizes of the fixed-size frames, per magic (FORMAT.md sections 2 and 8.1)
+FIXED_SIZES = {
+    DDL2: {KIND_SEGMENT_HEADER: 28, KIND_BLOCK_HEADER: 56, KIND_SEGMENT_FOOTER: 24},
+    DDL1: {KIND_SEGMENT_HEADER: 28, KIND_BLOCK_HEADER: 36, KIND_SEGMENT_FOOTER: 24},
+}
+
 MAX_RAW_SIZE = 1 << 28
+MAX_REGISTRATION_BODY = 1 << 26
 MAX_JSON_SIZE = 1 << 24
 
 FLAG_EXACT = 1
 FLAG_PERIODIC = 2
+FLAG_ACCUMULATOR = 4
+
+# The kinds of a skip report (FORMAT.md section 4), defined here once as plain strings.
+TORN_TAIL = "torn_tail"
+CORRUPT_FRAME = "corrupt_frame"
+BAD_BLOCK = "bad_block"
+BAD_SECTION = "bad_section"
+UNREGISTERED_STREAM = "unregistered_stream"
+INVALID_REGISTRATION = "invalid_registration"
+UNRESOLVED_LABEL = "unresolved_label"
+AFTER_FOOTER = "after_footer"
+UNREADABLE_FILE = "unreadable_file"
+UNSUPPORTED_VERSION = "unsupported_version"
+LEGACY_CHAIN_BROKEN = "legacy_chain_broken"
+SKIP_KINDS = (TORN_TAIL, CORRUPT_FRAME, BAD_BLOCK, BAD_SECTION, UNREGISTERED_STREAM,
+              INVALID_REGISTRATION, UNRESOLVED_LABEL, AFTER_FOOTER, UNREADABLE_FILE,
+              UNSUPPORTED_VERSION, LEGACY_CHAIN_BROKEN)
 
 _MASK64 = (1 << 64) - 1
 _SIGN64 = 1 << 63
 _SEGMENT_SUFFIX = ".seg.zst"
 _DECOMPRESS_CHUNK = 1 << 20
+_SKIPPABLE_BYTES = struct.pack("<I", SKIPPABLE_MAGIC)
+_LEGACY_HEAD = struct.pack("<I", ZSTD_MAGIC)
 
 
 class _BadData(Exception):
     """Raised inside the reader for data that fails validation; never escapes this module."""
+
+
+class _Truncated(_BadData):
+    """Data that runs past the end of the file (a torn tail rather than damage)."""
+
+
+class _NotAFrame(Exception):
+    """No valid frame where one should start; ``torn`` when it is cut by the end of the file."""
+
+    def __init__(self, reason: str, torn: bool) -> None:
+        super().__init__(reason)
+        self.torn = torn
 
 
 @dataclass(frozen=True)
@@ -75,7 +118,7 @@ class _Stream:
 
 @dataclass
 class _Columns:
-    """Decoded records as columns (FORMAT.md section 5), plus what the reader knew and skipped."""
+    """Decoded records as columns (FORMAT.md section 7), plus what the reader knew and skipped."""
 
     stream_id: np.ndarray
     epoch: np.ndarray
@@ -100,7 +143,7 @@ class _Columns:
             yield self.record(k)
 
     def to_arrow(self) -> Any:
-        """The columns as a ``pyarrow.Table`` with the schema of FORMAT.md section 5.
+        """The columns as a ``pyarrow.Table`` with the schema of FORMAT.md section 7.
 
         The list columns share the ``offsets`` array, so no per-record Python object is made.
         Skipped parts are listed as JSON in the schema metadata key ``disco.skipped``.
@@ -127,7 +170,8 @@ class SegmentResult(_Columns):
     """The decoded content of one segment file."""
 
     path: Path = Path()
-    legacy: bool = False  # True for a 0.1.x segment (FORMAT.md section 6)
+    legacy: bool = False  # True for a 0.1.x segment (FORMAT.md section 9)
+    version: int | None = None  # 2, 1, 0 for 0.1.x; None when no format could be told
 
 
 @dataclass
@@ -139,45 +183,69 @@ class DirectoryResult(_Columns):
 
 
 class _Builder:
-    """Collects decoded records; a block's records are committed only once all of it is valid."""
+    """Collects decoded records as column chunks, one chunk per decoded section or block."""
 
     def __init__(self, stream_ids: frozenset[int] | None) -> None:
         self.stream_ids = stream_ids
-        self.sids: list[int] = []
-        self.epochs: list[float] = []
+        self.sids: list[np.ndarray] = []
+        self.epochs: list[np.ndarray] = []
+        self.lengths: list[np.ndarray] = []
         self.idx: list[np.ndarray] = []
         self.vals: list[np.ndarray] = []
 
+    def wants(self, sid: int) -> bool:
+        return self.stream_ids is None or sid in self.stream_ids
+
+    def wants_range(self, lo: int, hi: int) -> bool:
+        """Whether a block whose stream ids lie in ``[lo, hi]`` can hold a wanted stream."""
+        return self.stream_ids is None or any(lo <= s <= hi for s in self.stream_ids)
+
+    def add(self, sids: np.ndarray, epochs: np.ndarray, lengths: np.ndarray,
+            indices: np.ndarray, values: np.ndarray) -> None:
+        self.sids.append(sids.astype(np.uint32))
+        self.epochs.append(epochs.astype(np.float64))
+        self.lengths.append(lengths.astype(np.int64))
+        self.idx.append(indices.astype(np.int64))
+        self.vals.append(values.astype(np.float64))
+
     def extend(self, records: list[tuple[int, float, np.ndarray, np.ndarray]]) -> None:
-        wanted = self.stream_ids
-        for sid, epoch, idx, vals in records:
-            if wanted is not None and sid not in wanted:
-                continue
-            self.sids.append(sid)
-            self.epochs.append(epoch)
-            self.idx.append(idx)
-            self.vals.append(vals)
+        """Records one by one (format 1 and 0.1.x), those of unwanted streams dropped."""
+        records = [r for r in records if self.wants(r[0])]
+        if not records:
+            return
+        self.add(np.array([r[0] for r in records], dtype=np.uint32),
+                 np.array([r[1] for r in records], dtype=np.float64),
+                 np.array([len(r[2]) for r in records], dtype=np.int64),
+                 np.concatenate([r[2] for r in records]),
+                 np.concatenate([r[3] for r in records]))
 
     def columns(self) -> dict[str, np.ndarray]:
-        lengths = np.fromiter((len(a) for a in self.idx), dtype=np.int64, count=len(self.idx))
-        offsets = np.zeros(len(self.idx) + 1, dtype=np.int64)
+        def cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+            return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+        lengths = cat(self.lengths, np.int64)
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         return {
-            "stream_id": np.asarray(self.sids, dtype=np.uint32),
-            "epoch": np.asarray(self.epochs, dtype=np.float64),
+            "stream_id": cat(self.sids, np.uint32),
+            "epoch": cat(self.epochs, np.float64),
             "offsets": offsets,
-            "indices": (np.concatenate(self.idx).astype(np.int64)
-                        if self.idx else np.zeros(0, np.int64)),
-            "values": (np.concatenate(self.vals).astype(np.float64)
-                       if self.vals else np.zeros(0, np.float64)),
+            "indices": cat(self.idx, np.int64),
+            "values": cat(self.vals, np.float64),
         }
 
 
 # --------------------------------------------------------------------------- primitives
 
 
-def _skip(path: Path, offset: int, reason: str) -> dict[str, Any]:
-    return {"segment": str(path), "offset": int(offset), "reason": reason}
+def _skip(path: Path, offset: int, length: int, kind: str, reason: str,
+          stream_id: int | None = None) -> dict[str, Any]:
+    assert kind in SKIP_KINDS, kind
+    out: dict[str, Any] = {"segment": str(path), "offset": int(offset), "length": int(length),
+                           "kind": kind, "reason": reason}
+    if stream_id is not None:
+        out["stream_id"] = int(stream_id)
+    return out
 
 
 def _read_varint(buf: bytes | memoryview, pos: int, end: int) -> tuple[int, int]:
@@ -284,8 +352,12 @@ def zstd_frame_size(buf: bytes | memoryview, pos: int, end: int) -> int:
     lets the reader check that a frame is exactly its declared size and find 0.1.x frame ends.
     """
     start = pos
-    if end - pos < 6 or struct.unpack_from("<I", buf, pos)[0] != ZSTD_MAGIC:
+    if end - pos < 4:
+        raise _Truncated("zstd frame runs past the end of the data")
+    if struct.unpack_from("<I", buf, pos)[0] != ZSTD_MAGIC:
         raise _BadData("not a zstd frame")
+    if end - pos < 6:
+        raise _Truncated("zstd frame runs past the end of the data")
     fhd = buf[pos + 4]
     if fhd & 0x08:
         raise _BadData("zstd frame header has the reserved bit set")
@@ -297,7 +369,7 @@ def zstd_frame_size(buf: bytes | memoryview, pos: int, end: int) -> int:
     pos += 5 + (0 if single_segment else 1) + did_size + fcs_size
     while True:
         if pos + 3 > end:
-            raise _BadData("zstd frame runs past the end of the data")
+            raise _Truncated("zstd frame runs past the end of the data")
         bh = buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16)
         last = bh & 1
         btype = (bh >> 1) & 3
@@ -306,12 +378,12 @@ def zstd_frame_size(buf: bytes | memoryview, pos: int, end: int) -> int:
             raise _BadData("zstd block of reserved type")
         pos += 3 + (1 if btype == 1 else bsize)
         if pos > end:
-            raise _BadData("zstd frame runs past the end of the data")
+            raise _Truncated("zstd frame runs past the end of the data")
         if last:
             break
     pos += 4 * has_checksum
     if pos > end:
-        raise _BadData("zstd frame runs past the end of the data")
+        raise _Truncated("zstd frame runs past the end of the data")
     return pos - start
 
 
@@ -335,6 +407,132 @@ def _decompress(frame: bytes | memoryview, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+
+
+# --------------------------------------------------------------------------- format 2 sections
+
+
+def _section(raw: bytes, varints: _Varints, pos: int, end: int, count: int, nnz: int,
+             stream: _Stream) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One stream's section of a block (FORMAT.md 5.2), exactly ``raw[pos:end]``.
+
+    Returns the records' epochs, lengths, concatenated indices and concatenated values.
+    """
+    u, pos = varints.take(pos, count, end)
+    ticks = np.cumsum(_unzigzag(u))  # int64 arrays wrap modulo 2**64, the format's arithmetic
+    c, pos = varints.take(pos, count, end)
+    if c[0] == 0:
+        raise _BadData("the first record has count 0 (the same indices as no record)")
+    explicit = c != 0
+    if np.any(c[explicit] - np.uint64(1) > np.uint64(nnz)):
+        raise _BadData("a record claims more non-zeros than its section")
+    # the record that set each record's index list: itself, or the last one before with c >= 1
+    owner = np.maximum.accumulate(np.where(explicit, np.arange(count), 0))
+    n = (np.where(explicit, c, np.uint64(1)) - np.uint64(1)).astype(np.int64)[owner]
+    total = int(n.sum())
+    if total != nnz:
+        raise _BadData(f"record lengths sum to {total}, the directory says {nnz}")
+
+    listed = c >= 2  # records whose indices follow in the indices column
+    m = n[listed]
+    gaps, pos = varints.take(pos, int(m.sum()), end)
+    if gaps.size and int(gaps.max()) >= _SIGN64:
+        raise _BadData("index or index gap beyond 2**63 - 1")
+    # idx[0] = v0 and idx[i] = idx[i-1] + v_i + 1: per list, cumsum(v + 1) - 1. Every step is at
+    # most 2**63, so the first partial sum past 2**63 - 1 is still exact and caught below.
+    cs = np.cumsum(gaps + np.uint64(1), dtype=np.uint64)
+    list_starts = np.cumsum(m) - m
+    base = np.zeros(m.size, dtype=np.uint64)
+    base[1:] = cs[list_starts[1:] - 1]
+    lists = cs - np.repeat(base, m) - np.uint64(1)
+    if lists.size and int(lists.max()) >= _SIGN64:
+        raise _BadData("index beyond 2**63 - 1")
+    source = np.zeros(count, dtype=np.int64)
+    source[listed] = list_starts
+    out_starts = np.cumsum(n) - n
+    gather = np.repeat(source[owner] - out_starts, n) + np.arange(total, dtype=np.int64)
+    indices = lists[gather].view(np.int64)
+
+    if stream.exact:
+        if 8 * total > end - pos:
+            raise _BadData("exact values run past the end of the section")
+        state = np.frombuffer(raw, dtype="<u8", count=total, offset=pos).astype(np.uint64)
+        pos += 8 * total
+    else:
+        zz, pos = varints.take(pos, total, end)
+        state = _unzigzag(zz).copy()
+    if pos != end:
+        raise _BadData(f"{end - pos} bytes left in the section after its values")
+    # A record with count 0 holds differences to its predecessor (sums for quantised values,
+    # XOR for exact bits): accumulate down each run of records that share one index list.
+    run_starts = np.flatnonzero(explicit)
+    run_ends = np.append(run_starts[1:], count)
+    for r0, r1 in zip(run_starts.tolist(), run_ends.tolist(), strict=True):
+        width = int(n[r0])
+        if r1 - r0 < 2 or width == 0:
+            continue
+        lo = int(out_starts[r0])
+        run = state[lo:lo + (r1 - r0) * width].reshape(r1 - r0, width)
+        if stream.exact:
+            np.bitwise_xor.accumulate(run, axis=0, out=run)
+        else:
+            np.cumsum(run, axis=0, out=run)
+    epochs = ticks.astype(np.float64) * stream.epoch_scale
+    if stream.exact:
+        values = state.view(np.float64)
+    else:
+        values = state.astype(np.float64) * float(stream.value_scale)  # type: ignore[arg-type]
+    return epochs, n, indices, values
+
+
+def _registration_body(raw: bytes, entries: int) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Parse a registrations body (FORMAT.md 3.1): its strings and its stream entries."""
+    end = len(raw)
+    count, pos = _read_varint(raw, 0, end)
+    if count > end - pos:
+        raise _BadData(f"{count} strings in {end} bytes")
+    strings = []
+    for _ in range(count):
+        length, pos = _read_varint(raw, pos, end)
+        if length > end - pos:
+            raise _BadData("a string runs past the end of the body")
+        try:
+            strings.append(raw[pos:pos + length].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise _BadData("a string is not UTF-8") from None
+        pos += length
+    if entries > end - pos:
+        raise _BadData(f"{entries} entries in {end - pos} bytes")
+    parsed = []
+    for _ in range(entries):
+        sid, pos = _read_varint(raw, pos, end)
+        if sid > 0xFFFFFFFF:
+            raise _BadData(f"stream id {sid} beyond 32 bits")
+        if end - pos < 17:
+            raise _BadData("an entry runs past the end of the body")
+        flags = raw[pos]
+        epoch_scale, value_scale = struct.unpack_from("<dd", raw, pos + 1)
+        pos += 17
+        periodicity = None
+        if flags & FLAG_PERIODIC:
+            if end - pos < 8:
+                raise _BadData("an entry runs past the end of the body")
+            (periodicity,) = struct.unpack_from("<d", raw, pos)
+            pos += 8
+        n_labels, pos = _read_varint(raw, pos, end)
+        if n_labels > end - pos:
+            raise _BadData("labels run past the end of the body")
+        labels = []
+        for _ in range(n_labels):
+            name, pos = _read_varint(raw, pos, end)
+            value, pos = _read_varint(raw, pos, end)
+            labels.append((name, value))
+        parsed.append((sid, flags, epoch_scale, value_scale, periodicity, labels))
+    if pos != end:
+        raise _BadData(f"{end - pos} bytes left after the last entry")
+    return strings, parsed
+
+
 # --------------------------------------------------------------------------- sidecars
 
 
@@ -355,7 +553,8 @@ def _check_scales(epoch_scale: float, value_scale: float | None) -> None:
 def load_sidecars(directory: str | Path) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
     """The sidecars ``streams/*.json`` of a logger directory, and those that could not be read."""
     sidecars, problems = read_sidecars(directory)
-    return sidecars, [_skip(file, 0, f"unreadable stream sidecar: {why}") for file, why in problems]
+    return sidecars, [_skip(file, 0, 0, UNREADABLE_FILE, f"unreadable stream sidecar: {why}")
+                      for file, why in problems]
 
 
 def _sidecar_streams(sidecars: Mapping[int, Mapping[str, Any]]) -> dict[int, _Stream]:
@@ -376,148 +575,358 @@ def _segment_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("*" + _SEGMENT_SUFFIX), key=number)
 
 
-# --------------------------------------------------------------------------- format 1
+# --------------------------------------------------------------------------- frames
 
 
-class _SegmentV1:
-    """Walks the frames of one format-1 segment (FORMAT.md sections 2 to 4)."""
+def _check_frame(data: bytes, view: memoryview, pos: int, magic: bytes) -> tuple[int, int]:
+    """Validate the frame at ``pos`` as a frame of ``magic`` (FORMAT.md sections 4 and 8.2).
+
+    Returns its kind and where its payload ends; raises :class:`_NotAFrame` otherwise.
+    """
+    n = len(data)
+    if n - pos < 8:
+        raise _NotAFrame("frame header cut short by the end of the file", torn=True)
+    frame_magic, size = struct.unpack_from("<II", data, pos)
+    if frame_magic != SKIPPABLE_MAGIC:
+        raise _NotAFrame(f"no frame magic (0x{frame_magic:08X})", torn=False)
+    end = pos + 8 + size
+    if end > n:
+        raise _NotAFrame(f"frame of {size} bytes runs past the end of the file", torn=True)
+    if size < 9 or data[pos + 8:pos + 12] != magic:
+        raise _NotAFrame(f"skippable frame is not a {magic.decode()} frame", torn=False)
+    kind = data[pos + 12]
+    fixed = FIXED_SIZES[magic]
+    if kind in fixed:
+        if size != fixed[kind]:
+            raise _NotAFrame(f"frame of kind {kind} has {size} bytes, not {fixed[kind]}",
+                             torn=False)
+    elif kind == KIND_REGISTRATION and magic == DDL2:
+        if size < 28:
+            raise _NotAFrame(f"registrations frame of {size} bytes", torn=False)
+        raw_size = struct.unpack_from("<I", data, pos + 8 + 16)[0]
+        if not data[pos + 8 + 5] & 1 and size - 28 != raw_size:
+            raise _NotAFrame("raw registrations body of the wrong size", torn=False)
+    elif kind == KIND_REGISTRATION:
+        json_len = struct.unpack_from("<I", data, pos + 8 + 28)[0] if size >= 36 else -1
+        if size < 36 or json_len > MAX_JSON_SIZE or size != 36 + json_len:
+            raise _NotAFrame("stream registration with an inconsistent JSON length", torn=False)
+    else:
+        raise _NotAFrame(f"unknown frame kind {kind}", torn=False)
+    if zlib.crc32(view[pos + 8:end - 4]) != struct.unpack_from("<I", data, end - 4)[0]:
+        raise _NotAFrame(f"crc mismatch in a frame of kind {kind}", torn=False)
+    return kind, end
+
+
+def _intact_skippable(data: bytes, view: memoryview, pos: int) -> bool:
+    """A complete skippable frame at ``pos`` whose payload ends with the crc32 of the rest."""
+    if len(data) - pos < 8:
+        return False
+    magic, size = struct.unpack_from("<II", data, pos)
+    end = pos + 8 + size
+    return (magic == SKIPPABLE_MAGIC and 9 <= size and end <= len(data)
+            and zlib.crc32(view[pos + 8:end - 4]) == struct.unpack_from("<I", data, end - 4)[0])
+
+
+def _next_valid(data: bytes, view: memoryview, start: int,
+                magics: tuple[bytes, ...]) -> tuple[int, bytes] | None:
+    """The lowest offset ``>= start`` where a valid frame of one of ``magics`` starts."""
+    at = data.find(_SKIPPABLE_BYTES, start)
+    while at != -1:
+        for magic in magics:
+            try:
+                _check_frame(data, view, at, magic)
+            except _NotAFrame:
+                continue
+            return at, magic
+        at = data.find(_SKIPPABLE_BYTES, at + 1)
+    return None
+
+
+class _Unregistered(_BadData):
+    def __init__(self, sid: int) -> None:
+        super().__init__(f"stream {sid} has no registration and no usable sidecar")
+        self.sid = sid
+
+
+class _Segment:
+    """Walks the frames of one format-2 or format-1 segment (FORMAT.md sections 2 to 5, 8)."""
 
     def __init__(self, path: Path, data: bytes, fallback: Mapping[int, _Stream],
                  builder: _Builder) -> None:
         self.path = path
         self.data = data
         self.view = memoryview(data)
-        self.fallback = fallback
+        self.fallback = fallback  # usable sidecars
         self.builder = builder
+        self.magic = DDL2
+        self.version: int | None = None
         self.streams: dict[int, _Stream] = {}
         self.registrations: dict[int, dict[str, Any]] = {}
+        self.strings: dict[int, str] = {}
+        self.unregistered: set[int] = set()
         self.skipped: list[dict[str, Any]] = []
 
+    def report(self, offset: int, length: int, kind: str, reason: str,
+               stream_id: int | None = None) -> None:
+        self.skipped.append(_skip(self.path, offset, length, kind, reason, stream_id))
+
     def run(self) -> None:
-        end = len(self.data)
+        data, view, n = self.data, self.view, len(self.data)
+        if n == 0:
+            return  # a writer killed right after creating the file
+        if not self.tell_format():
+            return
         pos = 0
-        first = True
-        while pos < end:
+        while pos < n:
             try:
-                kind, payload_end = self._frame(pos, end)
-            except _BadData as exc:
-                self.skipped.append(_skip(self.path, pos, f"{exc}; rest of the segment skipped"))
-                return
-            payload = self.view[pos + 8: payload_end]
-            if first != (kind == KIND_SEGMENT_HEADER):
-                reason = ("segment does not start with a segment header" if first
-                          else "unexpected second segment header")
-                self.skipped.append(_skip(self.path, pos, f"{reason}; rest of the segment skipped"))
-                return
-            first = False
+                kind, end = _check_frame(data, view, pos, self.magic)
+            except _NotAFrame as exc:
+                pos = self.resynchronise(pos, exc)
+                continue
             if kind == KIND_SEGMENT_HEADER:
-                version = payload[5]
-                if version != FORMAT_VERSION:
-                    raise FormatError(
-                        f"{self.path}: segment format version {version} is not supported; this "
-                        f"reader knows version {FORMAT_VERSION} and 0.1.x. Upgrade "
-                        "disco-data-logger to read it.")
-                pos = payload_end
-            elif kind == KIND_STREAM_REGISTRATION:
-                self._registration(pos, payload)
-                pos = payload_end
+                if pos != 0:
+                    self.report(pos, end - pos, CORRUPT_FRAME, "a segment header not at offset 0")
+                pos = end
+            elif kind == KIND_REGISTRATION:
+                if self.magic == DDL2:
+                    self.registrations_v2(pos, end)
+                else:
+                    self.registration_v1(pos, end)
+                pos = end
             elif kind == KIND_BLOCK_HEADER:
-                pos = self._block(pos, payload, end)
-                if pos < 0:
-                    return
-            else:  # footer: "once, last"
-                pos = payload_end
-                if pos < end:
-                    self.skipped.append(_skip(
-                        self.path, pos,
-                        "data after the segment footer; rest of the segment skipped"))
+                pos = self.block(pos, end)
+            else:  # the footer: once, last
+                if end < n:
+                    self.report(end, n - end, AFTER_FOOTER,
+                                f"{n - end} bytes after the segment footer")
                 return
 
-    def _frame(self, pos: int, end: int) -> tuple[int, int]:
-        """Validate the skippable frame at ``pos``; returns its kind and where its payload ends."""
-        if end - pos < 8:
-            raise _BadData("torn tail: frame header cut short")
-        magic, size = struct.unpack_from("<II", self.data, pos)
-        if magic != SKIPPABLE_MAGIC:
-            raise _BadData(f"unknown frame magic 0x{magic:08X}")
-        payload_end = pos + 8 + size
-        if payload_end > end:
-            raise _BadData(f"torn tail: frame of {size} bytes runs past the end of the file")
-        payload = self.view[pos + 8: payload_end]
-        if size < 9 or payload[:4] != DDL_MAGIC:
-            raise _BadData("skippable frame is not a DDL1 frame")
-        kind = payload[4]
-        expected = {KIND_SEGMENT_HEADER: 28, KIND_BLOCK_HEADER: 36, KIND_SEGMENT_FOOTER: 24}
-        if kind in expected:
-            if size != expected[kind]:
-                raise _BadData(f"frame of kind {kind} has {size} bytes, expected {expected[kind]}")
-        elif kind == KIND_STREAM_REGISTRATION:
-            if size < 36:
-                raise _BadData(f"stream registration of {size} bytes is too short")
-            json_len = struct.unpack_from("<I", payload, 28)[0]
-            if json_len > MAX_JSON_SIZE or size != 36 + json_len:
-                raise _BadData("stream registration has an inconsistent JSON length")
-        else:
-            raise _BadData(f"unknown frame kind {kind}")
-        (crc,) = struct.unpack_from("<I", payload, size - 4)
-        if zlib.crc32(payload[: size - 4]) != crc:
-            raise _BadData(f"crc mismatch in frame of kind {kind}")
-        return kind, payload_end
+    def tell_format(self) -> bool:
+        """Which format the file is in (FORMAT.md 4.1); False when it is not to be read."""
+        data, view, n = self.data, self.view, len(self.data)
+        if (data[8:11] == b"DDL" and data[8:12] not in VERSION_OF_MAGIC
+                and _intact_skippable(data, view, 0)):
+            self.report(0, n, UNSUPPORTED_VERSION,
+                        f"{self.path}: segment of format {data[8:12]!r}, not supported; this "
+                        "reader knows versions 2 and 1 and the 0.1.x layout. Upgrade "
+                        "disco-data-logger to read it.")
+            return False
+        for magic in VERSION_OF_MAGIC:
+            try:
+                kind, _ = _check_frame(data, view, 0, magic)
+            except _NotAFrame:
+                continue
+            if kind == KIND_SEGMENT_HEADER and data[13] != VERSION_OF_MAGIC[magic]:
+                self.report(0, n, UNSUPPORTED_VERSION,
+                            f"{self.path}: segment format version {data[13]} "
+                            f"({magic.decode()}) is not supported; this reader knows versions 2 "
+                            "and 1 and the 0.1.x layout. Upgrade disco-data-logger to read it.")
+                return False
+            self.magic = magic
+            break
+        else:  # the first frame is damaged: the first valid frame of either format decides
+            first = _next_valid(data, view, 1, tuple(VERSION_OF_MAGIC))
+            if first is None:
+                try:
+                    _check_frame(data, view, 0, DDL2)
+                except _NotAFrame as exc:
+                    self.report(0, n, TORN_TAIL if exc.torn else CORRUPT_FRAME,
+                                f"no valid frame in the file ({exc})")
+                return False
+            self.magic = first[1]
+        self.version = VERSION_OF_MAGIC[self.magic]
+        return True
 
-    def _registration(self, pos: int, payload: memoryview) -> None:
+    def resynchronise(self, pos: int, exc: _NotAFrame) -> int:
+        """Report the damage at ``pos``; return where the next valid frame starts (or the end)."""
+        n = len(self.data)
+        later = _next_valid(self.data, self.view, pos + 1, (self.magic,))
+        if later is None:
+            if exc.torn:
+                self.report(pos, n - pos, TORN_TAIL, f"torn tail: {exc}")
+            else:
+                self.report(pos, n - pos, CORRUPT_FRAME, f"{exc}; no valid frame after it")
+            return n
+        nxt = later[0]
+        self.report(pos, nxt - pos, CORRUPT_FRAME,
+                    f"{exc}; resynchronised at the next valid frame, offset {nxt}")
+        return nxt
+
+    # ------------------------------------------------------------------ registrations
+
+    def registrations_v2(self, pos: int, end: int) -> None:
+        payload = self.view[pos + 8:end]
+        flags = payload[5]
+        entries, first_id, raw_size, raw_crc = struct.unpack_from("<4I", payload, 8)
+        body = payload[24:len(payload) - 4]
+        try:
+            if raw_size > MAX_REGISTRATION_BODY:
+                raise _BadData(f"raw body of {raw_size} bytes exceeds 2**26")
+            if flags & 1:
+                if zstd_frame_size(body, 0, len(body)) != len(body):
+                    raise _BadData("the body is not exactly one zstd frame")
+                raw = _decompress(body, raw_size)
+                if len(raw) != raw_size:
+                    raise _BadData(f"body decompresses to {len(raw)} bytes, not {raw_size}")
+            else:
+                raw = bytes(body)
+            if zlib.crc32(raw) != raw_crc:
+                raise _BadData("crc mismatch of the raw body")
+            strings, parsed = _registration_body(raw, entries)
+        except _BadData as exc:
+            self.report(pos, end - pos, INVALID_REGISTRATION,
+                        f"registrations frame ignored: {exc}")
+            return
+        for k, string in enumerate(strings):
+            self.strings[first_id + k] = string
+        for sid, sflags, epoch_scale, value_scale, periodicity, labels in parsed:
+            exact = bool(sflags & FLAG_EXACT)
+            try:
+                _check_scales(epoch_scale, None if exact else value_scale)
+                if sflags & FLAG_PERIODIC and not (math.isfinite(periodicity) and periodicity > 0):
+                    raise _BadData(f"periodicity {periodicity!r} is not a positive finite number")
+                if sflags & FLAG_ACCUMULATOR and not sflags & FLAG_PERIODIC:
+                    raise _BadData("the accumulator flag without the periodic flag")
+            except _BadData as exc:
+                self.report(pos, 0, INVALID_REGISTRATION,
+                            f"registration of stream {sid} ignored: {exc}", sid)
+                continue
+            meta: dict[str, Any] = {}
+            missing = []
+            for name_id, value_id in labels:
+                label, text = self.strings.get(name_id), self.strings.get(value_id)
+                try:
+                    if label is None or text is None:
+                        raise ValueError("unresolved")
+                    meta[label] = json.loads(text)
+                except ValueError:
+                    missing.append(f"{name_id}={value_id}")
+            if missing:
+                self.report(pos, 0, UNRESOLVED_LABEL,
+                            f"stream {sid}: labels with unknown strings or values that are not "
+                            f"JSON dropped (string ids {', '.join(missing)})", sid)
+            meta.update(stream_id=sid, epoch_scale=epoch_scale,
+                        value_scale=None if exact else value_scale)
+            if sflags & FLAG_PERIODIC:
+                meta["periodicity"] = periodicity
+                meta["kind"] = "accumulator" if sflags & FLAG_ACCUMULATOR else "state"
+            self.streams[sid] = _Stream(epoch_scale, None if exact else value_scale)
+            self.registrations[sid] = meta
+
+    def registration_v1(self, pos: int, end: int) -> None:
+        payload = self.view[pos + 8:end]
         flags = payload[5]
         sid, epoch_scale, value_scale, json_len = struct.unpack_from("<IddI", payload, 8)
         try:
-            meta = json.loads(bytes(payload[32: 32 + json_len]).decode("utf-8"))
+            meta = json.loads(bytes(payload[32:32 + json_len]).decode("utf-8"))
             if not isinstance(meta, dict):
                 raise _BadData("registration JSON is not an object")
             stream = _Stream(epoch_scale, None if flags & FLAG_EXACT else value_scale)
             _check_scales(stream.epoch_scale, stream.value_scale)
         except (ValueError, _BadData) as exc:
-            self.skipped.append(_skip(self.path, pos, f"bad stream registration {sid}: {exc}"))
+            self.report(pos, end - pos, INVALID_REGISTRATION,
+                        f"registration of stream {sid} ignored: {exc}", sid)
             return
         self.streams[sid] = stream
         self.registrations[sid] = meta
 
-    def _block(self, pos: int, payload: memoryview, end: int) -> int:
-        """Decode one block; returns the next frame position, or -1 to stop reading."""
+    def stream(self, sid: int) -> _Stream | None:
+        return self.streams.get(sid) or self.fallback.get(sid)
+
+    # ------------------------------------------------------------------ blocks
+
+    def block(self, pos: int, end: int) -> int:
+        """Decode the block whose header frame is ``[pos, end)``; returns the next position."""
+        payload = self.view[pos + 8:end]
         seq, count, raw_size, comp_size, comp_crc, raw_crc = struct.unpack_from("<6I", payload, 8)
-        frame_pos = pos + 8 + 36
-        frame_end = frame_pos + comp_size
-        if frame_end > end:
-            self.skipped.append(_skip(
-                self.path, pos,
-                f"torn tail: block {seq} needs {comp_size} compressed bytes, "
-                f"{end - frame_pos} left; rest of the segment skipped"))
-            return -1
+        n = len(self.data)
+        data_end = end + comp_size
+        if data_end > n:
+            self.report(pos, n - pos, TORN_TAIL,
+                        f"torn tail: block {seq} needs {comp_size} compressed bytes, "
+                        f"{n - end} left")
+            return n
+        if self.magic == DDL2:
+            nnz, n_streams, lo, hi = struct.unpack_from("<QIII", payload, 32)
+            if not self.builder.wants_range(lo, hi):
+                return data_end  # none of the selected streams: skipped unchecked
         try:
             if raw_size > MAX_RAW_SIZE:
                 raise _BadData(f"raw size {raw_size} exceeds the 2**28 bound")
-            frame = self.view[frame_pos:frame_end]
+            if self.magic == DDL2 and max(count, nnz, n_streams) > raw_size:
+                raise _BadData("counts larger than the raw size")
+            frame = self.view[end:data_end]
             if zlib.crc32(frame) != comp_crc:
                 raise _BadData("crc mismatch of the compressed data")
             if zstd_frame_size(frame, 0, comp_size) != comp_size:
-                raise _BadData("zstd frame is shorter than the declared compressed size")
+                raise _BadData("the zstd frame is not exactly the declared compressed size")
             raw = _decompress(frame, raw_size)
             if len(raw) != raw_size:
                 raise _BadData(f"decompressed to {len(raw)} bytes, expected {raw_size}")
             if zlib.crc32(raw) != raw_crc:
                 raise _BadData("crc mismatch of the decompressed payload")
-            records = self._payload(raw, count)
+            if self.magic == DDL2:
+                self.payload_v2(pos, data_end - pos, raw, count, nnz, n_streams, lo, hi)
+            else:
+                self.builder.extend(self.payload_v1(raw, count))
+        except _Unregistered as exc:
+            self.report(pos, data_end - pos, UNREGISTERED_STREAM,
+                        f"block {seq} skipped: {exc}", exc.sid)
         except _BadData as exc:
-            self.skipped.append(_skip(self.path, pos, f"block {seq} skipped: {exc}"))
-            return frame_end
-        self.builder.extend(records)
-        return frame_end
+            self.report(pos, data_end - pos, BAD_BLOCK, f"block {seq} skipped: {exc}")
+        return data_end
 
-    def _stream(self, sid: int) -> _Stream:
-        stream = self.streams.get(sid) or self.fallback.get(sid)
-        if stream is None:
-            raise _BadData(f"stream {sid} has no registration and no readable sidecar")
-        return stream
+    def payload_v2(self, pos: int, length: int, raw: bytes, count: int, nnz: int,
+                   n_streams: int, lo: int, hi: int) -> None:
+        """The directory and the sections of one block (FORMAT.md 5.1 and 5.3)."""
+        end = len(raw)
+        varints = _Varints(raw)
+        d, at = _read_varint(raw, 0, end)
+        if d != n_streams or d == 0:
+            raise _BadData(f"directory of {d} streams, the header says {n_streams}")
+        table, at = varints.take(at, 4 * d, end)
+        gap, records, nonzeros, nbytes = table.reshape(d, 4).T
+        if int(gap.max()) > 0xFFFFFFFF:
+            raise _BadData("stream id gap beyond 32 bits")
+        sids = np.cumsum(gap + np.uint64(1)) - np.uint64(1)
+        if int(sids[-1]) > 0xFFFFFFFF:
+            raise _BadData("stream id beyond 32 bits")
+        if int(sids[0]) != lo or int(sids[-1]) != hi:
+            raise _BadData(f"stream ids {int(sids[0])}..{int(sids[-1])}, the header says "
+                           f"{lo}..{hi}")
+        if (int(records.min()) == 0 or int(records.max()) > count or int(nonzeros.max()) > nnz
+                or int(nbytes.max()) > end):
+            raise _BadData("directory entry out of bounds")
+        if int(records.sum()) != count or int(nonzeros.sum()) != nnz:
+            raise _BadData("directory counts differ from the header's")
+        if at + int(nbytes.sum()) != end:
+            raise _BadData("directory and sections do not fill the payload")
+        starts = at + np.cumsum(nbytes) - nbytes
+        for k in range(d):
+            sid = int(sids[k])
+            if not self.builder.wants(sid):
+                continue
+            stream = self.stream(sid)
+            if stream is None:
+                if sid not in self.unregistered:
+                    self.unregistered.add(sid)
+                    self.report(pos, 0, UNREGISTERED_STREAM,
+                                f"stream {sid} has no registration in this segment and no "
+                                "usable sidecar; its records are skipped", sid)
+                continue
+            start = int(starts[k])
+            try:
+                epochs, lengths, indices, values = _section(
+                    raw, varints, start, start + int(nbytes[k]), int(records[k]),
+                    int(nonzeros[k]), stream)
+            except _BadData as exc:
+                self.report(pos, 0, BAD_SECTION, f"section of stream {sid} skipped: {exc}", sid)
+                continue
+            self.builder.add(np.full(len(lengths), sid, dtype=np.uint32), epochs, lengths,
+                             indices, values)
 
-    def _payload(self, raw: bytes, count: int) -> list[tuple[int, float, np.ndarray, np.ndarray]]:
-        """Parse exactly ``count`` records from exactly ``len(raw)`` bytes (FORMAT.md section 4)."""
+    def payload_v1(self, raw: bytes, count: int) -> list[tuple[int, float, np.ndarray, np.ndarray]]:
+        """Parse exactly ``count`` records from exactly ``len(raw)`` bytes (FORMAT.md 8.3)."""
         end = len(raw)
         varints = _Varints(raw)
         # predecessor per stream: (tick, indices uint64-as-int64, quantised ints or float bits)
@@ -529,7 +938,9 @@ class _SegmentV1:
             sid, same = head >> 1, head & 1
             if sid > 0xFFFFFFFF:
                 raise _BadData(f"stream id {sid} beyond 32 bits")
-            stream = self._stream(sid)
+            stream = self.stream(sid)
+            if stream is None:
+                raise _Unregistered(sid)
             u, pos = _read_varint(raw, pos, end)
             pred = preds.get(sid)
             tick = _wrap64(pred[0] + _zigzag(u)) if pred is not None else _zigzag(u)
@@ -537,10 +948,9 @@ class _SegmentV1:
                 if pred is None:
                     raise _BadData(f"same_indices on the first record of stream {sid}")
                 idx = pred[1]
-                n = len(idx)
             else:
                 idx, pos = _read_index_list(raw, pos, end, varints)
-                n = len(idx)
+            n = len(idx)
             if stream.exact:
                 if 8 * n > end - pos:
                     raise _BadData("exact values run past the end of the payload")
@@ -577,7 +987,7 @@ class _LegacyTicks:
 
 def _read_legacy(path: Path, data: bytes, sidecars: Mapping[int, _Stream], ticks: _LegacyTicks,
                  builder: _Builder, skipped: list[dict[str, Any]]) -> None:
-    """Decode a 0.1.x segment: one zstd frame per write, records of FORMAT.md section 6."""
+    """Decode a 0.1.x segment: one zstd frame per write, records of FORMAT.md section 9."""
     view = memoryview(data)
     end = len(data)
     reported: set[int] = set()
@@ -588,8 +998,8 @@ def _read_legacy(path: Path, data: bytes, sidecars: Mapping[int, _Stream], ticks
             frame = view[pos:pos + size]
             declared = zstandard.frame_content_size(bytes(frame[:18]))
             if not 0 <= declared <= MAX_RAW_SIZE:
-                # 0.1.x always wrote the content size (FORMAT.md section 6); a frame without one
-                # is damaged, as the native reader also decides.
+                # 0.1.x always wrote the content size (FORMAT.md section 9); a frame without one
+                # is damaged.
                 raise _BadData("frame without a usable content size")
             raw = _decompress(frame, declared)
             if len(raw) != declared:
@@ -597,17 +1007,21 @@ def _read_legacy(path: Path, data: bytes, sidecars: Mapping[int, _Stream], ticks
             records = _legacy_records(raw, ticks)
         except (_BadData, zstandard.ZstdError) as exc:
             ticks.broken = True
-            skipped.append(_skip(path, pos, f"0.1.x frame unreadable ({exc}); rest of the "
-                                            "segment skipped"))
+            kind = TORN_TAIL if isinstance(exc, _Truncated) else CORRUPT_FRAME
+            skipped.append(_skip(path, pos, end - pos, kind,
+                                 f"0.1.x frame unreadable ({exc}); rest of the segment skipped"))
             return
         decoded = []
         for sid, tick, idx, q in records:
+            if not builder.wants(sid):
+                continue
             stream = sidecars.get(sid)
             if stream is None or stream.exact:
                 if sid not in reported:
                     reported.add(sid)
-                    skipped.append(_skip(path, pos, f"0.1.x stream {sid} has no usable sidecar "
-                                                    f"streams/{sid:08d}.json; its records skipped"))
+                    skipped.append(_skip(path, pos, size, UNREGISTERED_STREAM,
+                                         f"0.1.x stream {sid} has no usable sidecar "
+                                         f"streams/{sid:08d}.json; its records skipped", sid))
                 continue
             decoded.append((sid, float(tick) * stream.epoch_scale, idx,
                             q.astype(np.float64) * float(stream.value_scale)))  # type: ignore[arg-type]
@@ -644,26 +1058,29 @@ def _legacy_records(raw: bytes,
 @dataclass
 class _SegmentOutcome:
     registrations: dict[int, dict[str, Any]]
-    streams: dict[int, _Stream]
     skipped: list[dict[str, Any]]
-    legacy: bool
+    version: int | None  # 2, 1, 0 for 0.1.x, None when the file could not be told
 
 
 def _read_one(path: Path, fallback: Mapping[int, _Stream], builder: _Builder,
               ticks: _LegacyTicks) -> _SegmentOutcome:
-    data = path.read_bytes()
-    if data[:4] == struct.pack("<I", ZSTD_MAGIC):
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return _SegmentOutcome({}, [_skip(path, 0, _size(path), UNREADABLE_FILE,
+                                          f"unreadable segment: {exc}")], None)
+    if data[:4] == _LEGACY_HEAD:
         skipped: list[dict[str, Any]] = []
         _read_legacy(path, data, fallback, ticks, builder, skipped)
-        return _SegmentOutcome({}, {}, skipped, True)
-    segment = _SegmentV1(path, data, fallback, builder)
+        return _SegmentOutcome({}, skipped, 0)
+    segment = _Segment(path, data, fallback, builder)
     segment.run()
-    return _SegmentOutcome(segment.registrations, segment.streams, segment.skipped, False)
+    return _SegmentOutcome(segment.registrations, segment.skipped, segment.version)
 
 
 def read_segment(path: str | Path,
                  registrations: Mapping[int, Mapping[str, Any]] | None = None) -> SegmentResult:
-    """Decode one segment file (format 1 or 0.1.x).
+    """Decode one segment file (format 2, 1 or 0.1.x).
 
     ``registrations`` (stream id -> sidecar dict) describes streams that have no in-band
     registration; when it is None the sidecars beside the segment (``../streams``) are used.
@@ -680,23 +1097,34 @@ def read_segment(path: str | Path,
     known = dict(sidecars)
     known.update(outcome.registrations)
     return SegmentResult(**builder.columns(), registrations=known,
-                         skipped=problems + outcome.skipped, path=path, legacy=outcome.legacy)
+                         skipped=problems + outcome.skipped, path=path,
+                         legacy=outcome.version == 0, version=outcome.version)
 
 
-_LEGACY_HEAD = struct.pack("<I", ZSTD_MAGIC)
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _head(path: Path) -> bytes:
     """The first 4 bytes of a segment: which format it is in, if any."""
-    with open(path, "rb") as fh:
-        return fh.read(4)
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4)
+    except OSError:
+        return b""
 
 
 def read_directory(path: str | Path, stream_ids: Iterable[int] | None = None) -> DirectoryResult:
-    """Decode every segment of a logger directory in order (format 1, 0.1.x, finished or not).
+    """Decode every segment of a logger directory in order (formats 2 and 1, 0.1.x; finished,
+    killed or still being written).
 
-    Streams without in-band registrations (0.1.x) take their scales from ``streams/*.json``;
-    a registration seen in an earlier segment also serves later ones.
+    ``stream_ids`` selects streams: the sections of other streams are skipped unparsed, and
+    blocks that hold none of them are skipped unchecked (FORMAT.md sections 2.2 and 5.3).
+    Streams without in-band registrations in a segment take their scales from the sidecars
+    ``streams/*.json``.
     """
     path = Path(path)
     if not path.is_dir():
@@ -707,17 +1135,18 @@ def read_directory(path: str | Path, stream_ids: Iterable[int] | None = None) ->
     builder = _Builder(None if stream_ids is None else frozenset(int(s) for s in stream_ids))
     ticks = _LegacyTicks()
     segments = _segment_files(path)
-    legacy_directory = any(_head(seg) == _LEGACY_HEAD for seg in segments)
+    heads = [h for h in (_head(seg) for seg in segments) if h]
+    legacy_directory = _LEGACY_HEAD in heads  # FORMAT.md section 9
     for seg in segments:
         if ticks.broken:
-            skipped.append(_skip(seg, 0, "not read: an earlier 0.1.x segment is damaged and 0.1.x "
-                                         "epochs are deltas that run across segments"))
+            skipped.append(_skip(seg, 0, _size(seg), LEGACY_CHAIN_BROKEN,
+                                 "not read: an earlier 0.1.x segment is damaged and 0.1.x "
+                                 "epochs are deltas that run across segments"))
             continue
         outcome = _read_one(seg, fallback, builder, ticks)
         skipped.extend(outcome.skipped)
         known.update(outcome.registrations)
-        fallback.update(outcome.streams)
-        if legacy_directory and not outcome.legacy and _head(seg) != b"":
+        if legacy_directory and outcome.version != 0 and _head(seg) != b"":
             # In a 0.1.x directory, a segment that is not 0.1.x is a damaged one: the tick deltas
             # of the segments after it start from unknown values, and would invent epochs.
             ticks.broken = True

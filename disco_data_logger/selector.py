@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 else:
     LabelSelectorRule = Any
 
-__all__ = ["Rule", "compile_rule", "select"]
+__all__ = ["Rule", "compile_rule", "requirements", "select", "values_match"]
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 Rule: TypeAlias = "None | str | Mapping[str, Any] | Predicate | LabelSelectorRule"
@@ -210,6 +210,31 @@ def _from_mapping(rule: Mapping[str, Any]) -> list[_Requirement]:
         values = tuple(wanted) if isinstance(wanted, _COLLECTIONS) else (wanted,)
         requirements.append(_Requirement(key, "in", values))
     return requirements
+
+
+def values_match(label_value: Any, wanted: Any) -> bool:
+    """Whether a label value matches a selector value (the comparison every rule uses)."""
+    return _equal(label_value, wanted)
+
+
+def requirements(rule: Rule) -> list[tuple[str, str, tuple[Any, ...]]] | None:
+    """The requirements of a mapping or string rule as ``(key, op, values)``, ``op`` one of
+    ``in``, ``notin``, ``exists``, ``!exists`` (all must hold); None for a callable rule.
+
+    For evaluating a rule column by column (the experiment index) instead of stream by stream.
+    """
+    if rule is None:
+        return []
+    if isinstance(rule, str):
+        reqs = _Parser(rule).parse()
+    elif isinstance(rule, Mapping):
+        reqs = _from_mapping(rule)
+    elif callable(rule):
+        return None
+    else:
+        raise TypeError(f"a label selector is a mapping, a string or a callable, not "
+                        f"{type(rule).__name__}")
+    return [(r.key, r.op, r.values) for r in reqs]
 
 
 def compile_rule(rule: Rule) -> Predicate:

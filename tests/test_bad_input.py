@@ -16,7 +16,7 @@ from disco_data_logger import (
     LoggerClosedError,
     UnknownStreamError,
 )
-from tests.common import decode_native, decode_python
+from tests.common import by_stream, decode_native, decode_python
 
 BAD_RECORDS = [
     ("length", [1, 2], [1.0], "differ in length"),
@@ -202,3 +202,38 @@ def test_bad_record_in_batch_records_nothing_of_the_batch(logger) -> None:
 def test_bad_logger_settings(tmp_path: Path, kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):
         DataLogger(tmp_path / "l", **kwargs)
+
+
+@pytest.mark.parametrize("case", [c for c in BAD_RECORDS if c[0] in (
+    "negative index", "duplicate index", "nan value", "value overflow")], ids=lambda c: c[0])
+def test_bad_record_late_in_a_large_batch_records_nothing_of_it(tmp_path: Path, case) -> None:
+    """A batch larger than a block is encoded in one pass into blocks that are held back until
+    the whole batch is accepted: a bad record near its end throws all of them away, and what was
+    recorded before the batch (in the open block, and in earlier batches) stays as it was."""
+    _, bad_idx, bad_vals, message = case
+    rng = np.random.default_rng(4)
+    with DataLogger(tmp_path / "l", block_bytes=4096, ring_bytes=1 << 20) as dl:
+        a = dl.register_stream({"m": "a"}, epoch_scale=1e-3, value_scale=1e-2)
+        b = dl.register_stream({"m": "b"}, epoch_scale=1e-3, value_scale=1e-2)
+        dl.record(a, 0.0, [1, 2], [10.0, 20.0])  # in the open block when the batch starts
+        n, nnz = 400, 32
+        idx = np.tile(np.arange(nnz), n)
+        vals = rng.integers(-1000, 1000, n * nnz) * 0.01
+        offsets = np.arange(n + 1) * nnz
+        sids = np.where(np.arange(n) % 2 == 0, a, b)
+        epochs = 1.0 + np.arange(n) * 0.5
+        dl.record_many(sids, epochs, offsets, idx, vals)  # accepted: larger than a block
+        before = dl.stream_stats()
+        bad = len(bad_idx)
+        idx2 = np.concatenate([idx, np.asarray(bad_idx, dtype=np.int64)])
+        vals2 = np.concatenate([vals, np.asarray(bad_vals, dtype=np.float64)])
+        with pytest.raises(InvalidRecordError, match=f"{message}.*record {n} of the batch"):
+            dl.record_many(np.append(sids, b), np.append(epochs + 1000.0, 5000.0),
+                           np.append(offsets, offsets[-1] + bad), idx2, vals2)
+        assert dl.stream_stats() == before
+        assert dl.stats()["records"] == 1 + n
+        dl.record(b, 9999.0, [7], [7.0])  # the logger goes on
+    for decode in (decode_native, decode_python):
+        got = by_stream(decode(tmp_path / "l").records())
+        assert [r[1] for r in got[a]] == [0.0, *epochs[::2].tolist()]
+        assert [r[1] for r in got[b]] == [*epochs[1::2].tolist(), 9999.0]

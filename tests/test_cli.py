@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -85,10 +86,21 @@ def test_inspect_summary(finished: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_merge_command(finished: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (finished / "index" / "streams.parquet").unlink()
+    shutil.rmtree(finished / "index")
     assert main(["merge", str(finished)]) == 0
     assert "2 replications committed" in capsys.readouterr().out
-    assert (finished / "index" / "streams.parquet").exists()
+    assert list((finished / "index" / "parts").glob("streams-*.parquet"))
+    assert (finished / "index" / "replications.parquet").exists()
+
+
+def test_merge_refuses_a_directory_that_is_not_an_experiment(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "experiment.json").write_text('{"mine": true}')
+    assert main(["merge", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "not an experiment directory" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["experiment.json"]
+    assert (tmp_path / "experiment.json").read_text() == '{"mine": true}'
 
 
 def test_export_command(finished: Path, tmp_path: Path,

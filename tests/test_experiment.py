@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -93,10 +94,70 @@ def test_pandas_and_polars(experiment_dir: Path) -> None:
 
 
 def test_open_without_index_builds_it_in_memory(experiment_dir: Path) -> None:
-    (experiment_dir / "index" / "streams.parquet").unlink()
+    shutil.rmtree(experiment_dir / "index")
     exp = Experiment.open(experiment_dir)
     assert exp.streams().num_rows == 6
-    assert not (experiment_dir / "index" / "streams.parquet").exists()
+    assert sorted(exp.replications["status"].to_pylist()) == ["committed"] * 3 + ["failed"]
+    assert not (experiment_dir / "index").exists()
+
+
+def test_open_reads_commits_made_since_the_last_merge(experiment_dir: Path) -> None:
+    with ShardWriter(experiment_dir, "c") as shard:
+        with shard.replication("p0000-r000009", replication=9, point_id="p0000") as rep:
+            sid = rep.logger.register_stream({"stream": "stock", "replication": 9},
+                                             value_scale=None)
+            rep.logger.record(sid, 0.5, [1], [9.0])
+    exp = Experiment.open(experiment_dir)
+    assert exp.streams("stream=stock").num_rows == 4
+    assert exp.select("replication=9")["value"].to_pylist() == [9.0]
+
+
+def test_callable_rules_are_called_once_per_distinct_labels(experiment_dir: Path) -> None:
+    seen = []
+
+    def rule(labels):
+        seen.append(dict(labels))
+        return labels["stream"] == "stock" and labels["replication"] != 1
+
+    exp = Experiment.open(experiment_dir)
+    assert sorted(exp.streams(rule)["replication"].to_pylist()) == [0, 2]
+    assert len(seen) == 6  # six distinct label sets here: each once
+    assert all({"task_id", "point_id", "replication", "stream"} <= set(s) for s in seen)
+
+
+def test_rules_on_columns_mean_what_they_mean_on_labels(tmp_path: Path) -> None:
+    """Every selector form, evaluated on index columns, selects what selector.select selects
+    on the registered labels."""
+    from disco_data_logger.selector import select
+
+    labels = [
+        {"stream": "a", "flag": True, "n": 3, "x": 2.5, "mixed": "u"},
+        {"stream": "b", "flag": False, "n": 4, "x": 3.0, "mixed": 7},
+        {"stream": "a", "n": 5, "mixed": True},
+        {"stream": "c", "flag": True, "x": 2.5},
+    ]
+    with ShardWriter(tmp_path, "s") as shard:
+        for i, lab in enumerate(labels):
+            with shard.replication(f"t{i}", replication=i, point_id="p") as rep:
+                sid = rep.logger.register_stream(lab, value_scale=None)
+                rep.logger.record(sid, 0.0, [0], [1.0])
+    exp = Experiment.open(tmp_path)
+    rules = ["flag=true", "flag=True", "flag!=false", "n in (3, 5)", "n=3.0", "x=2.5",
+             "!flag", "flag", "stream notin (a)", "mixed=7", "mixed=u", "stream=a, n>=4",
+             "nothing=1", "nothing!=1", "stream=a, flag=true",
+             {"n": [3, 4]}, {"flag": True}, {"x": 2.5}, {"stream": ("a", "c")}]
+    for rule in rules:
+        if rule == "stream=a, n>=4":
+            with pytest.raises(ValueError):
+                exp.streams(rule)
+            continue
+        want = sorted(lab["stream"] + str(i) for i, lab in enumerate(labels)
+                      if select([{**lab}], rule))
+        got = exp.streams(rule)
+        got_keys = sorted(r["stream"] + str(r["replication"]) for r in got.to_pylist())
+        assert got_keys == want, rule
+    # A label of mixed types is a text column: True reads "true", as selector text spells it.
+    assert exp.streams("mixed=true")["replication"].to_pylist() == [2]
 
 
 def test_open_refuses_a_non_experiment(tmp_path: Path) -> None:

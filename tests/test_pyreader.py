@@ -15,10 +15,10 @@ import pyarrow as pa
 import pytest
 
 from disco_data_logger import DataLogger, pyreader
-from disco_data_logger.errors import FormatError
 from tests.common import (
     assert_same_records,
     both_readers,
+    by_stream,
     decode_native,
     decode_python,
     frame_units,
@@ -48,6 +48,12 @@ def write_segment(directory, data: bytes, number: int = 0):
 
 def expected_value(stream: v1.Stream, v: float) -> float:
     return v if stream.value_scale is None else quantise(v, stream.value_scale)
+
+
+def kinds(got) -> list[tuple[str, int, str]]:
+    """Every skipped part as (file name, offset, kind), sorted."""
+    return sorted((s["segment"].rsplit("/", 1)[-1], int(s["offset"]), s["kind"])
+                  for s in got.skipped)
 
 
 def check_records(got, records) -> None:
@@ -104,13 +110,18 @@ def test_unclosed_segment_has_no_footer_and_loses_nothing(tmp_path, decode):
 
 
 @both_readers
-def test_unknown_format_version_is_refused(tmp_path, decode):
+def test_unknown_format_version_skips_that_file(tmp_path, decode):
+    """FORMAT.md 2.1: the file is refused (skipped whole, its version named), the others read."""
     data = v1.segment(STREAMS, [RECORDS])
     bad = v1.segment_header(version=2) + data[len(v1.segment_header()):]
-    path = write_segment(tmp_path, bad)
-    with pytest.raises(FormatError, match=r"version 2") as info:
-        decode(tmp_path)
-    assert path.name in str(info.value)
+    write_segment(tmp_path, v1.segment(STREAMS, [RECORDS]), 0)
+    write_segment(tmp_path, bad, 1)
+    got = decode(tmp_path)
+    check_records(got, RECORDS)
+    assert [(s["kind"], s["offset"], s["length"]) for s in got.skipped] == [
+        ("unsupported_version", 0, len(bad))]
+    assert "version 2" in got.skipped[0]["reason"]
+    assert "00001.seg.zst" in got.skipped[0]["reason"]
 
 
 @both_readers
@@ -139,7 +150,7 @@ def test_block_of_unknown_stream_is_skipped(tmp_path, decode):
     write_segment(tmp_path, bytes(data))
     got = decode(tmp_path)
     check_records(got, q_only)
-    assert got.skipped_at() == [("00000.seg.zst", units_before)]
+    assert kinds(got) == [("00000.seg.zst", units_before, "unregistered_stream")]
 
 
 def payload_cases():
@@ -172,7 +183,7 @@ def test_block_with_intact_crcs_but_bad_payload_is_skipped(tmp_path, decode, cas
     write_segment(tmp_path, bytes(data))
     got = decode(tmp_path)
     check_records(got, good + good)
-    assert got.skipped_at() == [("00000.seg.zst", bad_at)]
+    assert kinds(got) == [("00000.seg.zst", bad_at, "bad_block")]
 
 
 @both_readers
@@ -190,7 +201,7 @@ def test_header_that_declares_a_wrong_raw_size_is_skipped(tmp_path, decode):
     write_segment(tmp_path, data + bytes(block) + v1.block(raw, len(RECORDS), seq=1))
     got = decode(tmp_path)
     check_records(got, RECORDS)
-    assert got.skipped_at() == [("00000.seg.zst", len(data))]
+    assert kinds(got) == [("00000.seg.zst", len(data), "bad_block")]
 
 
 @both_readers
@@ -199,16 +210,16 @@ def test_data_after_the_footer_is_reported(tmp_path, decode):
     write_segment(tmp_path, data + v1.segment(STREAMS, [RECORDS], number=1))
     got = decode(tmp_path)
     check_records(got, RECORDS)
-    assert got.skipped_at() == [("00000.seg.zst", len(data))]
+    assert kinds(got) == [("00000.seg.zst", len(data), "after_footer")]
 
 
 @both_readers
-def test_segment_without_header_is_reported(tmp_path, decode):
+def test_segment_without_header_is_read(tmp_path, decode):
     data = v1.segment(STREAMS, [RECORDS])
     write_segment(tmp_path, data[len(v1.segment_header()):])
     got = decode(tmp_path)
-    assert len(got) == 0
-    assert got.skipped_at() == [("00000.seg.zst", 0)]
+    check_records(got, RECORDS)
+    assert got.skipped == []  # FORMAT.md 4.1: a valid frame at offset 0 starts the walk
 
 
 @both_readers
@@ -314,8 +325,12 @@ def test_real_logger_read_by_both_readers(tmp_path):
     py, native = decode_python(tmp_path), decode_native(tmp_path)
     assert_same_records(py, native)
     assert py.skipped == [] and native.skipped == []
-    for (sid, epoch, idx, vals), (gsid, gepoch, gidx, gvals) in zip(
-            expected, py.records(), strict=True):
+    # records of one stream come in the order they were recorded (FORMAT.md section 7)
+    got = by_stream(py.records())
+    pairs = [pair for sid in (q, x)
+             for pair in zip(by_stream(expected)[sid], got[sid], strict=True)]
+    assert len(pairs) == len(expected)
+    for (sid, epoch, idx, vals), (gsid, gepoch, gidx, gvals) in pairs:
         assert gsid == sid and np.array_equal(gidx, idx)
         assert gepoch == quantise(epoch, 1e-3 if sid == q else 1e-6)
         want = vals if sid == x else np.array([quantise(v, 1e-2) for v in vals])

@@ -16,7 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from disco_data_logger import DataLogger
-from tests.common import assert_same_records, decode_native, decode_python, quantise
+from tests.common import (
+    assert_same_records,
+    by_stream,
+    decode_native,
+    decode_python,
+    quantise,
+)
 
 EPOCH_SCALES = [1e-6, 1e-3, 0.25, 7.0]
 VALUE_SCALES = [None, None, 1e-4, 1e-2, 1.0, 3.7]  # None: exact values
@@ -81,7 +87,13 @@ def test_both_readers_agree_with_what_was_recorded(case):
         assert_same_records(py, native)
 
         assert len(py) == len(records)
-        for (k, epoch, indices, values, _), got in zip(records, py.records(), strict=True):
+        # each stream's records in the order they were recorded (FORMAT.md section 7)
+        got_by = by_stream(py.records())
+        want_by = by_stream([(sids[r[0]], r) for r in records])
+        assert got_by.keys() == want_by.keys()
+        pairs = [(want[1], got) for sid in want_by
+                 for want, got in zip(want_by[sid], got_by[sid], strict=True)]
+        for (k, epoch, indices, values, _), got in pairs:
             epoch_scale, value_scale = specs[k]
             sid, gepoch, gidx, gvals = got
             assert sid == sids[k]

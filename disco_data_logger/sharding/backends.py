@@ -1,11 +1,23 @@
 """Execution backends: where tasks run. The coordinator decides *what* runs; a backend only
-dispatches one task at a time to each worker and reports how each attempt ended.
+dispatches tasks to its workers and reports how each attempt ended.
 
 Every worker owns one :class:`~.worker.TaskRunner` (so one ShardWriter, so one native logger) for
 its whole life. A worker that dies (``os._exit``, SIGKILL, out of memory) is noticed through its
 process sentinel or Ray's actor error, its task is reported as a failed attempt with
 ``worker_died=True``, and a fresh worker with a fresh shard takes its slot: the dead worker's
 shard keeps what it committed before, and its torn tail is never read as committed data.
+
+**Group commits** (serial and multiprocessing backends). Short replications are committed in
+groups of up to :data:`COMMIT_GROUP`: a worker stages each commit and makes its group durable
+(one logger flush, one journal frame, one fsync) when the group is full, when it has nothing
+queued, or when the oldest staged commit is :data:`~.shard.COMMIT_DELAY` seconds old. A task
+counts as committed only once its group is durable. To keep groups filling, each worker may
+hold several tasks at once (the one it runs, the ones queued behind it, the staged ones): as
+many as fit in the commit delay at the task duration observed so far, so long replications get
+one at a time and commit one by one, as without groups. With ``execution.timeout`` set, every
+worker holds one task at a time (the timeout counts from when a task starts). A worker that
+dies takes its staged commits with it: they are run again without using up a retry, and only
+the task it was running counts as a failed attempt.
 """
 
 from __future__ import annotations
@@ -16,14 +28,15 @@ import resource
 import signal
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataLoggerError
-from .shard import new_shard_id
+from .shard import COMMIT_DELAY, new_shard_id
 from .worker import ShardActor, TaskOutcome, TaskRunner
 
 __all__ = [
@@ -41,6 +54,9 @@ STOP_GRACE_SECONDS = 30.0
 
 MAX_STARTUP_DEATHS = 3
 """Consecutive workers dying before running anything: the setup is broken, stop retrying."""
+
+COMMIT_GROUP = 256
+"""Most replications one group commit makes durable."""
 
 
 CPU_OVERSUBSCRIPTION = 4
@@ -80,6 +96,8 @@ class Backend(ABC):
     """Runs tasks on ``workers`` long-lived workers, one task per worker at a time."""
 
     name = "backend"
+    groups = False
+    """Whether this backend commits in groups (see the module docstring)."""
 
     def __init__(self, cfg: Any, output_dir: Path, fingerprint: str | None, workers: int) -> None:
         self.cfg = cfg
@@ -87,6 +105,25 @@ class Backend(ABC):
         self.fingerprint = fingerprint
         self.workers = max(1, int(workers))
         self.shard_ids: list[str] = []
+        self.timeout: float | None = getattr(getattr(cfg, "execution", None), "timeout", None)
+        self.commit_group = COMMIT_GROUP if self.groups else 1
+        self._task_seconds: float | None = None
+
+    @property
+    def depth(self) -> int:
+        """Tasks one worker may hold at once (the one it runs, queued ones, staged commits)."""
+        if self.commit_group <= 1 or self.timeout is not None:
+            return 1
+        if self._task_seconds is None:
+            return 2
+        fit = int(COMMIT_DELAY / max(self._task_seconds, 1e-6))
+        return 1 + max(1, min(self.commit_group, fit))
+
+    def _observe(self, outcome: TaskOutcome) -> None:
+        if outcome.ok and outcome.seconds > 0:
+            prev = self._task_seconds
+            self._task_seconds = outcome.seconds if prev is None else \
+                0.9 * prev + 0.1 * outcome.seconds
 
     @abstractmethod
     def start(self) -> None:
@@ -129,41 +166,64 @@ class SerialBackend(Backend):
     """Runs tasks in the coordinator's own process: simplest, and easiest to debug."""
 
     name = "serial"
+    groups = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.workers = 1
         self._runner: TaskRunner | None = None
-        self._queued: tuple[Any, int] | None = None
+        self._queued: deque[tuple[Any, int]] = deque()
 
     def start(self) -> None:
         self._runner = TaskRunner(self.cfg, self.output_dir, self._new_shard_id(0),
-                                  self.fingerprint)
+                                  self.fingerprint, commit_group=self.commit_group)
+
+    def _held(self) -> int:
+        return len(self._queued) + (self._runner.staged if self._runner is not None else 0)
 
     def free_slots(self) -> int:
-        return 0 if self._queued is not None else 1
+        return max(0, self.depth - self._held())
 
     def in_flight(self) -> int:
-        return 0 if self._queued is None else 1
+        return self._held()
 
     def submit(self, task: Any, attempt: int) -> None:
-        self._queued = (task, attempt)
+        self._queued.append((task, attempt))
 
     def wait(self, timeout: float) -> list[TaskOutcome]:
-        if self._queued is None or self._runner is None:
+        runner = self._runner
+        if runner is None:
             return []
-        task, attempt = self._queued
-        self._queued = None
-        return [self._runner.run(task, attempt)]
+        out: list[TaskOutcome] = []
+        if self._queued:
+            task, attempt = self._queued.popleft()
+            outcome, earlier = runner.run(task, attempt)
+            self._observe(outcome)
+            out.extend(earlier)
+            if outcome.durable or not outcome.ok:
+                out.append(outcome)
+        if runner.sync_due(idle=not self._queued):
+            out.extend(_sync_or_drop(runner))
+        return out
 
     def shutdown(self) -> None:
         if self._runner is not None:
             self._runner.close()
 
     def interrupt(self) -> list[TaskOutcome]:
-        self._queued = None
-        self.shutdown()
-        return []
+        self._queued.clear()
+        if self._runner is None:
+            return []
+        return self._runner.close()
+
+
+def _sync_or_drop(runner: TaskRunner) -> list[TaskOutcome]:
+    """Sync the runner's group; after a writer failure its staged commits are failed attempts."""
+    try:
+        return runner.sync()
+    except OSError as exc:
+        text = str(exc).strip().splitlines()
+        return runner.drop_staged(f"{type(exc).__name__}: {text[0] if text else ''}")
 
 
 # --------------------------------------------------------------------------- multiprocessing
@@ -177,30 +237,61 @@ def _stop_on_first_sigint(signum: int, frame: Any) -> None:
 
 
 def _mp_worker_main(conn: Connection, cfg: Any, output_dir: str, shard_id: str,
-                    fingerprint: str | None) -> None:
-    """A spawned worker: build the writer here, then serve tasks until told to stop."""
+                    fingerprint: str | None, commit_group: int = 1) -> None:
+    """A spawned worker: build the writer here, then serve tasks until told to stop.
+
+    Messages to the coordinator: ``("ready", pid)``; ``("done", outcome)`` after every attempt
+    (a staged commit has ``durable=False``); ``("durable", task_ids)`` when a group commit made
+    staged commits durable; ``("closed", shard_id)`` at the end.
+    """
     signal.signal(signal.SIGINT, _stop_on_first_sigint)
     runner: TaskRunner | None = None
+
+    def sync() -> None:
+        assert runner is not None
+        outcomes = _sync_or_drop(runner)
+        durable = [o.task_id for o in outcomes if o.ok]
+        if durable:
+            conn.send(("durable", durable))
+        for o in outcomes:
+            if not o.ok:
+                conn.send(("done", o))
+
     try:
         try:
-            runner = TaskRunner(cfg, output_dir, shard_id, fingerprint)
+            runner = TaskRunner(cfg, output_dir, shard_id, fingerprint,
+                                commit_group=commit_group)
         except Exception as exc:
             conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
             return
         conn.send(("ready", os.getpid()))
         while True:
+            if runner.staged and not conn.poll(runner.time_to_sync()):
+                sync()  # nothing new arrived before the oldest staged commit fell due
+                continue
             message = conn.recv()
             if message is None:
                 break
             task, attempt = message
-            conn.send(("done", runner.run(task, attempt)))
+            outcome, earlier = runner.run(task, attempt)
+            conn.send(("done", outcome))
+            if earlier:
+                conn.send(("durable", [o.task_id for o in earlier]))
+            if runner.sync_due(idle=not conn.poll(0)):
+                sync()
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
         pass  # stopped by the coordinator (or it went away): close the writer below
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if runner is not None:
-            runner.close()
         try:
+            if runner is not None:
+                outcomes = runner.close()
+                durable = [o.task_id for o in outcomes if o.ok]
+                if durable:
+                    conn.send(("durable", durable))
+                for o in outcomes:
+                    if not o.ok:
+                        conn.send(("done", o))
             conn.send(("closed", shard_id))
         except (OSError, ValueError):
             pass
@@ -213,22 +304,28 @@ class _Worker:
     process: Any
     conn: Connection
     shard_id: str
-    task: Any = None
-    attempt: int = 0
-    started: float = 0.0
+    queue: deque[tuple[Any, int, float]] = field(default_factory=deque)
+    """Tasks sent and not yet reported, in order: the first one is running."""
+    awaiting: dict[str, tuple[Any, TaskOutcome]] = field(default_factory=dict)
+    """Commits staged in the worker's group, not yet durable."""
     ready: bool = False
     ran_any: bool = False
     killed_for_timeout: bool = False
 
     @property
     def busy(self) -> bool:
-        return self.task is not None
+        return bool(self.queue) or bool(self.awaiting)
+
+    @property
+    def held(self) -> int:
+        return len(self.queue) + len(self.awaiting)
 
 
 class MultiprocessingBackend(Backend):
     """Long-lived ``spawn`` worker processes, each creating its own DataLogger after start."""
 
     name = "multiprocessing"
+    groups = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -236,14 +333,14 @@ class MultiprocessingBackend(Backend):
         self._slots: list[_Worker | None] = [None] * self.workers
         self._startup_deaths = 0
         self._stopping = False
-        self.timeout: float | None = getattr(getattr(self.cfg, "execution", None), "timeout", None)
 
     def _spawn(self, slot: int) -> _Worker:
         parent, child = self._ctx.Pipe(duplex=True)
         shard_id = self._new_shard_id(slot)
         process = self._ctx.Process(
             target=_mp_worker_main,
-            args=(child, self.cfg, str(self.output_dir), shard_id, self.fingerprint),
+            args=(child, self.cfg, str(self.output_dir), shard_id, self.fingerprint,
+                  self.commit_group),
             name=f"disco-worker-{slot}",
             daemon=True,
         )
@@ -261,20 +358,21 @@ class MultiprocessingBackend(Backend):
         return [w for w in self._slots if w is not None]
 
     def free_slots(self) -> int:
-        return sum(1 for w in self._live() if not w.busy)
+        depth = self.depth
+        return sum(max(0, depth - w.held) for w in self._live())
 
     def in_flight(self) -> int:
-        return sum(1 for w in self._live() if w.busy)
+        return sum(w.held for w in self._live())
 
     def submit(self, task: Any, attempt: int) -> None:
         # Tasks may go to a worker still starting up: the pipe holds them until it listens.
-        for worker in self._live():
-            if not worker.busy:
-                worker.task, worker.attempt = task, attempt
-                worker.started = time.monotonic()
-                worker.conn.send((task, attempt))
-                return
-        raise RuntimeError("submit() without a free worker")
+        depth = self.depth
+        candidates = [w for w in self._live() if w.held < depth]
+        if not candidates:
+            raise RuntimeError("submit() without a free worker")
+        worker = min(candidates, key=lambda w: w.held)
+        worker.queue.append((task, attempt, time.monotonic()))
+        worker.conn.send((task, attempt))
 
     def wait(self, timeout: float) -> list[TaskOutcome]:
         outcomes: list[TaskOutcome] = []
@@ -303,7 +401,7 @@ class MultiprocessingBackend(Backend):
         if self.timeout is None:
             return timeout
         now = time.monotonic()
-        deadlines = [w.started + self.timeout - now for w in self._live() if w.busy]
+        deadlines = [w.queue[0][2] + self.timeout - now for w in self._live() if w.queue]
         return max(0.0, min([timeout, *deadlines]))
 
     def _drain(self, w: _Worker, outcomes: list[TaskOutcome]) -> None:
@@ -319,12 +417,50 @@ class MultiprocessingBackend(Backend):
         if kind == "ready":
             w.ready = True
         elif kind == "done":
-            w.task = None
+            outcome: TaskOutcome = payload
+            task = None
+            for i, (t, _attempt, _sent) in enumerate(w.queue):
+                if t.task_id == outcome.task_id:
+                    task = t
+                    del w.queue[i]
+                    break
+            if task is None and outcome.task_id in w.awaiting:
+                task = w.awaiting.pop(outcome.task_id)[0]  # a staged commit that was dropped
             w.ran_any = True
             self._startup_deaths = 0
-            outcomes.append(payload)
+            self._observe(outcome)
+            if outcome.ok and not outcome.durable:
+                w.awaiting[outcome.task_id] = (task, outcome)
+            else:
+                outcomes.append(outcome)
+        elif kind == "durable":
+            for tid in payload:
+                held = w.awaiting.pop(tid, None)
+                if held is not None:
+                    held[1].durable = True
+                    outcomes.append(held[1])
         elif kind == "fatal" and not self._stopping:
             raise WorkerStartupError(f"worker {w.slot} could not start: {payload}")
+
+    def _orphans(self, w: _Worker, why: str) -> list[TaskOutcome]:
+        """What a dead worker held: the running task failed, the rest run again uncounted."""
+        out = []
+        for i, (task, attempt, sent) in enumerate(w.queue):
+            if i == 0:
+                out.append(TaskOutcome(task_id=task.task_id, attempt=attempt, ok=False,
+                                       shard_id=w.shard_id, error=why, worker_died=True,
+                                       seconds=time.monotonic() - sent))
+            else:
+                out.append(TaskOutcome(task_id=task.task_id, attempt=attempt, ok=False,
+                                       shard_id=w.shard_id, requeue=True,
+                                       error="its worker died before running it"))
+        for tid, (_task, staged) in w.awaiting.items():
+            out.append(TaskOutcome(task_id=tid, attempt=staged.attempt, ok=False,
+                                   shard_id=w.shard_id, requeue=True, worker_died=True,
+                                   error="its worker died before the commit was durable"))
+        w.queue.clear()
+        w.awaiting.clear()
+        return out
 
     def _bury(self, w: _Worker, outcomes: list[TaskOutcome]) -> None:
         w.process.join(timeout=5)
@@ -336,9 +472,7 @@ class MultiprocessingBackend(Backend):
                 why = f"timed out after {self.timeout:g} s (worker killed)"
             else:
                 why = f"worker process died ({_describe_exit(code)})"
-            outcomes.append(TaskOutcome(task_id=w.task.task_id, attempt=w.attempt, ok=False,
-                                        shard_id=w.shard_id, error=why, worker_died=True,
-                                        seconds=time.monotonic() - w.started))
+            outcomes.extend(self._orphans(w, why))
         if self._stopping:
             return
         if not w.ran_any and not w.killed_for_timeout:
@@ -355,7 +489,7 @@ class MultiprocessingBackend(Backend):
             return
         now = time.monotonic()
         for w in self._live():
-            if w.busy and not w.killed_for_timeout and now - w.started > self.timeout:
+            if w.queue and not w.killed_for_timeout and now - w.queue[0][2] > self.timeout:
                 w.killed_for_timeout = True
                 w.process.kill()
 
@@ -386,6 +520,14 @@ class MultiprocessingBackend(Backend):
                 w.process.kill()
                 w.process.join(timeout=5)
             w.conn.close()
+            if outcomes is not None:
+                # Whatever the worker did not finish stays pending: interrupted, not failed.
+                for task, attempt, _sent in w.queue:
+                    outcomes.append(TaskOutcome(task_id=task.task_id, attempt=attempt,
+                                                ok=False, interrupted=True))
+                for tid, (_task, staged) in w.awaiting.items():
+                    outcomes.append(TaskOutcome(task_id=tid, attempt=staged.attempt, ok=False,
+                                                interrupted=True))
         self._slots = [None] * len(self._slots)
 
     def shutdown(self) -> None:
@@ -445,7 +587,6 @@ class RayBackend(Backend):
         self._actor_shards: list[str] = [""] * self.workers
         self._running: dict[Any, tuple[int, Any, int, float]] = {}
         self._startup_deaths = 0
-        self.timeout: float | None = getattr(getattr(self.cfg, "execution", None), "timeout", None)
 
     def start(self) -> None:
         ray = self.ray

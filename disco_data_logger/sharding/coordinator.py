@@ -2,10 +2,13 @@
 
 It owns the retry and failure policy (:mod:`.failfast`) and the status of every task; backends
 only run attempts. Progress is a bar on stderr, notes (a stale lock taken over, workers capped)
-are lines on stderr. Resume is free: committed replications are read from the shard manifests at
-start and skipped. Ctrl-C (or SIGTERM) stops the workers, which abort their running replication
-and close their writers, and the index is merged with what finished; re-running the same
-command continues from there.
+are lines on stderr. Resume is free: the merge at start reads what the shard journals committed
+(and checks that the segment bytes each commit depends on are still there), and those tasks are
+skipped. Tasks are built one at a time as they are dispatched, and which ones are done is one
+byte per task, so the coordinator's memory does not grow with the number of replications.
+Ctrl-C (or SIGTERM) stops the workers, which abort their running replication and close their
+writers, and the index is merged with what finished; re-running the same command continues from
+there.
 
 A run holds the experiment lock (:mod:`.lock`) from before it looks at the output until after the
 last merge, so a second run of the same output, with or without ``--force``, stops at once.
@@ -22,7 +25,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -31,17 +34,17 @@ from ..errors import ConfigError, UnsafePathError
 from .backends import Backend, import_ray, machine_worker_limit, make_backend
 from .failfast import FailurePolicy
 from .index import (
-    EXPERIMENT_JSON,
-    INDEX_DIR,
     ExperimentIndex,
-    load_manifests,
+    check_run_output,
     merge,
     read_experiment_json,
+    scan_shards,
 )
+from .layout import EXPERIMENT_JSON, INDEX_DIR, SHARDS_DIR
 from .lock import ExperimentLock
+from .manifest import ShardManifest
 from .names import for_terminal
 from .progress import ProgressBar
-from .shard import SHARDS_DIR
 from .worker import TaskOutcome
 
 __all__ = ["Coordinator", "RunResult", "run_experiment"]
@@ -177,12 +180,17 @@ class Coordinator:
     def _prepare_output(self) -> None:
         """Refuse to mix results of different configs in one output, unless told to replace them."""
         self._check_own_names()
+        check_run_output(self.output)
         previous = read_experiment_json(self.output)
         found: set[str] = set()
         if previous is not None and previous.get("fingerprint"):
             found.add(previous["fingerprint"])
-        else:
-            found.update(m.fingerprint for m in load_manifests(self.output) if m.fingerprint)
+        # The journals too: experiment.json may be missing or stale (a run killed before its
+        # first merge), and a shard of another config must never be resumed as this one's.
+        for shard in scan_shards(self.output, warn=False):
+            m = ShardManifest.load(shard, warn=False)
+            if m is not None and m.fingerprint:
+                found.add(m.fingerprint)
         others = found - {self.fingerprint}
         if not others:
             return
@@ -210,6 +218,7 @@ class Coordinator:
             for note in lock.notes:
                 self._note(note)
             self._prepare_output()
+            (self.output / SHARDS_DIR).mkdir(exist_ok=True)  # marks the folder as an experiment
             result = self._run_locked(t0, lock.run_id)
         return result
 
@@ -230,10 +239,9 @@ class Coordinator:
 
     def _run_locked(self, t0: float, run_id: str) -> RunResult:
         from .config import config_snapshot
-        from .planning import plan_tasks
+        from .planning import TaskPlan
 
-        tasks = plan_tasks(self.cfg)
-        by_id = {t.task_id: t for t in tasks}
+        plan = TaskPlan(self.cfg)
         execution = self.cfg.execution
         run_record: dict[str, Any] = {
             "run_id": run_id,
@@ -246,11 +254,7 @@ class Coordinator:
             "state": "running",
         }
         self._run_info: dict[str, Any] = {
-            "planned": [
-                {"task_id": t.task_id, "point_id": t.point_id, "point_index": t.point_index,
-                 "replication": t.replication}
-                for t in tasks
-            ],
+            "plan": plan.summary(),
             "experiment": {
                 "organisation": self.cfg.experiment.organisation,
                 "model": self.cfg.experiment.model,
@@ -263,18 +267,34 @@ class Coordinator:
             "git_commit": git_commit(),
             "run": run_record,
             "state": "running",
+            # Only tasks that failed or needed more than one attempt: the commits hold the rest.
             "failed": {},
             "attempts": {},
             "tracebacks": {},
         }
         start_index = merge(self.output, run=self._run_info)
-        committed_before = start_index.committed_task_ids & set(by_id)
-        queue: deque[tuple[Any, int]] = deque(
-            (t, 1) for t in tasks if t.task_id not in committed_before)
+        done = plan.empty_mask()
+        committed = start_index.committed()
+        resumed = plan.mark(done, committed["task_id"],
+                            committed["point_index"].fill_null(-1).to_numpy(),
+                            committed["replication"].fill_null(-1).to_numpy())
+        del committed, start_index
+        to_run = len(plan) - resumed
+        fresh: Iterator[Any] = plan.iter_tasks(done)
+        retry: deque[tuple[Any, int]] = deque()
+        inflight: dict[str, Any] = {}
 
-        result = RunResult(output=self.output, state="running", planned=len(tasks),
-                           resumed=len(committed_before), committed=0, notes=self.notes)
-        bar = ProgressBar(len(tasks), skipped=len(committed_before),
+        def next_task() -> tuple[Any, int] | None:
+            if retry:
+                return retry.popleft()
+            if policy.stopping:
+                return None  # no new task once the failure policy stopped the run
+            task = next(fresh, None)
+            return None if task is None else (task, 1)
+
+        result = RunResult(output=self.output, state="running", planned=len(plan),
+                           resumed=resumed, committed=0, notes=self.notes)
+        bar = ProgressBar(len(plan), skipped=resumed,
                           stream=self.progress_stream, enabled=self.progress_enabled)
         failed: dict[str, str] = self._run_info["failed"]
         attempts: dict[str, int] = self._run_info["attempts"]
@@ -291,18 +311,26 @@ class Coordinator:
 
         def handle(outcome: TaskOutcome) -> None:
             tid = outcome.task_id
-            attempts[tid] = max(attempts.get(tid, 0), outcome.attempt)
+            task = inflight.pop(tid, None)
+            if outcome.attempt > 1 or not outcome.ok:
+                attempts[tid] = max(attempts.get(tid, 0), outcome.attempt)
             if outcome.ok:
                 result.committed += 1
                 bar.done += 1
                 policy.succeeded()
                 return
-            if outcome.interrupted:
+            if outcome.interrupted or task is None:
+                return
+            if outcome.requeue:
+                # A staged commit of a worker that died before its group was durable: it never
+                # counted as an attempt, so it runs again as it was.
+                if not stopping:
+                    retry.appendleft((task, outcome.attempt))
                 return
             policy.attempt_failed(outcome)
             last_failure[tid] = outcome
             if outcome.attempt <= execution.retries and not stopping and not policy.stopping:
-                queue.append((by_id[tid], outcome.attempt + 1))
+                retry.append((task, outcome.attempt + 1))
                 result.retried += 1
                 bar.retried += 1
             else:
@@ -311,33 +339,40 @@ class Coordinator:
         def stop_early() -> None:
             # No new task, no retry: a queued retry has failed before, so it counts as failed;
             # a task never tried stays pending for the next run.
-            while queue:
-                task, attempt = queue.popleft()
+            while retry:
+                task, attempt = retry.popleft()
                 if attempt > 1 and task.task_id in last_failure:
                     give_up(last_failure[task.task_id])
 
         stopping = False
         backend: Backend | None = None
         restore = self._catch_sigterm()
+        pending = next_task()
         try:
-            if queue:
-                workers = self._worker_count(execution.backend, execution.workers, len(queue))
+            if pending is not None:
+                workers = self._worker_count(execution.backend, execution.workers, to_run)
                 run_record["workers"] = workers
                 backend = make_backend(execution.backend, self.cfg, self.output,
                                        self.fingerprint, workers)
                 backend.start()
                 bar.update(force=True)
-                while queue or backend.in_flight():
+                while pending is not None or backend.in_flight():
                     if policy.stopping:
                         stop_early()
-                    while queue and backend.free_slots() > 0:
-                        task, attempt = queue.popleft()
+                        pending = None
+                    while pending is not None and backend.free_slots() > 0:
+                        task, attempt = pending
+                        inflight[task.task_id] = task
                         backend.submit(task, attempt)
+                        pending = next_task()
                     for outcome in backend.wait(timeout=0.25):
                         handle(outcome)
-                    bar.update()
                     if policy.stopping:
                         stop_early()
+                        pending = None
+                    elif pending is None:
+                        pending = next_task()  # a retry queued by handle()
+                    bar.update()
                 backend.shutdown()
                 backend = None
             result.state = "failed" if failed or policy.stopping else "complete"

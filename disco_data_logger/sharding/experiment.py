@@ -1,14 +1,14 @@
 """Experiment: query the results of a merged (or mergeable) output directory.
 
-Streams are chosen by labels from the index (``index/streams.parquet``), then each shard's
-segments are decoded once by the native reader with exactly the committed stream ids of that
-shard, so the records of failed or uncommitted replications never appear. Everything after the
-decode is Arrow compute on whole columns: no Python loop per record.
+Streams are chosen by labels from the index (:mod:`.index`: label columns, one per label key),
+column by column with Arrow compute (a callable rule is called once per distinct set of labels),
+then each shard's segments are decoded once by the native reader with exactly the committed
+stream ids of that shard, so the records of failed or uncommitted replications never appear.
+Everything after the decode is Arrow compute on whole columns: no Python loop per record.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import warnings
@@ -20,21 +20,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from ..errors import CorruptDataWarning, UnsafePathError
-from ..layout import RESERVED_LABELS
-from .index import (
-    EXPERIMENT_JSON,
-    INDEX_DIR,
-    ExperimentIndex,
-    label_columns_of,
-    replications_table,
-)
-from .manifest import JOURNAL_NAME, MANIFEST_NAME
+from .index import ExperimentIndex, label_columns_of
+from .layout import SHARD_ID_RE, SHARDS_DIR
 from .names import key_problem
 from .paths import check_export_target
-from .shard import SHARDS_DIR
 
 if TYPE_CHECKING:
     import pandas
@@ -53,74 +44,47 @@ DEFAULT_PARTITIONS = ("stream", "point_id")
 class Experiment:
     """A finished (or interrupted) experiment: its replications, streams and records."""
 
-    def __init__(self, path: Path, streams: pa.Table, replications: pa.Table,
-                 info: dict[str, Any]) -> None:
+    def __init__(self, path: Path, index: ExperimentIndex) -> None:
         self.path = path
-        self._streams = streams
-        self._replications = replications
-        self.info = info
-        self._labels: list[dict[str, Any]] | None = None
-        closed = {s["shard_id"]: bool(s.get("closed")) for s in info.get("shards", [])}
+        self._index = index
+        self.info = index.info
+        closed = {s["shard_id"]: bool(s.get("closed")) for s in self.info.get("shards", [])}
         self._closed_shards = closed
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Experiment:
-        """Open an output directory; the index is rebuilt in memory when missing or stale."""
+        """Open an output directory; what the index lacks (commits since the last merge) is
+        read from the journals in memory, nothing is written."""
         path = Path(path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"{path}: no such experiment directory")
-        index_dir = path / INDEX_DIR
-        streams_file = index_dir / "streams.parquet"
-        if _index_is_current(path, streams_file):
-            info = json.loads((path / EXPERIMENT_JSON).read_text())
-            streams = pq.read_table(streams_file)
-            replications = pq.read_table(index_dir / "replications.parquet")
-            return cls(path, streams, replications, info)
-        if not (path / SHARDS_DIR).is_dir():
-            raise FileNotFoundError(
-                f"{path}: not an experiment directory (no {SHARDS_DIR}/ and no {INDEX_DIR}/)")
-        index = ExperimentIndex.build(path)
-        return cls(path, index.streams, replications_table(index.replications), index.info)
+        return cls(path, ExperimentIndex.build(path))
 
     # -- metadata ------------------------------------------------------------------------------
 
     @property
     def replications(self) -> pa.Table:
-        """One row per replication: task id, point, replication, status, attempts, shard, timing."""
-        return self._replications
+        """One row per replication: task id, point, replication, status, attempts, shard, timing,
+        error."""
+        return self._index.replications
+
+    @property
+    def _streams(self) -> pa.Table:
+        return self._index.streams
 
     @property
     def label_columns(self) -> list[str]:
         return label_columns_of(self._streams)
 
     def streams(self, rule: Rule = None) -> pa.Table:
-        """The committed streams whose labels match ``rule`` (:mod:`disco_data_logger.selector`)."""
+        """The committed streams whose labels match ``rule`` (:mod:`disco_data_logger.selector`).
+
+        The labels a rule sees are the label columns plus ``task_id``, ``point_id`` and
+        ``replication``; a label whose value is null counts as absent.
+        """
+        table = self._streams
         if rule is None or (isinstance(rule, str) and not rule.strip()):
-            return self._streams
-        from ..selector import compile_rule
-
-        predicate = compile_rule(rule)
-        mask = np.fromiter((bool(predicate(labels)) for labels in self._stream_labels()),
-                           dtype=bool, count=len(self._streams))
-        return self._streams.filter(pa.array(mask))
-
-    def _stream_labels(self) -> list[dict[str, Any]]:
-        # The labels as the model registered them, plus task id, point and replication for
-        # streams of users' own shards whose labels do not carry them.
-        if self._labels is None:
-            raw = self._streams["labels"].to_pylist()
-            keys = {k: self._streams[k].to_pylist() for k in _KEY_COLUMNS}
-            labels = []
-            for i, text in enumerate(raw):
-                d = json.loads(text) if text else {}
-                for k in _KEY_COLUMNS:
-                    # A reserved column (task_id) always wins over a label of its name, which
-                    # only a hand-made manifest can hold: select('task_id=x') means the column.
-                    if keys[k][i] is not None and (k not in d or k in RESERVED_LABELS):
-                        d[k] = keys[k][i]
-                labels.append(d)
-            self._labels = labels
-        return self._labels
+            return table
+        mask = _rule_mask(table, rule, [*_KEY_COLUMNS, *label_columns_of(table)])
+        return table.filter(pa.array(mask))
 
     # -- records -------------------------------------------------------------------------------
 
@@ -161,6 +125,11 @@ class Experiment:
         for shard_id, lo, hi in zip(shard_ids, starts, bounds, strict=True):
             rows = order[lo:hi]
             sids = sid_col[rows]
+            if not SHARD_ID_RE.match(str(shard_id)):
+                warnings.warn(f"{self.path}: index row names shard {str(shard_id)!r}, which is "
+                              "not a shard id; its streams are skipped", CorruptDataWarning,
+                              stacklevel=3)
+                continue
             shard_dir = self.path / SHARDS_DIR / str(shard_id)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", CorruptDataWarning)
@@ -359,23 +328,56 @@ class Experiment:
                 f"{len(self._streams)} streams>")
 
 
-def _index_is_current(path: Path, streams_file: Path) -> bool:
-    """The written index is usable when no manifest changed after it was written."""
-    try:
-        built = streams_file.stat().st_mtime
-        (path / EXPERIMENT_JSON).stat()
-    except FileNotFoundError:
-        return False
-    try:
-        shards = list(os.scandir(path / SHARDS_DIR))
-    except FileNotFoundError:
-        return True
-    for entry in shards:
-        for name in (MANIFEST_NAME, JOURNAL_NAME):
-            try:
-                if os.stat(os.path.join(entry.path, name)).st_mtime > built:
-                    return False
-            except FileNotFoundError:
-                continue
-    return True
+def _column(table: pa.Table, name: str) -> pa.Array:
+    col = table[name]
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
 
+
+def _codes(col: pa.Array) -> tuple[np.ndarray, list[Any]]:
+    """Per row, the position of its value among the column's distinct values (-1: null)."""
+    encoded = pc.dictionary_encode(col)
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes, encoded.dictionary.to_pylist()
+
+
+def _rule_mask(table: pa.Table, rule: Any, names: Sequence[str]) -> np.ndarray:
+    """Which rows of a streams table ``rule`` selects, evaluated per distinct value."""
+    from ..selector import compile_rule, requirements, values_match
+
+    names = list(dict.fromkeys(n for n in names if n in table.column_names))
+    n = table.num_rows
+    reqs = requirements(rule)
+    if reqs is None:
+        # A callable: call it once per distinct combination of labels.
+        predicate = compile_rule(rule)
+        if not names or n == 0:
+            return np.full(n, bool(predicate({})), dtype=bool) if n else np.zeros(0, bool)
+        coded = [_codes(_column(table, name)) for name in names]
+        matrix = np.stack([c for c, _ in coded], axis=1)
+        combos, inverse = np.unique(matrix, axis=0, return_inverse=True)
+        results = np.empty(len(combos), dtype=bool)
+        for i, combo in enumerate(combos):
+            labels = {name: coded[j][1][code] for j, (name, code) in
+                      enumerate(zip(names, combo, strict=True)) if code >= 0}
+            results[i] = bool(predicate(labels))
+        return results[np.asarray(inverse).reshape(-1)]
+    mask = np.ones(n, dtype=bool)
+    for key, op, values in reqs:
+        if key not in names:
+            present = np.zeros(n, dtype=bool)
+            hit = present
+        else:
+            codes, distinct = _codes(_column(table, key))
+            present = codes >= 0
+            if op in ("in", "notin"):
+                good = np.array([any(values_match(v, w) for w in values) for v in distinct],
+                                dtype=bool)
+                hit = np.where(present, good[np.maximum(codes, 0)] if len(good) else False,
+                               False)
+            else:
+                hit = present
+        if op in ("in", "exists"):
+            mask &= hit
+        else:
+            mask &= ~hit
+    return mask

@@ -1,53 +1,112 @@
-"""The experiment index: every shard manifest of an output directory merged into one view.
+"""The experiment index: the shard journals of an output directory merged into one view.
 
-:func:`merge` reads ``<output>/shards/*/manifest.json`` (or the journal of a shard whose worker
-died), keeps the first commit of every task id (a task re-run after a lost acknowledgement is
+:func:`merge` reads ``<output>/shards/*/`` journals (format 2; the manifests of format-1 shards
+too), keeps the first commit of every task id (a task re-run after a lost acknowledgement is
 never counted twice) and writes
 
-``index/streams.parquet``
-    one row per committed stream: shard, local stream id, task, point, replication, scales, record
-    count, epoch range, the labels as JSON and one column per label;
+``index/parts/streams-NNNNNN.parquet``
+    one row per committed stream: shard, local stream id, task, point, replication, scales,
+    record count, epoch range, then one column per label (:mod:`disco_data_logger.labels`);
+    one part per merge that found new commits, compacted into one when there are more than
+    :data:`MAX_PARTS`;
 ``index/replications.parquet``
-    one row per replication: status (committed, failed, pending), attempts, shard, timing;
+    one row per replication: status (committed, failed, pending), attempts, shard, timing,
+    error and traceback;
+``index/state.json``
+    what the index holds: the parts, how far each shard's journal was read, the signatures of
+    the segments it verified; written last, it is the merge's commit point;
 ``experiment.json``
-    the config snapshot and overrides (when the coordinator ran it), versions, host, git commit,
-    per-replication status and totals.
+    the config snapshot and overrides (when the coordinator ran it), the plan, versions, host,
+    git commit, runs, shards and totals (no list of replications: that is
+    ``index/replications.parquet``).
 
-Works the same for shards written by the coordinator and by users' own pools (ShardWriter).
-The work is one JSON parse per manifest and one Arrow table build, so 1,000 manifests take seconds.
+Merging is **incremental**: a shard whose journal and segments did not change since the last
+merge is not read again, and a shard that only grew is read from where the last merge stopped.
+Commits are verified as they are merged: the segment bytes each group commit depends on (its
+``sync`` ranges) must be present with their crc32, else the commits are **lost**, reported by
+name and left out (so that ``run`` runs them again). A shard that shrank, was replaced or
+vanished makes the merge start over from the journals. A damaged journal frame, a malformed
+line or an unreadable file costs a warning naming it (:class:`CorruptDataWarning`), never the
+rest of the experiment; a stray file in ``shards/`` is ignored with a warning.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import platform
+import secrets
 import socket
 import sys
-from collections.abc import Iterable, Mapping
+import warnings
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .. import labels as label_rule
 from .._version import __version__
-from .layout import EXPERIMENT_JSON, INDEX_DIR
-from .manifest import ShardManifest, atomic_write_json, fsync_directory
-from .shard import SHARDS_DIR
+from ..errors import CorruptDataWarning, NotAnExperimentError
+from ..layout import SEGMENT_NAME_RE
+from .layout import (
+    EXPERIMENT_JSON,
+    INDEX_DIR,
+    INDEX_FORMAT,
+    INDEX_FORMAT_V1,
+    INDEX_PARTS_DIR,
+    INDEX_STATE,
+    JOURNAL_NAME,
+    JOURNAL_V1_NAME,
+    LEGACY_STREAMS_INDEX,
+    MANIFEST_NAME,
+    REPLICATIONS_INDEX,
+    SHARD_ID_RE,
+    SHARDS_DIR,
+    STATE_FORMAT,
+)
+from .manifest import (
+    CommitBatch,
+    JournalReader,
+    atomic_write_bytes,
+    atomic_write_json,
+    fsync_directory,
+    read_v1,
+    segment_files,
+)
+from .planning import in_plan, planned_table
 
 __all__ = [
     "ExperimentIndex",
     "merge",
-    "load_manifests",
+    "check_experiment",
+    "check_run_output",
+    "read_experiment_json",
     "INDEX_DIR",
     "EXPERIMENT_JSON",
     "STREAM_COLUMNS",
+    "REPLICATION_COLUMNS",
+    "MAX_PARTS",
 ]
 
-INDEX_FORMAT = "disco-experiment-index/1"
+MAX_PARTS = 8
+"""Streams parts an index may hold before a merge compacts them into one."""
+
+PART_ROWS = 250_000
+"""Streams a merge writes into one part before it starts the next (bounds its memory)."""
+
+CHUNK_COMMITS = 4_000
+"""Commits turned into Arrow columns at a time."""
+
+MAX_PROBLEMS = 10
+"""Problems of one shard the index keeps (and repeats as warnings while they last)."""
 
 STREAM_COLUMNS: dict[str, pa.DataType] = {
     "shard_id": pa.string(),
@@ -64,9 +123,8 @@ STREAM_COLUMNS: dict[str, pa.DataType] = {
     "records": pa.int64(),
     "min_epoch": pa.float64(),
     "max_epoch": pa.float64(),
-    "labels": pa.string(),
 }
-"""The fixed columns of ``index/streams.parquet``; label columns follow them."""
+"""The fixed columns of the streams index; label columns follow them."""
 
 REPLICATION_COLUMNS: dict[str, pa.DataType] = {
     "task_id": pa.string(),
@@ -82,44 +140,113 @@ REPLICATION_COLUMNS: dict[str, pa.DataType] = {
     "finished": pa.float64(),
     "seconds": pa.float64(),
     "error": pa.string(),
+    "traceback": pa.string(),
 }
 
-
-def load_manifests(output_dir: str | os.PathLike[str]) -> list[ShardManifest]:
-    """Every shard manifest under ``<output>/shards/``, in shard id order."""
-    shards = Path(output_dir) / SHARDS_DIR
-    try:
-        entries = [e for e in os.scandir(shards) if e.is_dir()]
-    except FileNotFoundError:
-        return []
-    manifests = []
-    for entry in sorted(entries, key=lambda e: e.name):
-        manifest = ShardManifest.load(entry.path)
-        if manifest is not None:
-            manifests.append(manifest)
-    return manifests
+_COMMITTED, _FAILED, _PENDING = "committed", "failed", "pending"
 
 
 def _now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def read_experiment_json(output_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+def _warn(message: str) -> None:
+    warnings.warn(message, CorruptDataWarning, stacklevel=3)
+
+
+# ------------------------------------------------------------------------ what is an experiment
+
+
+def _read_json_object(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(object, None), or (None, why) when the file is unreadable; (None, None) when absent."""
     try:
-        doc = json.loads((Path(output_dir) / EXPERIMENT_JSON).read_text())
+        raw = path.read_bytes()
     except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, exc.strerror or str(exc)
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        return None, f"not valid JSON ({exc})"
+    if not isinstance(doc, dict):
+        return None, "not a JSON object"
+    return doc, None
+
+
+def read_experiment_json(output_dir: str | os.PathLike[str], *,
+                         warn: bool = True) -> dict[str, Any] | None:
+    """``experiment.json`` as a dict; None (with a warning naming it) when it is unreadable."""
+    path = Path(output_dir) / EXPERIMENT_JSON
+    doc, why = _read_json_object(path)
+    if why is not None and warn:
+        _warn(f"{path}: unreadable ({why}); ignored (`disco-data-logger merge` rebuilds it)")
+    if doc is not None and not str(doc.get("format", "")).startswith("disco-experiment-index/"):
+        if warn:
+            _warn(f"{path}: not an experiment file of disco-data-logger; ignored")
         return None
-    return doc if isinstance(doc, dict) else None
+    return doc
+
+
+def check_experiment(path: str | os.PathLike[str], *, writing: bool = False) -> Path:
+    """Refuse a directory that is not an experiment, before anything reads or writes it.
+
+    An experiment has a ``shards/`` folder, or the ``experiment.json`` or ``index/state.json``
+    of one. With ``writing``, an ``index`` or ``experiment.json`` that is a symbolic link is
+    refused too: the index is never written through a link.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise NotAnExperimentError(f"{root}: no such experiment directory")
+    shards = root / SHARDS_DIR
+    index = root / INDEX_DIR
+    marks = []
+    if shards.is_dir() and not shards.is_symlink():
+        marks.append(SHARDS_DIR)
+    doc, _why = _read_json_object(root / EXPERIMENT_JSON)
+    if doc is not None and str(doc.get("format", "")).startswith("disco-experiment-index/"):
+        marks.append(EXPERIMENT_JSON)
+    state, _why = _read_json_object(index / INDEX_STATE)
+    if state is not None and state.get("format") == STATE_FORMAT:
+        marks.append(f"{INDEX_DIR}/{INDEX_STATE}")
+    if not marks:
+        raise NotAnExperimentError(
+            f"{root}: not an experiment directory (no {SHARDS_DIR}/ folder, no "
+            f"{EXPERIMENT_JSON} and no {INDEX_DIR}/{INDEX_STATE} of disco-data-logger); "
+            "nothing was written")
+    if writing:
+        for name in (INDEX_DIR, EXPERIMENT_JSON, SHARDS_DIR):
+            if (root / name).is_symlink():
+                raise NotAnExperimentError(
+                    f"{root / name} is a symbolic link; an experiment's index is never written "
+                    "through a link (replace it with a real folder or file)")
+    return root
+
+
+def check_run_output(path: str | os.PathLike[str]) -> None:
+    """Refuse to run into a directory whose ``experiment.json`` or ``index/`` another program
+    wrote (a run would replace them); an empty, new or experiment directory is fine."""
+    root = Path(path)
+    if not root.is_dir():
+        return
+    try:
+        check_experiment(root)
+        return  # an experiment (of any state): the run resumes or refuses by fingerprint
+    except NotAnExperimentError:
+        pass
+    foreign = [name for name in (EXPERIMENT_JSON, INDEX_DIR) if os.path.lexists(root / name)]
+    if foreign:
+        raise NotAnExperimentError(
+            f"{root}: holds {' and '.join(foreign)} that disco-data-logger did not write (a run "
+            "would replace them); choose another output")
 
 
 def environment_info() -> dict[str, Any]:
     """Versions and host, saved with every experiment so results can be traced back."""
-    import numpy
-
     versions = {
         "disco_data_logger": __version__,
         "python": platform.python_version(),
-        "numpy": numpy.__version__,
+        "numpy": np.__version__,
         "pyarrow": pa.__version__,
     }
     ray = sys.modules.get("ray")
@@ -128,230 +255,468 @@ def environment_info() -> dict[str, Any]:
     return {"versions": versions, "host": socket.gethostname(), "platform": platform.platform()}
 
 
-class ExperimentIndex:
-    """The merged, deduplicated content of all shard manifests of one output directory."""
-
-    def __init__(self, output_dir: Path, manifests: list[ShardManifest],
-                 streams: pa.Table, replications: list[dict[str, Any]], info: dict[str, Any],
-                 duplicates: int) -> None:
-        self.output_dir = output_dir
-        self.manifests = manifests
-        self.streams = streams
-        self.replications = replications
-        self.info = info
-        self.duplicates = duplicates
-
-    @property
-    def committed_task_ids(self) -> set[str]:
-        return {r["task_id"] for r in self.replications if r["status"] == "committed"}
-
-    @property
-    def totals(self) -> dict[str, Any]:
-        totals: dict[str, Any] = self.info["totals"]
-        return totals
-
-    @classmethod
-    def build(cls, output_dir: str | os.PathLike[str], *,
-              run: Mapping[str, Any] | None = None) -> ExperimentIndex:
-        """Merge the manifests in memory (nothing is written).
-
-        ``run`` is what the coordinator knows beyond the manifests: ``planned`` tasks, ``failed``
-        (task id -> error), ``attempts``, the config snapshot and the run record.
-        """
-        output_dir = Path(output_dir)
-        run = dict(run or {})
-        manifests = load_manifests(output_dir)
-        previous = read_experiment_json(output_dir) or {}
-
-        # First commit wins: order by commit time, then shard id, so the choice is reproducible.
-        commits = [(rep, m) for m in manifests for rep in m.replications]
-        commits.sort(key=lambda c: (c[0].get("finished") or 0.0, c[1].shard_id))
-        winners: dict[str, tuple[dict[str, Any], ShardManifest]] = {}
-        duplicates = 0
-        for rep, m in commits:
-            if rep["task_id"] in winners:
-                duplicates += 1
-            else:
-                winners[rep["task_id"]] = (rep, m)
-
-        failures: dict[str, list[dict[str, Any]]] = {}
-        for m in manifests:
-            for failure in m.failures:
-                failures.setdefault(failure["task_id"], []).append(failure)
-
-        rows = _replication_rows(winners, failures, run, previous)
-        streams = _streams_table(winners)
-        info = _experiment_info(output_dir, manifests, rows, streams, run, previous, duplicates)
-        return cls(output_dir, manifests, streams, rows, info, duplicates)
-
-    def write(self) -> None:
-        """Write ``index/streams.parquet``, ``index/replications.parquet``, ``experiment.json``."""
-        from .paths import refuse_links
-
-        refuse_links(self.output_dir, (INDEX_DIR, EXPERIMENT_JSON))
-        index_dir = self.output_dir / INDEX_DIR
-        index_dir.mkdir(parents=True, exist_ok=True)
-        _write_parquet_atomic(self.streams, index_dir / "streams.parquet")
-        _write_parquet_atomic(replications_table(self.replications),
-                              index_dir / "replications.parquet")
-        fsync_directory(index_dir)
-        atomic_write_json(self.output_dir / EXPERIMENT_JSON, self.info)
+# ---------------------------------------------------------------------------------- the shards
 
 
-def merge(output_dir: str | os.PathLike[str], *,
-          run: Mapping[str, Any] | None = None) -> ExperimentIndex:
-    """Merge all shard manifests of ``output_dir`` into the experiment index and write it.
-
-    Call it after your own ``multiprocessing.Pool`` or Ray tasks wrote shards with
-    :class:`~disco_data_logger.sharding.ShardWriter`; the coordinator calls it after every run.
-    Safe to call again at any time: the result depends only on the manifests (and on the
-    status the coordinator recorded in ``experiment.json``).
-    """
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        raise FileNotFoundError(f"{output_dir}: no such experiment directory")
-    index = ExperimentIndex.build(output_dir, run=run)
-    index.write()
-    return index
-
-
-def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _replication_rows(winners: Mapping[str, tuple[dict[str, Any], ShardManifest]],
-                      failures: Mapping[str, list[dict[str, Any]]],
-                      run: Mapping[str, Any],
-                      previous: Mapping[str, Any]) -> list[dict[str, Any]]:
-    prev_rows = {r["task_id"]: r for r in previous.get("replications", []) if "task_id" in r}
-    planned: dict[str, dict[str, Any]] = {}
-    if run.get("planned") is not None:
-        for t in run["planned"]:
-            planned[t["task_id"]] = dict(t)
-    else:
-        for tid, r in prev_rows.items():
-            planned[tid] = {k: r.get(k) for k in ("task_id", "point_id", "point_index",
-                                                  "replication")}
-    run_failed: Mapping[str, Any] = run.get("failed", {})
-    run_attempts: Mapping[str, int] = run.get("attempts", {})
-
-    rows: list[dict[str, Any]] = []
-    for tid in sorted(set(planned) | set(winners) | set(failures)):
-        base = planned.get(tid, {})
-        prev = prev_rows.get(tid, {})
-        attempts = max(int(run_attempts.get(tid, 0)), int(prev.get("attempts") or 0))
-        row: dict[str, Any] = {
-            "task_id": tid,
-            "point_id": base.get("point_id"),
-            "point_index": base.get("point_index"),
-            "replication": base.get("replication"),
-            "status": "pending",
-            "attempts": attempts,
-            "shard_id": None,
-            "streams": 0,
-            "records": 0,
-            "started": None,
-            "finished": None,
-            "seconds": None,
-            "error": None,
-        }
-        if tid in winners:
-            rep, m = winners[tid]
-            row.update(
-                point_id=rep.get("point_id", row["point_id"]),
-                point_index=rep.get("point_index", row["point_index"]),
-                replication=rep.get("replication", row["replication"]),
-                status="committed",
-                attempts=max(attempts, int(rep.get("attempt") or 1)),
-                shard_id=m.shard_id,
-                streams=len(rep.get("streams", [])),
-                records=sum(int(s.get("records") or 0) for s in rep.get("streams", [])),
-                started=rep.get("started"),
-                finished=rep.get("finished"),
-                seconds=rep.get("seconds"),
-            )
-        else:
-            fails = failures.get(tid, [])
-            if fails:
-                last = max(fails, key=lambda f: f.get("finished") or 0.0)
-                row["attempts"] = max(attempts, max(int(f.get("attempt") or 1) for f in fails))
-                row["error"] = last.get("error")
-                row["shard_id"] = last.get("shard_id")
-                for key in ("point_id", "point_index", "replication"):
-                    if row[key] is None:
-                        row[key] = last.get(key)
-            if tid in run_failed:
-                row["status"] = "failed"
-                row["error"] = run_failed[tid] or row["error"]
-            elif prev.get("status") == "failed" and run.get("planned") is None:
-                row["status"] = "failed"
-                row["error"] = row["error"] or prev.get("error")
-            elif fails and run.get("planned") is None and tid not in planned:
-                row["status"] = "failed"  # a user's own pool: a failure note and no commit
-        rows.append(row)
-    return rows
-
-
-def replications_table(rows: list[dict[str, Any]]) -> pa.Table:
-    return pa.table({name: pa.array([r.get(name) for r in rows], type=typ)
-                     for name, typ in REPLICATION_COLUMNS.items()})
-
-
-def _label_array(values: list[Any]) -> pa.Array:
-    """One label column; mixed types fall back to strings so that every value survives."""
-    kinds = {type(v) for v in values if v is not None}
-    if kinds <= {bool}:
-        typ: pa.DataType = pa.bool_()
-    elif kinds <= {int}:
-        typ = pa.int64()
-    elif kinds <= {int, float}:
-        typ = pa.float64()
-    elif kinds <= {str}:
-        typ = pa.string()
-    else:
-        return pa.array([None if v is None else v if isinstance(v, str) else json.dumps(v)
-                         for v in values], type=pa.string())
+def _stat_sig(path: Path) -> list[int] | None:
     try:
-        return pa.array(values, type=typ)
-    except (pa.ArrowInvalid, OverflowError):
-        return pa.array([None if v is None else str(v) for v in values], type=pa.string())
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
-def _streams_table(winners: Mapping[str, tuple[dict[str, Any], ShardManifest]]) -> pa.Table:
-    cols: dict[str, list[Any]] = {name: [] for name in STREAM_COLUMNS}
-    label_rows: list[Mapping[str, Any]] = []
-    label_keys: dict[str, None] = {}
-    for tid in sorted(winners):
-        rep, m = winners[tid]
-        for s in rep.get("streams", []):
-            labels = s.get("labels") or {}
-            cols["shard_id"].append(m.shard_id)
-            cols["stream_id"].append(s["stream_id"])
-            cols["task_id"].append(tid)
-            cols["point_id"].append(rep.get("point_id"))
-            cols["point_index"].append(rep.get("point_index"))
-            cols["replication"].append(rep.get("replication"))
-            cols["attempt"].append(rep.get("attempt"))
-            for key in ("epoch_scale", "value_scale", "periodicity", "kind", "records",
-                        "min_epoch", "max_epoch"):
-                cols[key].append(s.get(key))
-            cols["labels"].append(json.dumps(labels, sort_keys=True))
-            label_rows.append(labels)
-            for key in labels:
-                label_keys.setdefault(key)
-    arrays = {name: pa.array(cols[name], type=typ) for name, typ in STREAM_COLUMNS.items()}
-    label_columns = [k for k in label_keys if k not in STREAM_COLUMNS]
-    for key in label_columns:
-        arrays[key] = _label_array([labels.get(key) for labels in label_rows])
-    table = pa.table(arrays)
+def _journal_head(path: Path) -> int:
+    try:
+        with open(path, "rb") as fh:
+            return zlib.crc32(fh.read(64))
+    except OSError:
+        return -1
+
+
+def scan_shards(output_dir: Path, *, warn: bool = True) -> list[Path]:
+    """The shard folders of an experiment, in name order; anything else is skipped with a
+    warning naming it (a stray file, a link, a name that is not a shard id)."""
+    root = output_dir / SHARDS_DIR
+    try:
+        entries = list(os.scandir(root))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    out = []
+    for entry in sorted(entries, key=lambda e: e.name):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_symlink():
+            why = "a symbolic link"
+        elif not entry.is_dir():
+            why = "not a folder"
+        elif not SHARD_ID_RE.match(entry.name):
+            why = "not a shard id"
+        else:
+            path = Path(entry.path)
+            if (path / JOURNAL_NAME).is_file() or (path / JOURNAL_V1_NAME).is_file() \
+                    or (path / MANIFEST_NAME).is_file():
+                out.append(path)
+                continue
+            why = "a folder without a shard journal"
+        if warn:
+            _warn(f"{Path(entry.path)}: {why}; ignored (not a shard)")
+    return out
+
+
+def _segment_sigs(shard_dir: Path) -> dict[str, list[int]]:
+    sigs = {}
+    for _n, seg in segment_files(shard_dir):
+        sig = _stat_sig(seg)
+        if sig is not None:
+            sigs[seg.name] = sig
+    return sigs
+
+
+def _classify(shard_dir: Path, st: Mapping[str, Any]) -> str:
+    """``same``, ``grew`` (format 2: read on from the last offset) or ``changed``."""
+    segs = _segment_sigs(shard_dir)
+    if st.get("version") == 1:
+        same = (_stat_sig(shard_dir / JOURNAL_V1_NAME) == st.get("journal")
+                and _stat_sig(shard_dir / MANIFEST_NAME) == st.get("manifest")
+                and segs == st.get("segments"))
+        return "same" if same else "changed"
+    journal = shard_dir / JOURNAL_NAME
+    sig = _stat_sig(journal)
+    recorded = st.get("journal") or []
+    if sig is None or len(recorded) != 4 or sig[2] != recorded[2] \
+            or _journal_head(journal) != recorded[3] or sig[0] < recorded[0]:
+        return "changed"
+    old = st.get("segments") or {}
+    covered = st.get("covered") or {}
+    for name, end in covered.items():
+        now = segs.get(name)
+        if now is None or now[0] < end or (name in old and now[2] != old[name][2]):
+            return "changed"  # bytes a commit depends on are gone
+    if sig[0] == recorded[0] and segs == old:
+        return "same"
+    if st.get("closed") and segs != old:
+        return "changed"  # a closed shard never changes: check all of it again
+    return "grew"
+
+
+@dataclass
+class ShardScan:
+    """The first pass over one shard: which commits are new, when they finished, which are lost.
+
+    The second pass (:func:`_shard_chunks`) reads the same bytes again for the streams, so a
+    merge never holds more than one chunk of a shard's commits in memory.
+    """
+
+    path: Path
+    version: int
+    start: int
+    stop: int
+    task_id: pa.Array
+    finished: np.ndarray
+    lost: np.ndarray
+    failures: list[dict[str, Any]]
+    state: dict[str, Any]
+    problems: list[str] = field(default_factory=list)
+
+
+def verify_groups(shard_dir: Path, groups: Sequence[Sequence[Sequence[int]]],
+                   display: str) -> tuple[np.ndarray, list[str]]:
+    """Which groups' ``sync`` ranges are intact (file present, long enough, crc32 equal)."""
+    ok = np.ones(len(groups), dtype=bool)
+    problems: list[str] = []
+    by_segment: dict[int, list[tuple[int, int, int, int]]] = {}
+    for g, ranges in enumerate(groups):
+        for number, start, end, crc in ranges:
+            by_segment.setdefault(number, []).append((g, start, end, crc))
+    files = dict(segment_files(shard_dir))
+    for number, items in sorted(by_segment.items()):
+        path = files.get(number)
+        bad: list[tuple[int, int]] = []
+        if path is None:
+            bad = [(start, end) for _g, start, end, _c in items]
+            for g, *_ in items:
+                ok[g] = False
+        else:
+            try:
+                # Plain reads into one buffer, not mmap: mapped pages would count as the
+                # process's memory while a whole segment is checked.
+                with open(path, "rb", buffering=0) as fh:
+                    size = os.fstat(fh.fileno()).st_size
+                    buf = bytearray(1 << 20)
+                    view = memoryview(buf)
+                    for g, start, end, crc in sorted(items, key=lambda item: item[1]):
+                        if end > size or _crc_of(fh, start, end, view) != crc:
+                            ok[g] = False
+                            bad.append((start, end))
+            except OSError as exc:
+                for g, *_ in items:
+                    ok[g] = False
+                problems.append(f"{display}/{path.name}: unreadable ({exc.strerror})")
+                continue
+        if bad:
+            name = path.name if path is not None else f"{number:05d}.seg.zst"
+            what = "missing" if path is None else \
+                f"bytes {bad[0][0]}..{bad[0][1]} and {len(bad) - 1} more range(s) damaged or " \
+                "cut off" if len(bad) > 1 else f"bytes {bad[0][0]}..{bad[0][1]} damaged or cut off"
+            problems.append(f"{display}/{name}: {what}")
+    return ok, problems
+
+
+def _crc_of(fh: Any, start: int, end: int, view: memoryview) -> int | None:
+    fh.seek(start)
+    crc = 0
+    left = end - start
+    while left > 0:
+        n = fh.readinto(view[:min(left, len(view))])
+        if not n:
+            return None
+        crc = zlib.crc32(view[:n], crc)
+        left -= n
+    return crc
+
+
+def _lost_problem(count: int, shown: Sequence[str], verify_problems: Sequence[str]) -> str:
+    names = ", ".join(shown[:3]) + (", ..." if count > 3 else "")
+    return (f"{'; '.join(verify_problems[:3])}: {count} committed replication(s) lost "
+            f"({names}); they are left out of the index, and `disco-data-logger run` runs them "
+            "again")
+
+
+def _scan_shard(output_dir: Path, shard_dir: Path, st: Mapping[str, Any] | None) -> ShardScan:
+    """Pass one over what is new in a shard (everything when ``st`` is None)."""
+    display = str(output_dir / SHARDS_DIR / shard_dir.name)
+    journal = shard_dir / JOURNAL_NAME
+    segs = _segment_sigs(shard_dir)
+    if not journal.is_file():
+        return _scan_v1(shard_dir, display, segs)
+    prev = st or {}
+    start = int((prev.get("journal") or [0])[0]) if st is not None else 0
+    reader = JournalReader(shard_dir, start=start, display=f"{display}/{JOURNAL_NAME}")
+    ids: list[pa.Array] = []
+    finished: list[np.ndarray] = []
+    lost: list[np.ndarray] = []
+    failures: list[dict[str, Any]] = []
+    covered = dict(prev.get("covered") or {})
+    verify_problems: list[str] = []
+    lost_ids: list[str] = []
+    for chunk in reader.chunks(CHUNK_COMMITS):
+        ok, problems = verify_groups(shard_dir, chunk.groups, display)
+        verify_problems += [p for p in problems if p not in verify_problems]
+        group = np.frombuffer(chunk.group, dtype=np.int64)
+        chunk_lost = ~ok[group] if len(ok) else np.zeros(len(chunk), dtype=bool)
+        lost_ids += [chunk.task_id[i] for i in np.flatnonzero(chunk_lost)[:3]]
+        ids.append(pa.array(chunk.task_id, type=pa.string()))
+        finished.append(np.frombuffer(chunk.finished, dtype=np.float64).copy())
+        lost.append(chunk_lost)
+        failures += chunk.failures
+        for ranges in chunk.groups:
+            for number, _start, end, _crc in ranges:
+                name = f"{number:05d}.seg.zst"
+                covered[name] = max(covered.get(name, 0), end)
+    sig = _stat_sig(journal) or [0, 0, 0]
+    header = reader.header
+    head = {k: header.get(k) for k in ("host", "pid", "created", "fingerprint")} if header \
+        else {k: prev.get(k) for k in ("host", "pid", "created", "fingerprint")}
+    problems = list(reader.problems)
+    claimed = (header or {}).get("shard_id")
+    if claimed is not None and claimed != shard_dir.name:
+        problems.append(f"{display}/{JOURNAL_NAME}: claims shard id {claimed!r}; the folder "
+                        f"name {shard_dir.name!r} is used")
+    lost_all = np.concatenate(lost) if lost else np.zeros(0, dtype=bool)
+    if lost_all.any():
+        problems.append(_lost_problem(int(lost_all.sum()), lost_ids, verify_problems))
+    close = reader.close
+    state = {
+        "version": 2,
+        "journal": [reader.end, sig[0], sig[2], _journal_head(journal)],
+        "segments": segs,
+        "covered": covered,
+        "closed": bool(close and close.get("state") == "closed") or bool(prev.get("closed")),
+        "state": str(close.get("state")) if close else prev.get("state", "open"),
+        "error": close.get("error") if close else prev.get("error"),
+        **head,
+        "commits": int(prev.get("commits", 0)) + len(lost_all),
+        "failures": int(prev.get("failures", 0)) + len(failures),
+        "torn": reader.torn,
+        "stats": reader.stats or prev.get("stats") or {},
+        "lost": int(prev.get("lost", 0)) + int(lost_all.sum()),
+    }
+    return ShardScan(
+        path=shard_dir, version=2, start=start, stop=reader.end,
+        task_id=pa.concat_arrays(ids) if ids else pa.array([], pa.string()),
+        finished=np.concatenate(finished) if finished else np.zeros(0),
+        lost=lost_all, failures=failures, state=state, problems=problems)
+
+
+def _scan_v1(shard_dir: Path, display: str, segs: dict[str, list[int]]) -> ShardScan:
+    read, doc = read_v1(shard_dir, display=display)
+    problems = list(read.problems)
+    lost = np.zeros(len(read.batch), dtype=bool)
+    closed = bool(doc.get("closed")) if doc is not None else False
+    if doc is not None and closed:
+        missing: list[str] = []
+        for entry in doc.get("segments", []) or []:
+            listed = entry.get("name") if isinstance(entry, dict) else None
+            if not isinstance(listed, str) or not SEGMENT_NAME_RE.match(listed):
+                problems.append(f"{display}/{MANIFEST_NAME}: segment entry {listed!r} is not a "
+                                "segment file name; ignored")
+                continue
+            if listed not in segs or segs[listed][0] != entry.get("bytes"):
+                missing.append(listed)
+        if missing and len(lost):
+            lost[:] = True
+            problems.append(_lost_problem(
+                len(lost), read.batch.task_id, [f"{display}/{missing[0]}: missing or not the "
+                                                "size its manifest recorded"]))
+    header = read.header or {}
+    state = {
+        "version": 1,
+        "journal": _stat_sig(shard_dir / JOURNAL_V1_NAME),
+        "manifest": _stat_sig(shard_dir / MANIFEST_NAME),
+        "segments": segs,
+        "closed": closed,
+        "state": "closed" if closed else "open",
+        **{k: header.get(k) for k in ("host", "pid", "created", "fingerprint")},
+        "commits": len(read.batch),
+        "failures": len(read.batch.failures),
+        "torn": read.torn,
+        "stats": read.stats or {},
+        "lost": int(lost.sum()),
+    }
+    return ShardScan(path=shard_dir, version=1, start=0, stop=0,
+                     task_id=pa.array(read.batch.task_id, type=pa.string()),
+                     finished=np.frombuffer(read.batch.finished, dtype=np.float64).copy(),
+                     lost=lost, failures=list(read.batch.failures), state=state,
+                     problems=problems)
+
+
+def _shard_chunks(scan: ShardScan) -> Iterator[CommitBatch]:
+    """Pass two: the same commits as :func:`_scan_shard` found, in the same chunks."""
+    if scan.version == 1:
+        read, _doc = read_v1(scan.path)
+        yield read.batch
+        return
+    reader = JournalReader(scan.path, start=scan.start, stop=scan.stop)
+    yield from reader.chunks(CHUNK_COMMITS)
+
+
+# ------------------------------------------------------------------------- columns from commits
+
+
+def _strings(values: Sequence[Any]) -> pa.Array:
+    return pa.array(values, type=pa.string())
+
+
+def _constant_strings(value: str, n: int) -> pa.Array:
+    return pc.cast(pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)),
+                                                  pa.array([value])), pa.string())
+
+
+def _int_column(values: Sequence[Any]) -> pa.Array:
+    return pa.array(values, type=pa.int64())
+
+
+def _commit_rows(batch: CommitBatch, keep: np.ndarray) -> pa.Table:
+    """One row per kept commit: what ``replications.parquet`` shows of a committed task."""
+    idx = np.flatnonzero(keep)
+    n_streams = np.frombuffer(batch.n_streams, dtype=np.int64)
+    records = np.frombuffer(batch.records, dtype=np.int64)
+    commit_of_stream = np.repeat(np.arange(len(batch)), n_streams)
+    per_commit = np.bincount(commit_of_stream, weights=records, minlength=len(batch)) \
+        if len(records) else np.zeros(len(batch))
+    finished = np.frombuffer(batch.finished, dtype=np.float64)[idx]
+    seconds = np.frombuffer(batch.seconds, dtype=np.float64)[idx]
+    take = pa.array(idx, type=pa.int64())
+    n = len(idx)
+    return pa.table({
+        "task_id": _strings(batch.task_id).take(take),
+        "point_id": _strings(batch.point_id).take(take),
+        "point_index": _int_column(batch.point_index).take(take),
+        "replication": _int_column(batch.replication).take(take),
+        "status": _constant_strings(_COMMITTED, n),
+        "attempts": pa.array(np.frombuffer(batch.attempt, dtype=np.int64)[idx]),
+        "shard_id": _constant_strings(batch.shard_id, n),
+        "streams": pa.array(n_streams[idx]),
+        "records": pa.array(per_commit[idx].astype(np.int64)),
+        "started": pa.array(finished - seconds),
+        "finished": pa.array(finished),
+        "seconds": pa.array(seconds),
+        "error": pa.nulls(n, pa.string()),
+        "traceback": pa.nulls(n, pa.string()),
+    })
+
+
+def _dense(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct ids, position of each id among them)."""
+    if len(ids) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    distinct, inverse = np.unique(ids, return_inverse=True)
+    return distinct, inverse.astype(np.int64)
+
+
+def _stream_rows(batch: CommitBatch, keep: np.ndarray) -> pa.Table:
+    """One row per stream of the kept commits: the streams index (fixed and label columns)."""
+    n_streams = np.frombuffer(batch.n_streams, dtype=np.int64)
+    commit_of_stream = np.repeat(np.arange(len(batch), dtype=np.int64), n_streams)
+    rows = np.flatnonzero(keep[commit_of_stream]) if len(commit_of_stream) else \
+        np.zeros(0, dtype=np.int64)
+    commits = commit_of_stream[rows]
+    kept = np.flatnonzero(keep)
+    n = len(rows)
+    take_commit = pa.array(commits)
+    meta_ids, meta_pos = _dense(np.frombuffer(batch.meta, dtype=np.int64)[rows])
+    metas = [batch.defs.get(int(i), {}) for i in meta_ids]
+    take_meta = pa.array(meta_pos)
+
+    def meta_col(key: str, typ: pa.DataType) -> pa.Array:
+        values = [m.get(key) if isinstance(m, dict) else None for m in metas]
+        try:
+            return pa.array(values, type=typ).take(take_meta)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+            return pa.nulls(n, typ)
+
+    lo = np.frombuffer(batch.min_epoch, dtype=np.float64)[rows]
+    hi = np.frombuffer(batch.max_epoch, dtype=np.float64)[rows]
+    cols: dict[str, pa.Array] = {
+        "shard_id": _constant_strings(batch.shard_id, n),
+        "stream_id": pa.array(np.frombuffer(batch.stream_id, dtype=np.int64)[rows]).cast(
+            pa.uint32()),
+        "task_id": _strings(batch.task_id).take(take_commit),
+        "point_id": _strings(batch.point_id).take(take_commit),
+        "point_index": _int_column(batch.point_index).take(take_commit),
+        "replication": _int_column(batch.replication).take(take_commit),
+        "attempt": pa.array(np.frombuffer(batch.attempt, dtype=np.int64)).take(take_commit),
+        "epoch_scale": meta_col("epoch_scale", pa.float64()),
+        "value_scale": meta_col("value_scale", pa.float64()),
+        "periodicity": meta_col("periodicity", pa.float64()),
+        "kind": meta_col("kind", pa.string()),
+        "records": pa.array(np.frombuffer(batch.records, dtype=np.int64)[rows]),
+        "min_epoch": pa.array(lo, mask=np.isnan(lo)),
+        "max_epoch": pa.array(hi, mask=np.isnan(hi)),
+    }
+    cols.update(_label_columns(batch, kept, commits, rows))
+    return pa.table(cols)
+
+
+def _label_columns(batch: CommitBatch, kept: np.ndarray, commits: np.ndarray,
+                   rows: np.ndarray) -> dict[str, pa.Array]:
+    """The label columns of the stream rows, built per distinct label set, never per row.
+
+    A stream's labels are its commit's inline labels, else its commit's shared set, plus its
+    own residual set (which by construction never repeats a key of the other two).
+    """
+    shared_all = np.frombuffer(batch.shared, dtype=np.int64)
+    shared_ids, shared_pos = _dense(shared_all[kept])
+    shared_sets = [batch.defs.get(int(i), {}) if i >= 0 else {} for i in shared_ids]
+    residual_ids, residual_pos = _dense(np.frombuffer(batch.residual, dtype=np.int64)[rows])
+    residual_sets = [batch.defs.get(int(i), {}) for i in residual_ids]
+    # Position of each row's commit among the kept commits.
+    commit_rank = np.full(len(batch), -1, dtype=np.int64)
+    commit_rank[kept] = np.arange(len(kept))
+    row_commit = pa.array(commit_rank[commits])
+    own = {k: [col[i] for i in kept] for k, col in batch.own.items()}
+    keys: dict[str, None] = {}
+    for source in (own, *shared_sets, *residual_sets):
+        for key in source:
+            if key not in STREAM_COLUMNS:
+                keys.setdefault(key)
+    take_shared = pa.array(shared_pos)
+    take_residual = pa.array(residual_pos)
+    out = {}
+    for key in keys:
+        own_values = own.get(key) or [None] * len(kept)
+        shared_values = [s.get(key) if isinstance(s, dict) else None for s in shared_sets]
+        residual_values = [s.get(key) if isinstance(s, dict) else None for s in residual_sets]
+        own_arr, shared_arr, residual_arr = label_rule.label_arrays(
+            own_values, shared_values, residual_values)
+        commit_col = own_arr
+        if shared_arr.null_count < len(shared_arr):
+            commit_col = pc.if_else(pc.is_valid(own_arr), own_arr, shared_arr.take(take_shared))
+        row_col = commit_col.take(row_commit)
+        if residual_arr.null_count < len(residual_arr):
+            from_residual = residual_arr.take(take_residual)
+            row_col = pc.if_else(pc.is_valid(from_residual), from_residual, row_col)
+        out[key] = row_col
+    return out
+
+
+def _with_label_meta(table: pa.Table) -> pa.Table:
+    labels = [c for c in table.column_names if c not in STREAM_COLUMNS]
     return table.replace_schema_metadata({
         b"disco.format": INDEX_FORMAT.encode(),
-        b"disco.label_columns": json.dumps(label_columns).encode(),
+        b"disco.label_columns": json.dumps(labels).encode(),
     })
+
+
+def empty_streams() -> pa.Table:
+    return _with_label_meta(pa.table({k: pa.array([], type=t) for k, t in STREAM_COLUMNS.items()}))
+
+
+def empty_replications() -> pa.Table:
+    return pa.table({k: pa.array([], type=t) for k, t in REPLICATION_COLUMNS.items()})
+
+
+def concat_streams(tables: Sequence[pa.Table]) -> pa.Table:
+    """Streams tables of several parts as one: label columns unified by the label rule."""
+    tables = [t for t in tables if t is not None]
+    if not tables:
+        return empty_streams()
+    keys: dict[str, None] = {}
+    for t in tables:
+        for c in t.column_names:
+            if c not in STREAM_COLUMNS:
+                keys.setdefault(c)
+    columns: dict[str, list[Any]] = {}
+    for name, typ in STREAM_COLUMNS.items():
+        columns[name] = [t[name].cast(typ) if name in t.column_names else
+                         pa.nulls(t.num_rows, typ) for t in tables]
+    for key in keys:
+        arrays = [t[key] if key in t.column_names else pa.nulls(t.num_rows) for t in tables]
+        columns[key] = label_rule.unify(arrays)
+    pieces = [pa.table({name: cols[i] for name, cols in columns.items()})
+              for i in range(len(tables))]
+    return _with_label_meta(pa.concat_tables(pieces).combine_chunks())
 
 
 def label_columns_of(table: pa.Table) -> list[str]:
@@ -359,89 +724,737 @@ def label_columns_of(table: pa.Table) -> list[str]:
     meta = table.schema.metadata or {}
     raw = meta.get(b"disco.label_columns")
     if raw is not None:
-        return [c for c in json.loads(raw) if c in table.column_names]
-    return [c for c in table.column_names if c not in STREAM_COLUMNS]
-
-
-def _segment_bytes(manifests: Iterable[ShardManifest]) -> int:
-    total = 0
-    for m in manifests:
         try:
-            with os.scandir(m.path) as it:
-                total += sum(e.stat().st_size for e in it if e.name.endswith(".seg.zst"))
-        except FileNotFoundError:
+            return [c for c in json.loads(raw) if c in table.column_names]
+        except ValueError:
             pass
+    return [c for c in table.column_names if c not in STREAM_COLUMNS and c != "labels"]
+
+
+# ------------------------------------------------------------------------- the replications table
+
+
+def _conform(table: pa.Table) -> pa.Table:
+    cols = {}
+    for name, typ in REPLICATION_COLUMNS.items():
+        if name in table.column_names:
+            col = table[name]
+            cols[name] = col if col.type == typ else col.cast(typ)
+        else:
+            cols[name] = pa.nulls(table.num_rows, typ)
+    return pa.table(cols)
+
+
+def _rows_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    return pa.table({name: pa.array([r.get(name) for r in rows], type=typ)
+                     for name, typ in REPLICATION_COLUMNS.items()})
+
+
+def _replications(prev: pa.Table | None, prev_committed_ok: bool, new_commits: pa.Table,
+                  failures: Sequence[Mapping[str, Any]], run: Mapping[str, Any],
+                  plan: Mapping[str, Any] | None, lost_ids: set[str]) -> pa.Table:
+    """The replications table after a merge (Arrow throughout; Python only for failures)."""
+    prev = _conform(prev) if prev is not None else empty_replications()
+    is_committed = pc.equal(prev["status"], _COMMITTED).fill_null(False)
+    if lost_ids:
+        is_committed = pc.and_(is_committed, pc.invert(pc.is_in(
+            prev["task_id"], value_set=pa.array(sorted(lost_ids), pa.string()))))
+    committed_prev = prev.filter(is_committed) if prev_committed_ok else empty_replications()
+    committed = pa.concat_tables([committed_prev, _conform(new_commits)])
+    committed_ids = committed["task_id"].combine_chunks()
+    rest = prev.filter(pc.invert(pc.is_in(prev["task_id"], value_set=committed_ids)))
+    # Rows the previous index had as committed whose commit is no longer there (a shard gone,
+    # segment bytes damaged): pending again, saying why.
+    was_committed = pc.equal(rest["status"], _COMMITTED).fill_null(False)
+    if pc.any(was_committed).as_py():
+        gone = rest.filter(was_committed)
+        n = gone.num_rows
+        gone = _conform(pa.table({
+            "task_id": gone["task_id"], "point_id": gone["point_id"],
+            "point_index": gone["point_index"], "replication": gone["replication"],
+            "status": _constant_strings(_PENDING, n), "attempts": gone["attempts"],
+            "error": _constant_strings("its commit is lost (the shard or the segment bytes it "
+                                       "depends on are gone)", n)}))
+        rest = pa.concat_tables([_conform(rest.filter(pc.invert(was_committed))), gone])
+    run_failed: Mapping[str, Any] = run.get("failed") or {}
+    run_attempts: Mapping[str, int] = run.get("attempts") or {}
+    tracebacks: Mapping[str, str] = run.get("tracebacks") or {}
+    running = bool(run.get("plan") is not None or run.get("run") is not None)
+    if running and plan is not None and rest.num_rows:
+        # A new run retries what failed before: it is pending until this run says otherwise.
+        planned = in_plan(rest["task_id"], rest["point_index"], rest["replication"],
+                          *_plan_shape(plan))
+        retried = pc.and_(pc.equal(rest["status"], _FAILED).fill_null(False), pa.array(planned))
+        rest = rest.set_column(rest.column_names.index("status"), "status",
+                               pc.if_else(retried, _PENDING, rest["status"]))
+
+    # Tasks whose row changes because of failure notes or the run's own outcome.
+    touched: dict[str, dict[str, Any]] = {}
+    committed_set = None
+
+    def row_of(tid: str) -> dict[str, Any]:
+        row = touched.get(tid)
+        if row is None:
+            row = {"task_id": tid, "status": _PENDING, "attempts": 0}
+            touched[tid] = row
+        return row
+
+    if failures or run_failed or run_attempts:
+        committed_set = set(committed_ids.to_pylist()) if len(committed_ids) < 2_000_000 else None
+    for failure in sorted(failures, key=lambda f: f.get("finished") or 0.0):
+        tid = failure["task_id"]
+        if committed_set is not None and tid in committed_set:
+            continue
+        row = row_of(tid)
+        row["attempts"] = max(int(row.get("attempts") or 0), int(failure.get("attempt") or 1))
+        row["error"] = failure.get("error")
+        row["traceback"] = failure.get("traceback")
+        row["shard_id"] = failure.get("shard_id") or row.get("shard_id")
+        for key in ("point_id", "point_index", "replication"):
+            if row.get(key) is None:
+                row[key] = failure.get(key)
+        if not running and plan is None:
+            row["status"] = _FAILED  # a user's own pool: a failure note and no commit
+    for tid, n in run_attempts.items():
+        if committed_set is not None and tid in committed_set:
+            continue
+        row = row_of(tid)
+        row["attempts"] = max(int(row.get("attempts") or 0), int(n))
+    for tid, message in run_failed.items():
+        if committed_set is not None and tid in committed_set:
+            continue
+        row = row_of(tid)
+        row["status"] = _FAILED
+        row["error"] = message or row.get("error") or "failed"
+        if tracebacks.get(tid):
+            row["traceback"] = tracebacks[tid]
+    if touched:
+        ids = pa.array(sorted(touched), pa.string())
+        before = rest.filter(pc.is_in(rest["task_id"], value_set=ids)).to_pylist()
+        for old in before:
+            row = touched[old["task_id"]]
+            merged = {**old, **{k: v for k, v in row.items() if v is not None}}
+            merged["attempts"] = max(int(old.get("attempts") or 0), int(row.get("attempts") or 0))
+            if old.get("status") == _FAILED and row.get("status") == _PENDING:
+                merged["status"] = _FAILED
+            touched[old["task_id"]] = merged
+        rest = pa.concat_tables([rest.filter(pc.invert(pc.is_in(rest["task_id"], value_set=ids))),
+                                 _rows_table(list(touched.values()))])
+    # Committed tasks whose attempts the run knows better (a retry that committed).
+    if run_attempts:
+        keys = pa.array(list(run_attempts), pa.string())
+        pos = pc.index_in(committed["task_id"], value_set=keys)
+        known = pa.array(list(run_attempts.values()), pa.int64())
+        extra = pc.take(known, pos)
+        attempts = pc.max_element_wise(committed["attempts"], extra, skip_nulls=True)
+        committed = committed.set_column(committed.column_names.index("attempts"), "attempts",
+                                         attempts)
+    # Planned tasks that never ran are not stored: ExperimentIndex.replications adds them.
+    table = pa.concat_tables([_conform(committed), _conform(rest)]).combine_chunks()
+    order = pc.sort_indices(table, sort_keys=[("task_id", "ascending")])
+    return table.take(order)
+
+
+def _plan_shape(plan: Mapping[str, Any]) -> tuple[int, int]:
+    return int(plan.get("points", 0)), int(plan.get("replications", 0))
+
+
+def _unstored_pending(stored: pa.Table, plan: Mapping[str, Any] | None) -> int:
+    """How many planned tasks have no row in ``stored`` (they are pending)."""
+    if plan is None:
+        return 0
+    points, reps = _plan_shape(plan)
+    inside = in_plan(stored["task_id"], stored["point_index"], stored["replication"], points,
+                     reps) if stored.num_rows else np.zeros(0, dtype=bool)
+    return points * reps - int(inside.sum())
+
+
+def with_pending(stored: pa.Table, plan: Mapping[str, Any] | None) -> pa.Table:
+    """The stored rows plus one ``pending`` row per planned task without a row, by task id."""
+    if plan is None or not _unstored_pending(stored, plan):
+        return stored
+    planned = planned_table(*_plan_shape(plan))
+    pending = planned.filter(pc.invert(pc.is_in(planned["task_id"],
+                                                 value_set=stored["task_id"].combine_chunks())))
+    n = pending.num_rows
+    pending = _conform(pending.append_column("status", _constant_strings(_PENDING, n))
+                       .append_column("attempts", pa.array(np.zeros(n, np.int64))))
+    table = pa.concat_tables([_conform(stored), pending]).combine_chunks()
+    return table.take(pc.sort_indices(table, sort_keys=[("task_id", "ascending")]))
+
+
+# ---------------------------------------------------------------------------------- the index
+
+
+class ExperimentIndex:
+    """The merged, deduplicated content of all shard journals of one output directory."""
+
+    def __init__(self, output_dir: Path, info: dict[str, Any], replications: pa.Table,
+                 parts: Sequence[Path], new_streams: Sequence[pa.Table],
+                 state: dict[str, Any], written: bool) -> None:
+        self.output_dir = output_dir
+        self.info = info
+        self.stored_replications = replications
+        """The rows ``replications.parquet`` holds (no row for a planned task never run)."""
+        self._replications: pa.Table | None = None
+        self._parts = list(parts)
+        self._new_streams = list(new_streams)
+        self._streams: pa.Table | None = None
+        self.state = state
+        self.written = written
+
+    @property
+    def duplicates(self) -> int:
+        return int(self.info["totals"]["duplicates_dropped"])
+
+    @property
+    def totals(self) -> dict[str, Any]:
+        totals: dict[str, Any] = self.info["totals"]
+        return totals
+
+    @property
+    def streams(self) -> pa.Table:
+        """Every committed stream (read from the index parts on first use)."""
+        if self._streams is None:
+            tables = []
+            for part in self._parts:
+                try:
+                    tables.append(read_parquet(part))
+                except (OSError, pa.ArrowInvalid) as exc:
+                    _warn(f"{part}: unreadable index part ({exc}); run `disco-data-logger "
+                          f"merge {self.output_dir}` to rebuild the index")
+            self._streams = concat_streams([*tables, *self._new_streams])
+        return self._streams
+
+    @property
+    def replications(self) -> pa.Table:
+        """One row per replication, planned ones that never ran included (as ``pending``)."""
+        if self._replications is None:
+            plan = self.info.get("plan") or self.state.get("plan")
+            self._replications = with_pending(self.stored_replications, plan)
+        return self._replications
+
+    def committed(self) -> pa.Table:
+        """``task_id, point_index, replication`` of the committed replications."""
+        stored = self.stored_replications
+        rows = stored.filter(pc.equal(stored["status"], _COMMITTED))
+        return rows.select(["task_id", "point_index", "replication"])
+
+    @property
+    def committed_task_ids(self) -> set[str]:
+        return set(self.committed()["task_id"].to_pylist())
+
+    @classmethod
+    def build(cls, output_dir: str | os.PathLike[str], *,
+              run: Mapping[str, Any] | None = None) -> ExperimentIndex:
+        """The index as a merge would write it, built in memory (nothing is written)."""
+        return _Merge(Path(output_dir), run, write=False).run()
+
+    def write(self) -> None:
+        """Kept for compatibility: :func:`merge` writes as it merges."""
+        if not self.written:
+            _Merge(self.output_dir, None, write=True).run()
+            self.written = True
+
+
+def merge(output_dir: str | os.PathLike[str], *,
+          run: Mapping[str, Any] | None = None) -> ExperimentIndex:
+    """Merge the shard journals of ``output_dir`` into the experiment index and write it.
+
+    Call it after your own ``multiprocessing.Pool`` or Ray tasks wrote shards with
+    :class:`~disco_data_logger.sharding.ShardWriter`; the coordinator calls it at the start and
+    the end of every run. Incremental and safe to call again at any time. ``output_dir`` must be
+    an experiment (see :func:`check_experiment`); nothing is written to any other directory.
+    ``run`` is what the coordinator knows beyond the journals: the ``plan`` (``points``,
+    ``replications``), ``failed`` (task id -> error), ``attempts``, ``tracebacks``, the config
+    snapshot and the run record.
+    """
+    return _Merge(Path(output_dir), run, write=True).run()
+
+
+def _committed_ids(replications: pa.Table | None) -> pa.Array | None:
+    if replications is None:
+        return None
+    mask = pc.equal(replications["status"], _COMMITTED).fill_null(False)
+    return replications.filter(mask)["task_id"].combine_chunks()
+
+
+def _first_commits(scans: Sequence[ShardScan], already: pa.Array | None
+                   ) -> tuple[list[np.ndarray], int, set[str]]:
+    """Which commit of every task is kept: the first to finish (then by shard id) among the
+    commits this merge reads, unless the index holds one already. Vectorised over all commits.
+
+    Returns a keep mask per shard, the number of duplicates dropped, and the task ids whose only
+    commits are lost.
+    """
+    sizes = [len(s.task_id) for s in scans]
+    keeps = [np.zeros(n, dtype=bool) for n in sizes]
+    if not sum(sizes):
+        return keeps, 0, set()
+    ids = pa.chunked_array([s.task_id for s in scans], type=pa.string()).combine_chunks()
+    finished = np.concatenate([s.finished for s in scans])
+    lost = np.concatenate([s.lost for s in scans])
+    rank = np.repeat(np.argsort(np.argsort([s.path.name for s in scans])), sizes)
+    candidate = ~lost
+    if already is not None and len(already):
+        known = np.asarray(pc.is_in(ids, value_set=already).to_numpy(zero_copy_only=False), bool)
+    else:
+        known = np.zeros(len(ids), dtype=bool)
+    fresh = candidate & ~known
+    order = np.lexsort((rank, finished))
+    order = order[fresh[order]]
+    codes = pc.dictionary_encode(ids.take(pa.array(order))).indices.to_numpy(
+        zero_copy_only=False)
+    _, first = np.unique(codes, return_index=True)
+    keep = np.zeros(len(ids), dtype=bool)
+    keep[order[first]] = True
+    duplicates = int(candidate.sum() - keep.sum())
+    lost_ids: set[str] = set()
+    if lost.any():
+        kept = pa.array(ids.filter(pa.array(keep)))
+        gone = ids.filter(pa.array(lost & ~known))
+        lost_ids = set(gone.filter(pc.invert(pc.is_in(gone, value_set=kept))).to_pylist())
+    bounds = np.cumsum([0, *sizes])
+    return [keep[bounds[i]:bounds[i + 1]] for i in range(len(scans))], duplicates, lost_ids
+
+
+class _PartWriter:
+    """Streams chunks of the streams index into parts of up to PART_ROWS rows, one Parquet row
+    group per chunk; a chunk whose schema differs (a new label, another type) starts a part.
+    Without a folder the chunks are kept in memory (``in_memory``)."""
+
+    def __init__(self, folder: Path | None, state: dict[str, Any]) -> None:
+        self.folder = folder
+        self.state = state
+        self.in_memory: list[pa.Table] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+        self._name = ""
+        self._tmp: Path | None = None
+        self._summaries: list[dict[str, Any]] = []
+
+    def add(self, table: pa.Table) -> None:
+        if self.folder is None:
+            self.in_memory.append(table)
+            return
+        rows = sum(s["rows"] for s in self._summaries)
+        if self._writer is not None and (not table.schema.equals(self._schema)
+                                         or rows + table.num_rows > PART_ROWS):
+            self.finish()
+        if self._writer is None:
+            self._name = _part_name(self.state)
+            self._tmp = self.folder / f".{self._name}.{os.getpid()}.tmp"
+            self._schema = table.schema
+            self._writer = pq.ParquetWriter(self._tmp, table.schema,
+                                            **_parquet_options(table.schema))
+        self._writer.write_table(table)
+        self._summaries.append(_part_summary(table))
+
+    def finish(self) -> None:
+        if self._writer is None or self.folder is None or self._tmp is None:
+            return
+        self._writer.close()
+        with open(self._tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self._tmp, self.folder / self._name)
+        self.state["parts"].append({"name": self._name, **_merge_summaries(self._summaries)})
+        self._writer = None
+        self._summaries = []
+
+
+def _part_name(state: dict[str, Any]) -> str:
+    """A new part's name: numbered, plus a random token so that two merges running at once
+    never write the same file (the one whose state.json is written last wins; the other's parts
+    are removed by the next merge)."""
+    name = f"streams-{state['next_part']:06d}-{secrets.token_hex(4)}.parquet"
+    state["next_part"] += 1
+    return name
+
+
+def _merge_summaries(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    shards: dict[str, int] = {}
+    for t in summaries:
+        for s, c in t["shards"].items():
+            shards[s] = shards.get(s, 0) + c
+    mins = [t["min_epoch"] for t in summaries if t["min_epoch"] is not None]
+    maxs = [t["max_epoch"] for t in summaries if t["max_epoch"] is not None]
+    return {"rows": sum(t["rows"] for t in summaries),
+            "records": sum(t["records"] for t in summaries),
+            "min_epoch": min(mins) if mins else None, "max_epoch": max(maxs) if maxs else None,
+            "shards": shards}
+
+
+class _Merge:
+    """One merge: what changed since the state, read, verified, deduplicated, written."""
+
+    def __init__(self, output_dir: Path, run: Mapping[str, Any] | None, write: bool) -> None:
+        self.root = output_dir
+        self.run_info = dict(run or {})
+        self.has_run = run is not None
+        self.write = write
+        self.index_dir = output_dir / INDEX_DIR
+        self.parts_dir = self.index_dir / INDEX_PARTS_DIR
+
+    # -- loading what was there ---------------------------------------------------------------
+
+    def _load_state(self) -> dict[str, Any] | None:
+        path = self.index_dir / INDEX_STATE
+        doc, why = _read_json_object(path)
+        if why is not None:
+            _warn(f"{path}: unreadable ({why}); the index is rebuilt from the journals")
+            return None
+        if doc is None:
+            return None
+        if doc.get("format") != STATE_FORMAT or not isinstance(doc.get("shards"), dict) \
+                or not isinstance(doc.get("parts"), list):
+            _warn(f"{path}: not an index state this version knows; the index is rebuilt")
+            return None
+        for part in doc["parts"]:
+            name = part.get("name") if isinstance(part, dict) else None
+            if not isinstance(name, str) or "/" in name or not name.endswith(".parquet") \
+                    or not (self.parts_dir / name).is_file():
+                _warn(f"{self.parts_dir}: index part {name!r} is missing; the index is rebuilt")
+                return None
+        return doc
+
+    def _load_replications(self) -> tuple[pa.Table | None, int | None]:
+        path = self.index_dir / REPLICATIONS_INDEX
+        if not path.is_file():
+            return None, None
+        try:
+            table = read_parquet(path)
+        except (OSError, pa.ArrowInvalid) as exc:
+            _warn(f"{path}: unreadable ({exc}); rebuilt from the journals")
+            return None, None
+        meta = table.schema.metadata or {}
+        gen = meta.get(b"disco.generation")
+        if "task_id" not in table.column_names or "status" not in table.column_names:
+            _warn(f"{path}: not a replications index; rebuilt from the journals")
+            return None, None
+        return table, int(gen) if gen is not None and gen.isdigit() else None
+
+    # -- the merge ----------------------------------------------------------------------------
+
+    def run(self) -> ExperimentIndex:
+        root = self.root
+        check_experiment(root, writing=self.write)
+        previous = read_experiment_json(root) or {}
+        if previous.get("format") == INDEX_FORMAT_V1:
+            previous = {k: v for k, v in previous.items() if k != "replications"}
+        state = self._load_state()
+        prev_reps, generation = self._load_replications()
+        if state is not None and (prev_reps is None or generation != state.get("generation")):
+            if prev_reps is not None or state.get("parts"):
+                _warn(f"{self.index_dir}: {REPLICATIONS_INDEX} does not match {INDEX_STATE} "
+                      "(an interrupted merge); the index is rebuilt from the journals")
+            state = None
+        shard_dirs = scan_shards(root)
+        plan = self.run_info.get("plan") or previous.get("plan")
+
+        rebuild = state is None
+        actions: dict[str, str] = {}
+        if state is not None:
+            on_disk = {p.name for p in shard_dirs}
+            for name in state["shards"]:
+                if name not in on_disk:
+                    _warn(f"{root / SHARDS_DIR / name}: shard listed in the index is gone; its "
+                          f"{state['shards'][name].get('commits', 0)} commit(s) are no longer "
+                          "part of the experiment (`disco-data-logger run` runs them again)")
+                    rebuild = True
+            for path in shard_dirs:
+                st = state["shards"].get(path.name)
+                actions[path.name] = "new" if st is None else _classify(path, st)
+                if actions[path.name] == "changed":
+                    rebuild = True
+        if rebuild:
+            state_shards: dict[str, Any] = {}
+            actions = {p.name: "new" for p in shard_dirs}
+        else:
+            assert state is not None
+            state_shards = dict(state["shards"])
+        nothing_new = not rebuild and all(a == "same" for a in actions.values())
+        if nothing_new and not self.has_run and prev_reps is not None and previous:
+            return self._unchanged(previous, state, prev_reps)
+
+        scans: list[ShardScan] = []
+        for path in shard_dirs:
+            action = actions[path.name]
+            if action == "same":
+                continue
+            st = state_shards.get(path.name) if action == "grew" else None
+            scan = _scan_shard(root, path, st)
+            # Problems found before stay known (and said) until the shard is read anew.
+            known = list((st or {}).get("problems") or [])
+            scan.state["problems"] = (known + scan.problems)[:MAX_PROBLEMS]
+            scans.append(scan)
+            state_shards[path.name] = scan.state
+        for _name, st in sorted(state_shards.items()):
+            for problem in st.get("problems") or []:
+                _warn(problem)
+
+        prev_ok = not rebuild and prev_reps is not None
+        keeps, duplicates, lost_ids = _first_commits(
+            scans, _committed_ids(prev_reps) if prev_ok else None)
+
+        parts_meta = list(state["parts"]) if state is not None and not rebuild else []
+        next_part = int(state.get("next_part", 0)) if state is not None and not rebuild else 0
+        generation = int(state.get("generation", 0)) + 1 if state is not None else 1
+        new_state: dict[str, Any] = {
+            "format": STATE_FORMAT,
+            "generation": generation,
+            "shards": state_shards,
+            "parts": parts_meta,
+            "next_part": next_part,
+            "duplicates": (int(state.get("duplicates", 0)) if state is not None and not rebuild
+                           else 0) + duplicates,
+            "plan": plan,
+        }
+        # Pass two: the streams of the commits kept, a chunk at a time, written as they come.
+        if self.write:
+            self.parts_dir.mkdir(parents=True, exist_ok=True)
+        parts = _PartWriter(self.parts_dir if self.write else None, new_state)
+        new_commits: list[pa.Table] = []
+        for scan, keep in zip(scans, keeps, strict=True):
+            if not keep.any():
+                continue
+            pos = 0
+            for chunk in _shard_chunks(scan):
+                k = keep[pos:pos + len(chunk)]
+                pos += len(chunk)
+                if len(k) < len(chunk):  # cannot happen unless the bytes changed under us
+                    k = np.concatenate([k, np.zeros(len(chunk) - len(k), dtype=bool)])
+                if k.any():
+                    new_commits.append(_commit_rows(chunk, k))
+                    parts.add(_with_label_meta(_stream_rows(chunk, k)))
+        parts.finish()
+        failures = [{**f, "shard_id": scan.path.name} for scan in scans for f in scan.failures]
+        replications = _replications(
+            prev_reps, prev_ok,
+            pa.concat_tables(new_commits) if new_commits else empty_replications(),
+            failures, self.run_info, plan, lost_ids)
+        info = _experiment_info(root, previous, self.run_info, new_state, replications,
+                                [_part_summary(t) for t in parts.in_memory])
+        if not self.write:
+            paths = [self.parts_dir / p["name"] for p in parts_meta]
+            return ExperimentIndex(root, info, replications, paths, parts.in_memory, new_state,
+                                   written=False)
+        return self._write(info, replications, new_state, rebuild)
+
+    def _unchanged(self, previous: dict[str, Any], state: dict[str, Any] | None,
+                   replications: pa.Table) -> ExperimentIndex:
+        assert state is not None
+        for _name, st in sorted(state["shards"].items()):
+            for problem in st.get("problems") or []:
+                _warn(problem)
+        parts = [self.parts_dir / p["name"] for p in state["parts"]]
+        return ExperimentIndex(self.root, previous, _conform(replications), parts, [], state,
+                               written=True)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _write(self, info: dict[str, Any], replications: pa.Table, state: dict[str, Any],
+               rebuild: bool) -> ExperimentIndex:
+        if len(state["parts"]) > MAX_PARTS or (len(state["parts"]) > 1 and rebuild):
+            name = _part_name(state)
+            summary = _compact([self.parts_dir / p["name"] for p in state["parts"]],
+                               self.parts_dir / name)
+            state["parts"] = [{"name": name, **summary}]
+        fsync_directory(self.parts_dir)
+        replications = replications.replace_schema_metadata(
+            {b"disco.format": INDEX_FORMAT.encode(),
+             b"disco.generation": str(state["generation"]).encode()})
+        _write_parquet_atomic(replications, self.index_dir / REPLICATIONS_INDEX)
+        atomic_write_bytes(self.index_dir / INDEX_STATE,
+                           json.dumps(state, separators=(",", ":")).encode())
+        atomic_write_json(self.root / EXPERIMENT_JSON, info)
+        # Files no state lists any more: parts of a rebuild or compaction, the format-1 index.
+        keep = {p["name"] for p in state["parts"]}
+        for entry in os.scandir(self.parts_dir):
+            if entry.name not in keep and entry.is_file(follow_symlinks=False) and (
+                    entry.name.startswith("streams-") or entry.name.startswith(".")):
+                os.unlink(entry.path)
+        legacy = self.index_dir / LEGACY_STREAMS_INDEX
+        if legacy.is_file() and not legacy.is_symlink():
+            legacy.unlink()
+        parts = [self.parts_dir / p["name"] for p in state["parts"]]
+        return ExperimentIndex(self.root, info, replications, parts, [], state, written=True)
+
+
+def _part_summary(table: pa.Table) -> dict[str, Any]:
+    def scalar(value: Any) -> Any:
+        v = value.as_py()
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+    n = table.num_rows
+    shards = pc.value_counts(table["shard_id"]).to_pylist() if n else []
+    return {
+        "rows": n,
+        "records": int(pc.sum(table["records"]).as_py() or 0) if n else 0,
+        "min_epoch": scalar(pc.min(table["min_epoch"])) if n else None,
+        "max_epoch": scalar(pc.max(table["max_epoch"])) if n else None,
+        "shards": {s["values"]: s["counts"] for s in shards},
+    }
+
+
+_DELTA = frozenset({"stream_id", "replication", "point_index", "attempts", "streams", "records"})
+_SPLIT = frozenset({"started", "finished", "seconds"})
+
+
+def _parquet_options(schema: pa.Schema) -> dict[str, Any]:
+    """How the index is written: zstd; stream ids and counts delta-coded (they mostly count
+    up), timestamps byte-stream-split (their high bytes repeat): 5x smaller than plain."""
+    encoding = {}
+    for f in schema:
+        if f.name in _DELTA and pa.types.is_integer(f.type):
+            encoding[f.name] = "DELTA_BINARY_PACKED"
+        elif f.name in _SPLIT and pa.types.is_floating(f.type):
+            encoding[f.name] = "BYTE_STREAM_SPLIT"
+    return {"compression": "zstd", "column_encoding": encoding,
+            "use_dictionary": [f.name for f in schema if f.name not in encoding]}
+
+
+def read_parquet(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """One Parquet file as a table (without ``pq.read_table``'s import of pyarrow.dataset)."""
+    with pq.ParquetFile(path) as fh:
+        return fh.read(columns=columns)
+
+
+def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp, **_parquet_options(table.schema))
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _compact(parts: Sequence[Path], dst: Path) -> dict[str, Any]:
+    """Rewrite ``parts`` as one file, one part in memory at a time."""
+    schemas = [pq.read_schema(p) for p in parts]
+    keys: dict[str, None] = {}
+    for schema in schemas:
+        for name in schema.names:
+            if name not in STREAM_COLUMNS:
+                keys.setdefault(name)
+    # Decide each label column's type from all parts, reading that column only.
+    target: dict[str, pa.DataType | None] = {}
+    for key in keys:
+        kinds: set[str] = set()
+        biggest = 0
+        for p, schema in zip(parts, schemas, strict=True):
+            if key in schema.names:
+                k, m = label_rule.column_kinds(read_parquet(p, columns=[key])[key])
+                kinds |= k
+                biggest = max(biggest, m)
+        target[key] = label_rule.column_type(kinds, biggest)
+    fields = [pa.field(n, t) for n, t in STREAM_COLUMNS.items()]
+    fields += [pa.field(k, t if t is not None else pa.string()) for k, t in target.items()]
+    schema = pa.schema(fields)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    totals = []
+    with pq.ParquetWriter(tmp, schema, **_parquet_options(schema)) as writer:
+        for p in parts:
+            table = read_parquet(p)
+            cols = []
+            for f in schema:
+                if f.name in table.column_names:
+                    col = table[f.name]
+                    if f.name in target:
+                        col = label_rule.convert(col, target[f.name])
+                    cols.append(col if col.type == f.type else col.cast(f.type))
+                else:
+                    cols.append(pa.nulls(table.num_rows, f.type))
+            piece = pa.table(cols, schema=schema)
+            writer.write_table(piece)
+            totals.append(_part_summary(piece))
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, dst)
+    return _merge_summaries(totals)
+
+
+# ----------------------------------------------------------------------------- experiment.json
+
+
+def _segment_bytes(root: Path, shards: Iterable[str]) -> int:
+    total = 0
+    for name in shards:
+        for _n, seg in segment_files(root / SHARDS_DIR / name):
+            try:
+                total += seg.stat().st_size
+            except OSError:
+                pass
     return total
 
 
-def _experiment_info(output_dir: Path, manifests: list[ShardManifest],
-                     rows: list[dict[str, Any]], streams: pa.Table, run: Mapping[str, Any],
-                     previous: Mapping[str, Any], duplicates: int) -> dict[str, Any]:
-    status_counts = {"committed": 0, "failed": 0, "pending": 0}
-    for r in rows:
-        status_counts[r["status"]] = status_counts.get(r["status"], 0) + 1
-    records = int(pc.sum(streams["records"]).as_py() or 0) if len(streams) else 0
-    min_epoch = pc.min(streams["min_epoch"]).as_py() if len(streams) else None
-    max_epoch = pc.max(streams["max_epoch"]).as_py() if len(streams) else None
-    raw_bytes = sum(int(m.stats.get("raw_bytes") or 0) for m in manifests)
+def _experiment_info(root: Path, previous: Mapping[str, Any], run: Mapping[str, Any],
+                     state: Mapping[str, Any], replications: pa.Table,
+                     new_parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    counts = {_COMMITTED: 0, _FAILED: 0, _PENDING: 0}
+    if replications.num_rows:
+        for item in pc.value_counts(replications["status"]).to_pylist():
+            if item["values"] is not None:
+                counts[item["values"]] = item["counts"]
+    unstored = _unstored_pending(replications, state.get("plan"))
+    counts[_PENDING] += unstored
+    parts = [*state["parts"], *new_parts]
+    mins = [p["min_epoch"] for p in parts if p.get("min_epoch") is not None]
+    maxs = [p["max_epoch"] for p in parts if p.get("max_epoch") is not None]
+    shards = state["shards"]
     totals = {
-        "replications": len(rows),
-        **status_counts,
-        "duplicates_dropped": duplicates,
-        "shards": len(manifests),
-        "streams": len(streams),
-        "records": records,
-        "raw_bytes": raw_bytes,
-        "compressed_bytes": _segment_bytes(manifests),
-        "min_epoch": min_epoch,
-        "max_epoch": max_epoch,
+        "replications": replications.num_rows + unstored,
+        **counts,
+        "duplicates_dropped": int(state.get("duplicates", 0)),
+        "lost": sum(int(s.get("lost", 0)) for s in shards.values()),
+        "shards": len(shards),
+        "streams": sum(int(p["rows"]) for p in parts),
+        "records": sum(int(p["records"]) for p in parts),
+        "raw_bytes": sum(int((s.get("stats") or {}).get("raw_bytes") or 0)
+                         for s in shards.values()),
+        "compressed_bytes": _segment_bytes(root, shards),
+        "min_epoch": min(mins) if mins else None,
+        "max_epoch": max(maxs) if maxs else None,
     }
     if run.get("state"):
-        state = run["state"]
-    elif status_counts["pending"] or status_counts["failed"]:
-        state = previous.get("state", "incomplete")
+        state_name = run["state"]
+    elif counts[_PENDING] or counts[_FAILED]:
+        state_name = previous.get("state", "incomplete")
     else:
-        state = "complete"
+        state_name = "complete"
     runs = list(previous.get("runs", []))
     if run.get("run") is not None:
         record = dict(run["run"])
         # The coordinator writes the same run record at start and at the end: replace, not append.
         runs = [r for r in runs if r.get("run_id") != record.get("run_id")] + [record]
-    failed_detail = {tid: msg for tid, msg in run.get("failed", {}).items()}
-    replications = []
-    for r in rows:
-        entry = {k: v for k, v in r.items() if v is not None}
-        if r["task_id"] in failed_detail and run.get("tracebacks", {}).get(r["task_id"]):
-            entry["traceback"] = run["tracebacks"][r["task_id"]]
-        replications.append(entry)
-    info: dict[str, Any] = {
+    return {
         "format": INDEX_FORMAT,
-        "output": str(output_dir),
+        "output": str(root),
         "experiment": run.get("experiment", previous.get("experiment")),
         "fingerprint": run.get("fingerprint", previous.get("fingerprint")),
         "config": run.get("config", previous.get("config")),
         "overrides": run.get("overrides", previous.get("overrides", [])),
         "config_path": run.get("config_path", previous.get("config_path")),
         "git_commit": run.get("git_commit", previous.get("git_commit")),
+        "plan": state.get("plan"),
         "created": previous.get("created", _now_iso()),
         "updated": _now_iso(),
-        "state": state,
+        "state": state_name,
         **environment_info(),
         "runs": runs,
         "totals": totals,
         "shards": [
             {
-                "shard_id": m.shard_id,
-                "host": m.host,
-                "pid": m.pid,
-                "closed": m.closed,
-                "committed": len(m.replications),
-                "failures": len(m.failures),
-                "torn_lines": m.torn_lines,
-                "segments": len(m.segments),
+                "shard_id": name,
+                "host": s.get("host"),
+                "pid": s.get("pid"),
+                "closed": bool(s.get("closed")),
+                "state": s.get("state"),
+                "error": s.get("error"),
+                "committed": int(s.get("commits", 0)),
+                "failures": int(s.get("failures", 0)),
+                "lost": int(s.get("lost", 0)),
+                "torn_lines": int(bool(s.get("torn"))),
+                "segments": len(s.get("segments") or {}),
             }
-            for m in manifests
+            for name, s in sorted(shards.items())
         ],
-        "replications": replications,
     }
-    return info

@@ -1,26 +1,66 @@
-"""The names of an experiment directory, defined once.
+"""The names of an experiment directory, defined once (docs/service.md describes what they hold).
 
-```
-<output>/
-  experiment.json        the experiment's summary (config snapshot, versions, totals)
-  run.lock               held by the run in progress (sharding/lock.py)
-  index/                 the merged index (streams, replications)
-  shards/<shard_id>/     one logger directory per worker process, with its commit journal
-```
-
-A logger directory's own names (segments, ``_DONE``, ``streams/``) are in
+A logger directory's own names (segments, ``streams/``, ``_DONE``) are in
 :mod:`disco_data_logger.layout`.
 """
 
 from __future__ import annotations
 
-__all__ = ["EXPERIMENT_JSON", "INDEX_DIR", "JOURNAL_NAME", "LOCK_NAME", "MANIFEST_NAME",
-           "SHARDS_DIR"]
+import re
+
+__all__ = [
+    "SHARDS_DIR",
+    "JOURNAL_NAME",
+    "JOURNAL_V1_NAME",
+    "MANIFEST_NAME",
+    "INDEX_DIR",
+    "INDEX_PARTS_DIR",
+    "INDEX_STATE",
+    "REPLICATIONS_INDEX",
+    "LEGACY_STREAMS_INDEX",
+    "EXPERIMENT_JSON",
+    "JOURNAL_FORMAT",
+    "MANIFEST_FORMAT_V1",
+    "INDEX_FORMAT",
+    "INDEX_FORMAT_V1",
+    "STATE_FORMAT",
+    "SHARD_ID_RE",
+    "LOCK_NAME",
+]
 
 SHARDS_DIR = "shards"
-INDEX_DIR = "index"
-EXPERIMENT_JSON = "experiment.json"
-JOURNAL_NAME = "manifest.jsonl"
-"""A shard's commit journal: the source of truth of what it committed."""
+"""``<output>/shards/<shard_id>/``: one folder per worker process (a logger directory)."""
+
+JOURNAL_NAME = "journal.jsonl.zst"
+"""A shard's commit journal: the source of truth of what the shard committed."""
+
+JOURNAL_V1_NAME = "manifest.jsonl"
 MANIFEST_NAME = "manifest.json"
+"""The journal and consolidated manifest of format-1 shards (read, never written)."""
+
+INDEX_DIR = "index"
+INDEX_PARTS_DIR = "parts"
+"""``index/parts/``: the streams and commits of the index, one pair of files per merge."""
+
+INDEX_STATE = "state.json"
+"""``index/state.json``: what the index holds (parts, journal offsets); the merge's commit point."""
+
+REPLICATIONS_INDEX = "replications.parquet"
+LEGACY_STREAMS_INDEX = "streams.parquet"
+"""The single-file streams index of format-1 experiments (replaced by ``index/parts/``)."""
+
+EXPERIMENT_JSON = "experiment.json"
+
+JOURNAL_FORMAT = "disco-shard-journal/2"
+MANIFEST_FORMAT_V1 = "disco-shard-manifest/1"
+"""Journals and consolidated manifests written before format 2 (read, never written)."""
+
+INDEX_FORMAT = "disco-experiment-index/2"
+INDEX_FORMAT_V1 = "disco-experiment-index/1"
+STATE_FORMAT = "disco-index-state/1"
+
+SHARD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+"""A shard id, and so the name of its folder: never a path, never hidden."""
+
 LOCK_NAME = "run.lock"
+"""``<output>/run.lock``: held by the run in progress (sharding/lock.py)."""

@@ -4,19 +4,28 @@ A task's seed depends only on ``(seed, point_index, replication)`` (``seeding: i
 default) or on ``(seed, replication)`` (``seeding: common``: replication r of every sweep point
 draws the same random numbers, so points are compared on common random numbers), so its results
 never depend on the worker that ran it, the worker count or the order of execution.
+
+:class:`TaskPlan` is the plan without the tasks: a task is built when it is about to run, and
+which tasks are done is one bit per task (:meth:`TaskPlan.empty_mask`), so planning a million
+tasks builds no million objects. :func:`plan_tasks` builds the whole list (small experiments,
+tests).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .config import ExperimentConfig
 
-__all__ = ["Task", "make_task", "plan_tasks", "point_id", "task_id"]
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = ["Task", "TaskPlan", "in_plan", "make_task", "plan_tasks", "planned_table",
+           "point_id", "task_id"]
 
 
 @dataclass(frozen=True)
@@ -82,3 +91,100 @@ def plan_tasks(cfg: ExperimentConfig) -> list[Task]:
     return [
         make_task(cfg, p, r, points) for p in range(len(points)) for r in range(cfg.replications)
     ]
+
+
+class TaskPlan:
+    """Every task of an experiment, built one at a time when needed.
+
+    Tasks run points in order and replications ``0..n-1`` within each point (the order of
+    :func:`plan_tasks`).
+    """
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        self.cfg = cfg
+        self.points = cfg.points()
+        self.replications = int(cfg.replications)
+
+    def __len__(self) -> int:
+        return len(self.points) * self.replications
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(points, replications)``: the shape of a done-mask."""
+        return len(self.points), self.replications
+
+    def summary(self) -> dict[str, int]:
+        """What the index needs to list the planned tasks (see :func:`planned_table`)."""
+        return {"points": len(self.points), "replications": self.replications}
+
+    def task(self, point_index: int, replication: int) -> Task:
+        return make_task(self.cfg, point_index, replication, self.points)
+
+    def empty_mask(self) -> np.ndarray:
+        """One flag per task, ``mask[point_index, replication]`` (one byte each)."""
+        return np.zeros(self.shape, dtype=bool)
+
+    def mark(self, mask: np.ndarray, task_ids: Sequence[str] | np.ndarray,
+             point_indices: np.ndarray, replications: np.ndarray) -> int:
+        """Set ``mask`` for the tasks given by columns (e.g. the committed rows of the index)
+        that belong to this plan; returns how many were set."""
+        p = np.asarray(point_indices, dtype=np.int64)
+        r = np.asarray(replications, dtype=np.int64)
+        inside = in_plan(task_ids, p, r, *mask.shape)
+        mask[p[inside], r[inside]] = True
+        return int(inside.sum())
+
+    def iter_tasks(self, done: np.ndarray | None = None) -> Iterator[Task]:
+        """The tasks not flagged in ``done``, in plan order, built lazily."""
+        for p in range(len(self.points)):
+            row = None if done is None else done[p]
+            for r in range(self.replications):
+                if row is None or not row[r]:
+                    yield self.task(p, r)
+
+
+def in_plan(task_ids: Any, point_indices: Any, replications: Any, points: int,
+            n_replications: int) -> np.ndarray:
+    """Which rows (columns of task ids, point indices, replications) are tasks of a plan of
+    ``points`` x ``n_replications`` (the id must be the one the plan gives them)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    p = np.asarray(pc.fill_null(pa.array(point_indices, type=pa.int64()), -1).to_numpy(
+        zero_copy_only=False), dtype=np.int64)
+    r = np.asarray(pc.fill_null(pa.array(replications, type=pa.int64()), -1).to_numpy(
+        zero_copy_only=False), dtype=np.int64)
+    inside = (p >= 0) & (p < points) & (r >= 0) & (r < n_replications)
+    if len(p):
+        # The id names the task; a user's own shard may reuse point and replication numbers.
+        expected = _format_ids(pa.array(p), pa.array(r))[1]
+        ids = task_ids.combine_chunks() if isinstance(task_ids, pa.ChunkedArray) else \
+            pa.array(task_ids, type=pa.string())
+        same = pc.equal(expected, ids)
+        inside &= np.asarray(same.fill_null(False).to_numpy(zero_copy_only=False), bool)
+    out: np.ndarray = inside
+    return out
+
+
+def planned_table(points: int, replications: int) -> pa.Table:
+    """``task_id, point_id, point_index, replication`` of every planned task, built in Arrow
+    (the same ids as :func:`task_id`)."""
+    import pyarrow as pa
+
+    p = np.repeat(np.arange(points, dtype=np.int64), replications)
+    r = np.tile(np.arange(replications, dtype=np.int64), points)
+    p_arr, r_arr = pa.array(p), pa.array(r)
+    pids, tids = _format_ids(p_arr, r_arr)
+    return pa.table({"task_id": tids, "point_id": pids, "point_index": p_arr,
+                     "replication": r_arr})
+
+
+def _format_ids(p: pa.Array, r: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """:func:`point_id` and :func:`task_id` of whole columns."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    pids = pc.binary_join_element_wise("p", pc.utf8_lpad(pc.cast(p, pa.string()), 4, "0"), "")
+    tids = pc.binary_join_element_wise(
+        pids, "-r", pc.utf8_lpad(pc.cast(r, pa.string()), 6, "0"), "")
+    return pids, tids

@@ -1,15 +1,28 @@
-"""ShardWriter: one process's native writer plus the manifest of what it committed.
+"""ShardWriter: one process's native writer plus the journal of what it committed.
 
 A shard is the output of one worker process: ``<output>/shards/<shard_id>/`` holds one
-:class:`~disco_data_logger.DataLogger` directory (segments, ``streams/``, ``_DONE``) and the shard
-manifest (:mod:`.manifest`). The writer runs many replications in turn; each is opened with
-:meth:`ShardWriter.begin` (or the :meth:`ShardWriter.replication` context manager) and becomes part
-of the experiment only by :meth:`Replication.commit`, which flushes the logger and then appends the
-replication's streams, record counts and epoch ranges to the manifest. Records of a replication that
-raised, or whose process died, stay in the segments but are never listed, so queries (which select
-by the manifest's stream ids) never see them. This is also the public API for users who bring their
-own ``multiprocessing.Pool`` or Ray tasks: open a ShardWriter in each worker, then call
-:func:`~disco_data_logger.sharding.merge`.
+:class:`~disco_data_logger.DataLogger` directory (segments and ``_DONE``, no per-stream sidecars)
+and the shard's commit journal (:mod:`.manifest`). The writer runs many replications in turn;
+each is opened with :meth:`ShardWriter.begin` (or the :meth:`ShardWriter.replication` context
+manager) and becomes part of the experiment only by :meth:`Replication.commit`, which records
+the replication's streams, record counts and epoch ranges in the journal. Records of a
+replication that raised, or whose process died, stay in the segments but are never listed, so
+queries (which select by the journal's stream ids) never see them. This is also the public API
+for users who bring their own ``multiprocessing.Pool`` or Ray tasks: open a ShardWriter in each
+worker, then call :func:`~disco_data_logger.sharding.merge`.
+
+**Group commits.** A commit is durable once the logger has been flushed and the journal frame
+holding it has been fsynced. With ``commit_group=1`` (the default) every :meth:`Replication.commit`
+does both before it returns. With ``commit_group=N`` commits are staged and made durable
+together by :meth:`ShardWriter.sync`, which the shard calls itself once ``N`` are staged; the
+caller calls it sooner (the service's workers do when they have nothing queued or the oldest
+staged commit is ``commit_delay`` seconds old) and reports a replication as committed only after
+the sync that made it durable. A process killed before that sync loses the staged commits: they
+were never reported, so they are run again.
+
+Once a replication is durable (or aborted) its streams are retired from the logger
+(:meth:`DataLogger.retire_streams`), so a shard's memory does not grow with the replications it
+has run.
 """
 
 from __future__ import annotations
@@ -26,17 +39,31 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .layout import SHARDS_DIR
-from .manifest import ManifestJournal, split_sidecar
+from ..errors import WriterError
+from ..layout import DONE_MARKER
+from .layout import SHARD_ID_RE, SHARDS_DIR
+from .manifest import (
+    JournalWriter,
+    SegmentCoverage,
+    StreamCommit,
+    plain_stats,
+    segments_summary,
+    split_sidecar,
+)
 
-__all__ = ["ShardWriter", "Replication", "new_shard_id", "check_shard_id", "SHARDS_DIR"]
+__all__ = ["ShardWriter", "Replication", "new_shard_id", "check_shard_id", "SHARDS_DIR",
+           "COMMIT_DELAY"]
 
-_SHARD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+COMMIT_DELAY = 0.5
+"""Seconds a staged commit may wait for its group (the service's workers sync sooner when idle)."""
+
+STATS_INTERVAL = 5.0
+"""Seconds between the logger statistics a shard writes into its journal while it runs."""
 
 
 def check_shard_id(shard_id: str) -> str:
     """Refuse ids that could escape ``shards/`` or clash with hidden files."""
-    if not isinstance(shard_id, str) or not _SHARD_ID_RE.match(shard_id):
+    if not isinstance(shard_id, str) or not SHARD_ID_RE.match(shard_id):
         raise ValueError(
             f"shard id {shard_id!r} is not safe: use 1-128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
@@ -97,70 +124,79 @@ class Replication:
         return self.shard.logger
 
     def commit(self) -> dict[str, Any]:
-        """Flush, then make the replication part of the shard manifest (its commit point)."""
+        """Record the replication in the journal: its commit point.
+
+        Durable when this returns if the shard commits one replication at a time
+        (``commit_group=1``), else after the :meth:`ShardWriter.sync` that writes its group
+        (``durable`` in the result says which). Returns a summary of what was committed.
+        """
         self._check_open()
         shard = self.shard
-        raw_logger = shard._logger
-        raw_logger.flush()
-        stats = raw_logger.stream_stats(self.stream_ids)
+        raw = shard._logger
+        counters = raw.stream_stats(self.stream_ids) if self.stream_ids else {}
         streams = []
+        records = 0
         for sid in self.stream_ids:
-            sidecar = shard._sidecar(sid)
-            labels, meta = split_sidecar(sidecar)
-            records, lo, hi = stats.get(sid, (0, math.nan, math.nan))
-            streams.append({
-                "stream_id": sid,
-                "labels": labels,
-                "epoch_scale": meta.get("epoch_scale"),
-                "value_scale": meta.get("value_scale"),
-                "periodicity": meta.get("periodicity"),
-                "kind": meta.get("kind"),
-                "records": int(records),
-                "min_epoch": _finite_or_none(lo),
-                "max_epoch": _finite_or_none(hi),
-            })
+            labels, meta = split_sidecar(raw.stream_info(sid))
+            n, lo, hi = counters.get(sid, (0, math.nan, math.nan))
+            records += int(n)
+            streams.append(StreamCommit(sid, labels, meta, int(n), _finite_or_none(lo),
+                                        _finite_or_none(hi)))
         finished = time.time()
-        entry = {
+        seconds = time.perf_counter() - self._t0
+        shard._journal.stage_commit(
+            {"task_id": self.task_id, **self.info, "finished": finished, "seconds": seconds},
+            streams)
+        self.done = True
+        shard._current = None
+        shard.committed += 1
+        shard._stage(self.task_id, self.stream_ids)
+        durable = shard.commit_group <= 1 or shard.staged >= shard.commit_group
+        if durable:
+            shard.sync()
+        return {
             "task_id": self.task_id,
             **self.info,
             "shard_id": shard.shard_id,
             "started": self.started,
             "finished": finished,
-            "seconds": time.perf_counter() - self._t0,
-            "streams": streams,
+            "seconds": seconds,
+            "streams": len(streams),
+            "records": records,
+            "durable": durable,
         }
-        shard._journal.commit(entry, stats=_plain_stats(raw_logger.stats()))
-        self.done = True
-        shard._current = None
-        shard.committed += 1
-        return entry
 
     def abort(self, error: BaseException | str | None = None) -> None:
         """Record the failure; the replication's records stay out of the experiment."""
         self._check_open()
         self.done = True
-        self.shard._current = None
+        shard = self.shard
+        shard._current = None
         if isinstance(error, BaseException):
             message = _one_line(error)
             detail = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            if isinstance(error, WriterError):
+                shard._writer_error = message
         else:
             message = error or "aborted"
             detail = None
         failure = {
             "task_id": self.task_id,
-            **self.info,
-            "shard_id": self.shard.shard_id,
+            **{k: v for k, v in self.info.items() if k != "params"},
             "started": self.started,
             "finished": time.time(),
             "error": message,
         }
         if detail:
             failure["traceback"] = detail
-        self.shard.failed += 1
-        try:
-            self.shard._journal.fail(failure)
-        except OSError:
-            pass  # a failure note is informative only; the replication is uncommitted anyway
+        shard.failed += 1
+        shard._journal.stage_failure(failure)
+        shard._retire.extend(self.stream_ids)
+        if shard.commit_group <= 1 and not shard._closing:
+            try:
+                shard.sync()
+            except OSError:
+                pass  # a failure note is informative only; the replication is uncommitted anyway
 
     def _check_open(self) -> None:
         if self.done:
@@ -168,10 +204,10 @@ class Replication:
 
 
 class ShardWriter:
-    """One worker's writer: a DataLogger under ``<output>/shards/<shard_id>/`` plus its manifest.
+    """One worker's writer: a DataLogger under ``<output>/shards/<shard_id>/`` plus its journal.
 
     Use one per process (a DataLogger is not shared between processes), for the process's whole
-    life, and close it at the end so that its manifest lists the segment files with checksums::
+    life, and close it at the end so that its journal lists the segment files with checksums::
 
         with ShardWriter(output_dir) as shard:
             for task_id in my_tasks:
@@ -181,7 +217,8 @@ class ShardWriter:
         disco_data_logger.merge(output_dir)
 
     A replication's streams must be registered through ``rep.logger`` (or ``shard.logger``) while
-    it is open: that is how the manifest knows which records belong to it.
+    it is open: that is how the journal knows which records belong to it. ``commit_group``: see
+    the module docstring (group commits).
     """
 
     def __init__(
@@ -191,9 +228,13 @@ class ShardWriter:
         *,
         logger_kwargs: Mapping[str, Any] | None = None,
         fingerprint: str | None = None,
+        commit_group: int = 1,
     ) -> None:
         from ..logger import DataLogger
 
+        if isinstance(commit_group, bool) or not isinstance(commit_group, int) or \
+                commit_group < 1:
+            raise ValueError(f"commit_group must be a positive integer (got {commit_group!r})")
         self.shard_id = check_shard_id(shard_id) if shard_id is not None else new_shard_id()
         self.output_dir = Path(output_dir)
         self.path = self.output_dir / SHARDS_DIR / self.shard_id
@@ -205,16 +246,24 @@ class ShardWriter:
                 f"shard directory {self.path} already exists: every ShardWriter needs its own "
                 "shard id (leave shard_id=None for a fresh one)"
             ) from None
+        self.commit_group = commit_group
         self.committed = 0
         self.failed = 0
         self._current: Replication | None = None
         self._closed = False
-        self._logger = DataLogger(self.path, **dict(logger_kwargs or {}))
+        self._closing = False
+        self._staged_ids: list[str] = []
+        self._staged_since = 0.0
+        self._retire: list[int] = []
+        self._writer_error: str | None = None
+        self._stats_at = 0.0
+        self._logger = DataLogger(self.path, sidecars=False, **dict(logger_kwargs or {}))
         try:
-            self._journal = ManifestJournal(self.path, self.shard_id, fingerprint)
+            self._journal = JournalWriter(self.path, self.shard_id, fingerprint)
         except BaseException:
             self._logger.close()
             raise
+        self._coverage = SegmentCoverage(self.path)
         self.logger: Any = _TrackingLogger(self, self._logger)
 
     # -- replications -------------------------------------------------------------------------
@@ -270,9 +319,59 @@ class ShardWriter:
             )
         return self._current
 
-    def _sidecar(self, sid: int) -> dict[str, Any]:
-        # O(1) per stream, so a commit costs O(streams of the replication), not of the shard.
-        return self._logger.stream_info(sid)
+    # -- group commits ------------------------------------------------------------------------
+
+    def _stage(self, task_id: str, stream_ids: list[int]) -> None:
+        if not self._staged_ids:
+            self._staged_since = time.monotonic()
+        self._staged_ids.append(task_id)
+        self._retire.extend(stream_ids)
+
+    @property
+    def staged(self) -> int:
+        """Commits staged and not yet durable."""
+        return len(self._staged_ids)
+
+    @property
+    def staged_age(self) -> float:
+        """Seconds since the oldest staged commit (0 when none is staged)."""
+        return time.monotonic() - self._staged_since if self._staged_ids else 0.0
+
+    def sync(self) -> list[str]:
+        """Make every staged commit durable: flush the logger, then append and fsync one journal
+        frame. Returns the task ids that became durable (in commit order).
+
+        Staged failure notes are written too (they need no flush). If the logger cannot flush
+        (a writer failure), the staged commits are dropped, never written, and the error
+        propagates.
+        """
+        if not self._journal.staged:
+            return []
+        sync: list[list[int]] = []
+        if self._staged_ids:
+            try:
+                self._logger.flush()
+            except WriterError as exc:
+                # The staged replications' records may not be on disk: never commit them.
+                self._writer_error = _one_line(exc)
+                self._journal.discard_commits()
+                self._staged_ids = []
+                self._journal.write_group([], None)  # the failure notes, if any
+                raise
+            sync = self._coverage.advance()
+        stats = None
+        now = time.monotonic()
+        if self._staged_ids and now - self._stats_at >= STATS_INTERVAL:
+            self._stats_at = now
+            stats = plain_stats(self._logger.stats())
+        flushed = bool(self._staged_ids)
+        self._journal.write_group(sync, stats)
+        durable, self._staged_ids = self._staged_ids, []
+        if flushed and self._retire:
+            # Only after a flush: every record of these streams has left the logger's buffers.
+            retire, self._retire = self._retire, []
+            self._logger.retire_streams(retire)
+        return durable
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -280,27 +379,54 @@ class ShardWriter:
     def closed(self) -> bool:
         return self._closed
 
-    def close(self) -> None:
-        """Close the logger (``_DONE``) and write ``manifest.json`` with segment checksums.
+    def close(self) -> list[str]:
+        """Sync, close the logger (``_DONE``) and append the journal's ``close`` record with the
+        segment files' sizes and checksums. Returns the task ids the final sync made durable.
 
-        An open replication is aborted first: it did not finish, so it is not committed.
+        An open replication is aborted first: it did not finish, so it is not committed. After a
+        writer failure the close record says ``writer_failed`` (and no ``_DONE`` is written).
         """
         if self._closed:
-            return
+            return []
         self._closed = True
+        self._closing = True
         if self._current is not None:
             self._current.abort("shard closed before the replication was committed")
+        durable: list[str] = []
+        failure: BaseException | None = None
+        try:
+            durable = self.sync()
+        except BaseException as exc:  # noqa: BLE001 - recorded below, re-raised after
+            failure = exc
         try:
             self._logger.close()
-        except BaseException:
-            self._journal.abandon()
-            raise
-        stats = None
+        except BaseException as exc:  # noqa: BLE001 - recorded below, re-raised after
+            if isinstance(exc, WriterError):
+                self._writer_error = _one_line(exc)
+            failure = failure or exc
+        clean = (self.path / DONE_MARKER).exists() and failure is None \
+            and self._writer_error is None
+        close: dict[str, Any] = {"state": "closed" if clean else "writer_failed",
+                                 "commits": self._journal.commits,
+                                 "failures": self._journal.failures}
+        if not clean:
+            close["error"] = self._writer_error or (_one_line(failure) if failure else
+                                                     "the logger did not close cleanly")
         try:
-            stats = _plain_stats(self._logger.stats())
-        except Exception:
+            close["stats"] = plain_stats(self._logger.stats())
+        except Exception:  # noqa: BLE001 - statistics are informative only
             pass
-        self._journal.close(sorted(self.path.glob("*.seg.zst")), stats)
+        try:
+            close["segments"] = segments_summary(self.path)
+            self._journal.write_close(close)
+        except OSError:
+            if failure is None:
+                raise
+        finally:
+            self._journal.close()
+        if failure is not None:
+            raise failure
+        return durable
 
     def __enter__(self) -> ShardWriter:
         return self
@@ -319,10 +445,6 @@ def _finite_or_none(x: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return x if math.isfinite(x) else None
-
-
-def _plain_stats(stats: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in stats.items() if isinstance(v, int | float | str | bool)}
 
 
 def _one_line(exc: BaseException) -> str:

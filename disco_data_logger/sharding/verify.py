@@ -7,8 +7,11 @@ Three independent checks, so that a problem is found whichever layer it is in:
    footer, and a torn tail (a file ending inside a frame);
 2. a full decode with the native reader, whose ``disco.skipped`` report lists every block it had
    to skip (raw-payload checksums, bad payloads);
-3. against the shard manifest: every committed stream decodes to the record count its commit
-   listed, and segment files of a closed shard still have the size and sha256 it recorded.
+3. against the shard journal: every frame of it is readable, every committed stream decodes to
+   the record count its commit listed and carries the labels and scales its commit lists in its
+   in-band registration, the segment bytes every group commit depends on are present with their
+   crc32, segment files of a closed shard still have the size and sha256 it recorded, and every
+   shard the experiment index lists is still there.
 
 ``repair`` (``verify --repair``) truncates a **torn tail**, and nothing else: the file must end
 inside its last frame (what ``kill -9`` of a writer leaves) or in zero bytes (what a crash of the
@@ -41,18 +44,19 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CorruptDataWarning, ExperimentLockedError
+from ..errors import CorruptDataWarning, ExperimentLockedError, SkipKind
 from ..layout import SEGMENT_NAME_RE
+from .index import scan_shards, verify_groups
+from .layout import INDEX_DIR, INDEX_STATE, SHARDS_DIR
 from .lock import live_holders
 from .manifest import ShardManifest, fsync_directory
-from .shard import SHARDS_DIR
 
 __all__ = ["RepairResult", "SegmentCheck", "ShardCheck", "VerifyReport", "repair_segment",
            "verify_path", "walk_segment"]
 
 _SKIPPABLE_MAGIC = 0x184D2A5D
 _ZSTD_MAGIC = 0xFD2FB528
-_DDL_MAGIC = b"DDL1"
+_DDL_MAGICS = (b"DDL2", b"DDL1")  # formats 2 and 1: the block header fields read here agree
 _KIND_BLOCK = 3
 _KIND_FOOTER = 4
 
@@ -109,10 +113,12 @@ class ShardCheck:
 class VerifyReport:
     path: Path
     shards: list[ShardCheck] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    """Problems of the experiment as a whole (a shard the index lists is gone)."""
 
     @property
     def ok(self) -> bool:
-        return all(s.ok for s in self.shards)
+        return all(s.ok for s in self.shards) and not self.problems
 
     def lines(self) -> Iterator[str]:
         yield (f"{'shard/segment':<44} {'bytes':>12} {'blocks':>7} {'records':>10} "
@@ -134,12 +140,21 @@ class VerifyReport:
                     yield f"    ! {problem}"
             for problem in shard.problems:
                 yield f"  ! {problem}"
+        for problem in self.problems:
+            yield f"! {problem}"
         bad = [s for s in self.shards if not s.ok]
         segments = sum(len(s.segments) for s in self.shards)
-        yield (f"{len(self.shards)} shard(s), {segments} segment(s): "
-               + ("all intact" if not bad else f"{len(bad)} shard(s) with problems"))
+        if not bad and not self.problems:
+            verdict = "all intact"
+        else:
+            verdict = ", ".join(x for x in (
+                f"{len(bad)} shard(s) with problems" if bad else "",
+                f"{len(self.problems)} experiment problem(s)" if self.problems else "") if x)
+        yield f"{len(self.shards)} shard(s), {segments} segment(s): {verdict}"
 
     def problem_summary(self) -> str:
+        if self.problems:
+            return self.problems[0]
         for shard in self.shards:
             for seg in shard.segments:
                 if seg.problems:
@@ -185,7 +200,7 @@ def walk_segment(path: Path) -> SegmentCheck:
             torn(pos)
             break
         payload = data[pos + 8:end]
-        if (size < 9 or payload[:4] != _DDL_MAGIC
+        if (size < 9 or payload[:4] not in _DDL_MAGICS
                 or zlib.crc32(payload[:-4]) != struct.unpack_from("<I", payload, size - 4)[0]):
             check.checksum_failures += 1
             check.problems.append(f"frame header checksum mismatch at offset {pos}; "
@@ -222,7 +237,7 @@ def _intact_frame_after(data: bytes, start: int) -> int | None:
         if at + 8 <= len(data):
             size = struct.unpack_from("<I", data, at + 4)[0]
             payload = data[at + 8:at + 8 + size]
-            if (9 <= size == len(payload) and payload[:4] == _DDL_MAGIC
+            if (9 <= size == len(payload) and payload[:4] in _DDL_MAGICS
                     and zlib.crc32(payload[:-4]) == struct.unpack_from("<I", payload, size - 4)[0]):
                 return at
         at = data.find(magic, at + 1)
@@ -341,17 +356,31 @@ def _logger_dirs(root: Path) -> list[tuple[str, Path, str | None]]:
                                      f"{os.readlink(shards)}); not checked, never repaired")]
     if shards.is_dir():
         found: list[tuple[str, Path, str | None]] = []
+        shard_names = {p.name for p in scan_shards(root, warn=False)}
         for p in sorted(shards.iterdir()):
             if p.is_symlink():
                 found.append((p.name, p, f"shard directory is a symbolic link (to "
                                          f"{os.readlink(p)}); not checked, never repaired"))
-            elif p.is_dir():
+            elif p.name in shard_names:
                 found.append((p.name, p, None))
         return found
     if any(root.glob("*.seg.zst")) or (root / "streams").is_dir():
         return [(root.name, root, None)]
     raise FileNotFoundError(2, "not an experiment or logger directory (no shards/, no segments)",
                             str(root))
+
+
+def _missing_shards(root: Path) -> list[str]:
+    """Shards the experiment index lists that are no longer in ``shards/``."""
+    try:
+        state = json.loads((root / INDEX_DIR / INDEX_STATE).read_bytes())
+        listed = list(state["shards"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    present = {p.name for p in scan_shards(root)} if (root / SHARDS_DIR).is_dir() else set()
+    return [f"shard {name} is listed in the index but its folder {SHARDS_DIR}/{name} is gone "
+            "(its commits are lost; `disco-data-logger run` runs them again)"
+            for name in listed if name not in present]
 
 
 def _sha256(path: Path) -> str:
@@ -365,7 +394,7 @@ def _sha256(path: Path) -> str:
 def _verify_dir(name: str, path: Path) -> ShardCheck:
     from ..reader import read
 
-    manifest = ShardManifest.load(path)
+    manifest = ShardManifest.load(path, warn=False)
     closed = manifest.closed if manifest is not None else (path / "_DONE").exists()
     shard = ShardCheck(name=name, path=path, closed=closed)
     listed = ({str(e.get("name")) for e in manifest.segments}
@@ -397,14 +426,14 @@ def _verify_dir(name: str, path: Path) -> ShardCheck:
     for item in skipped:
         seg_name = Path(str(item.get("segment", ""))).name
         reason = str(item.get("reason", "skipped"))
+        kind = item.get("kind")
         target = by_segment.get(seg_name)
-        torn = "torn" in reason.lower() or "end of file" in reason.lower()
         if target is not None and target.torn_tail and (
-                torn or item.get("offset") == target.torn_offset):
+                kind == SkipKind.TORN_TAIL or item.get("offset") == target.torn_offset):
             continue  # already reported by the walk
-        message = f"decoder skipped offset {item.get('offset')}: {reason}"
+        message = f"decoder skipped offset {item.get('offset')} ({kind}): {reason}"
         if target is not None:
-            if "crc" in reason.lower() or "checksum" in reason.lower():
+            if kind in (SkipKind.BAD_BLOCK, SkipKind.BAD_SECTION):
                 target.checksum_failures += 1
             target.problems.append(message)
         else:
@@ -412,37 +441,79 @@ def _verify_dir(name: str, path: Path) -> ShardCheck:
 
     if manifest is None:
         return shard
+    shard.problems.extend(manifest.problems)
     for check in shard.segments:
         if check.torn_tail and closed:
             check.problems.append("torn tail in a shard that was closed cleanly")
+    if manifest.state == "writer_failed":
+        shard.problems.append(f"the shard's writer failed: {manifest.error or 'unknown error'}")
+    batch = manifest.batch
     committed: dict[int, int] = {}
-    for rep in manifest.replications:
-        for s in rep.get("streams", []):
-            committed[int(s["stream_id"])] = int(s.get("records") or 0)
+    if batch is not None and len(batch.stream_id):
+        sids = np.frombuffer(batch.stream_id, dtype=np.int64)
+        records = np.frombuffer(batch.records, dtype=np.int64)
+        committed = dict(zip(sids.tolist(), records.tolist(), strict=True))
     shard.committed_streams = len(committed)
     if committed:
         sids = table["stream_id"].to_numpy().astype(np.int64)
-        counts = np.bincount(sids, minlength=max(committed) + 1) if len(sids) else \
-            np.zeros(max(committed) + 1, dtype=np.int64)
+        top = max(committed) + 1
+        counts = np.bincount(sids[sids < top], minlength=top) if len(sids) else \
+            np.zeros(top, dtype=np.int64)
         short = [(sid, want, int(counts[sid])) for sid, want in committed.items()
                  if counts[sid] < want]
         if short:
             sid, want, got = short[0]
             shard.problems.append(f"{len(short)} committed stream(s) lost records "
                                   f"(stream {sid}: {got} of {want})")
+        shard.problems.extend(_registrations_agree(path, manifest))
+    if batch is not None and batch.groups:
+        ok, problems = verify_groups(path, batch.groups, name)
+        if not ok.all():
+            shard.problems.append(f"{int((~ok).sum())} group commit(s) depend on segment bytes "
+                                  f"that are damaged or missing ({problems[0]})")
     if manifest.closed:
         for entry in manifest.segments:
             seg_path = path / entry["name"]
             if not seg_path.exists():
-                shard.problems.append(f"segment {entry['name']} listed in the manifest is missing")
+                shard.problems.append(f"segment {entry['name']} listed in the journal is missing")
                 continue
             size = seg_path.stat().st_size
             if size != entry.get("bytes"):
                 shard.problems.append(f"segment {entry['name']}: {size} bytes, "
-                                      f"manifest recorded {entry.get('bytes')}")
+                                      f"journal recorded {entry.get('bytes')}")
             elif entry.get("sha256") and _sha256(seg_path) != entry["sha256"]:
-                shard.problems.append(f"segment {entry['name']}: sha256 differs from the manifest")
+                shard.problems.append(f"segment {entry['name']}: sha256 differs from the journal")
     return shard
+
+
+def _registrations_agree(path: Path, manifest: ShardManifest) -> list[str]:
+    """The labels and scales every commit lists equal the stream's in-band registration."""
+    from ..reader import read_registrations
+
+    batch = manifest.batch
+    if batch is None or not len(batch.stream_id):
+        return []
+    inband = read_registrations(path, warn=False)
+    wrong: list[str] = []
+    pos = 0
+    for i in range(len(batch)):
+        common = batch.commit_labels(i)
+        for j in range(pos, pos + batch.n_streams[i]):
+            sid = batch.stream_id[j]
+            reg = inband.get(sid)
+            if reg is None:
+                continue  # no records and no registration left: the record count check speaks
+            meta = batch.defs.get(batch.meta[j], {})
+            want = {**common, **batch.defs.get(batch.residual[j], {}), "stream_id": sid,
+                    **{k: v for k, v in meta.items() if v is not None}}
+            got = {k: v for k, v in reg.items() if v is not None}
+            if got != {k: v for k, v in want.items() if v is not None}:
+                wrong.append(str(sid))
+        pos += batch.n_streams[i]
+    if not wrong:
+        return []
+    return [f"{len(wrong)} committed stream(s) whose in-band registration differs from the "
+            f"journal (stream {wrong[0]})"]
 
 
 def verify_path(path: str | Path, *, repair: bool = False) -> VerifyReport:
@@ -461,6 +532,7 @@ def verify_path(path: str | Path, *, repair: bool = False) -> VerifyReport:
                 f"{root} is in use by a run ({holders[0].describe()}; lock file "
                 f"{holders[0].path}); --repair waits until no run holds the experiment")
     report = VerifyReport(path=root)
+    report.problems.extend(_missing_shards(root))
     real_root = root.resolve()
     for name, logger_dir, problem in _logger_dirs(root):
         if problem is not None:

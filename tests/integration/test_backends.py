@@ -83,8 +83,9 @@ def test_replication_failing_every_attempt_is_reported(make_config: Any, tmp_pat
     assert st["p0000-r000002"] == "failed" and st["p0000-r000001"] == "committed"
     exp = Experiment.open(out)
     assert exp.streams("replication=2").num_rows == 0
-    failed = [r for r in exp.info["replications"] if r["status"] == "failed"]
-    assert all(r["attempts"] == 2 and "traceback" in r for r in failed)
+    failed = [r for r in exp.replications.to_pylist() if r["status"] == "failed"]
+    assert len(failed) == 2
+    assert all(r["attempts"] == 2 and "always fails" in r["traceback"] for r in failed)
 
 
 def test_ray_sweep_with_a_killed_actor(ray_instance: Any, make_config: Any,
