@@ -108,6 +108,8 @@ class Backend(ABC):
         self.timeout: float | None = getattr(getattr(cfg, "execution", None), "timeout", None)
         self.commit_group = COMMIT_GROUP if self.groups else 1
         self._task_seconds: float | None = None
+        self.attempts_ok = 0
+        """Attempts whose model returned (committed, or staged in a group not yet durable)."""
 
     @property
     def depth(self) -> int:
@@ -120,6 +122,8 @@ class Backend(ABC):
         return 1 + max(1, min(self.commit_group, fit))
 
     def _observe(self, outcome: TaskOutcome) -> None:
+        if outcome.ok:
+            self.attempts_ok += 1
         if outcome.ok and outcome.seconds > 0:
             prev = self._task_seconds
             self._task_seconds = outcome.seconds if prev is None else \
@@ -148,6 +152,11 @@ class Backend(ABC):
     @abstractmethod
     def shutdown(self) -> None:
         """Stop the (idle) workers; each closes its writer and finishes its manifest."""
+
+    def withdraw(self) -> list[tuple[Any, int]]:
+        """Take back the submitted attempts that have not started (the run is stopping early);
+        the default, for backends that hand tasks straight to their workers, takes none."""
+        return []
 
     @abstractmethod
     def interrupt(self) -> list[TaskOutcome]:
@@ -189,6 +198,11 @@ class SerialBackend(Backend):
 
     def submit(self, task: Any, attempt: int) -> None:
         self._queued.append((task, attempt))
+
+    def withdraw(self) -> list[tuple[Any, int]]:
+        taken = list(self._queued)
+        self._queued.clear()
+        return taken
 
     def wait(self, timeout: float) -> list[TaskOutcome]:
         runner = self._runner

@@ -281,16 +281,21 @@ class Coordinator:
         del committed, start_index
         to_run = len(plan) - resumed
         fresh: Iterator[Any] = plan.iter_tasks(done)
+        # Staged commits a dead worker never made durable run again first; failed attempts are
+        # tried again after the fresh tasks.
+        requeued: deque[tuple[Any, int]] = deque()
         retry: deque[tuple[Any, int]] = deque()
         inflight: dict[str, Any] = {}
 
         def next_task() -> tuple[Any, int] | None:
-            if retry:
-                return retry.popleft()
+            if requeued:
+                return requeued.popleft()
             if policy.stopping:
-                return None  # no new task once the failure policy stopped the run
+                return None  # no new task and no retry once the failure policy stopped the run
             task = next(fresh, None)
-            return None if task is None else (task, 1)
+            if task is not None:
+                return (task, 1)
+            return retry.popleft() if retry else None
 
         result = RunResult(output=self.output, state="running", planned=len(plan),
                            resumed=resumed, committed=0, notes=self.notes)
@@ -325,7 +330,7 @@ class Coordinator:
                 # A staged commit of a worker that died before its group was durable: it never
                 # counted as an attempt, so it runs again as it was.
                 if not stopping:
-                    retry.appendleft((task, outcome.attempt))
+                    requeued.append((task, outcome.attempt))
                 return
             policy.attempt_failed(outcome)
             last_failure[tid] = outcome
@@ -338,9 +343,14 @@ class Coordinator:
 
         def stop_early() -> None:
             # No new task, no retry: a queued retry has failed before, so it counts as failed;
-            # a task never tried stays pending for the next run.
-            while retry:
-                task, attempt = retry.popleft()
+            # a task never tried stays pending for the next run. Attempts a backend holds but
+            # has not started are taken back the same way.
+            held = list(retry)
+            retry.clear()
+            if backend is not None:
+                held.extend(backend.withdraw())
+            for task, attempt in held:
+                inflight.pop(task.task_id, None)
                 if attempt > 1 and task.task_id in last_failure:
                     give_up(last_failure[task.task_id])
 
@@ -365,7 +375,12 @@ class Coordinator:
                         inflight[task.task_id] = task
                         backend.submit(task, attempt)
                         pending = next_task()
-                    for outcome in backend.wait(timeout=0.25):
+                    outcomes = backend.wait(timeout=0.25)
+                    if backend.attempts_ok:
+                        # A model that returned counts as a success for the failure policy even
+                        # while its group commit is still being made durable.
+                        policy.succeeded()
+                    for outcome in outcomes:
                         handle(outcome)
                     if policy.stopping:
                         stop_early()
