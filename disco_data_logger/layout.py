@@ -27,6 +27,7 @@ __all__ = [
     "INDEX_STREAM_COLUMNS",
     "INDEX_REPLICATION_COLUMNS",
     "RESERVED_LABELS",
+    "LEGACY_INDEX_COLUMNS",
     "segment_name",
     "sidecar_name",
 ]
@@ -62,17 +63,20 @@ SELECT_COLUMNS = ("task_id", "point_id", "replication", "epoch", "index", "value
 
 INDEX_STREAM_COLUMNS = ("shard_id", "stream_id", "task_id", "point_id", "point_index",
                         "replication", "attempt", "epoch_scale", "value_scale", "periodicity",
-                        "kind", "records", "min_epoch", "max_epoch", "labels")
-"""The fixed columns of the experiment index's ``streams.parquet``; label columns follow."""
+                        "kind", "records", "min_epoch", "max_epoch")
+"""The fixed columns of the experiment index's streams table; label columns follow."""
 
 INDEX_REPLICATION_COLUMNS = ("task_id", "point_id", "point_index", "replication", "status",
                              "attempts", "shard_id", "streams", "records", "started", "finished",
-                             "seconds", "error")
+                             "seconds", "error", "traceback")
 """The columns of the experiment index's ``replications.parquet``."""
+
+LEGACY_INDEX_COLUMNS = ("labels",)
+"""Columns of the 0.2.0 index (the labels as JSON text), still read."""
 
 RESERVED_LABELS = frozenset(
     {*STREAM_META_KEYS, *RECORD_COLUMNS, *SELECT_COLUMNS, *INDEX_STREAM_COLUMNS,
-     *INDEX_REPLICATION_COLUMNS} - set(SERVICE_LABELS)
+     *INDEX_REPLICATION_COLUMNS, *LEGACY_INDEX_COLUMNS} - set(SERVICE_LABELS)
 )
 """Label names nobody may register: every fixed column or metadata key the project produces.
 

@@ -219,7 +219,8 @@ def values_match(label_value: Any, wanted: Any) -> bool:
 
 def requirements(rule: Rule) -> list[tuple[str, str, tuple[Any, ...]]] | None:
     """The requirements of a mapping or string rule as ``(key, op, values)``, ``op`` one of
-    ``in``, ``notin``, ``exists``, ``!exists`` (all must hold); None for a callable rule.
+    ``in``, ``notin``, ``exists``, ``!exists`` (all must hold); None for a callable rule or a
+    disco-tools rule object, which are evaluated as predicates instead.
 
     For evaluating a rule column by column (the experiment index) instead of stream by stream.
     """
@@ -229,11 +230,11 @@ def requirements(rule: Rule) -> list[tuple[str, str, tuple[Any, ...]]] | None:
         reqs = _Parser(rule).parse()
     elif isinstance(rule, Mapping):
         reqs = _from_mapping(rule)
-    elif callable(rule):
-        return None
     else:
-        raise TypeError(f"a label selector is a mapping, a string or a callable, not "
-                        f"{type(rule).__name__}")
+        # A callable or a disco-tools rule: evaluated by compile_rule, once per label set
+        # (compile_rule also says what is wrong with anything else).
+        compile_rule(rule)
+        return None
     return [(r.key, r.op, r.values) for r in reqs]
 
 

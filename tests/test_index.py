@@ -180,3 +180,14 @@ def test_a_merge_interrupted_before_its_state_is_rebuilt(tmp_path: Path) -> None
     with pytest.warns(Warning, match="does not match"):
         index = merge(tmp_path)
     assert sorted(index.streams["task_id"].to_pylist()) == ["t0", "t1"]
+
+
+def test_the_index_columns_are_the_ones_layout_reserves():
+    """The index tables' fixed columns are named once, in layout.py (which reserves them)."""
+    from disco_data_logger import layout
+    from disco_data_logger.sharding.index import REPLICATION_COLUMNS, STREAM_COLUMNS
+
+    assert tuple(STREAM_COLUMNS) == layout.INDEX_STREAM_COLUMNS
+    assert tuple(REPLICATION_COLUMNS) == layout.INDEX_REPLICATION_COLUMNS
+    assert set(STREAM_COLUMNS) | set(REPLICATION_COLUMNS) <= (
+        layout.RESERVED_LABELS | set(layout.SERVICE_LABELS))

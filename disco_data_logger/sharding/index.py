@@ -67,6 +67,7 @@ from .layout import (
     JOURNAL_V1_NAME,
     LEGACY_STREAMS_INDEX,
     MANIFEST_NAME,
+    METRICS_DIR,
     REPLICATIONS_INDEX,
     SHARD_ID_RE,
     SHARDS_DIR,
@@ -215,7 +216,11 @@ def check_experiment(path: str | os.PathLike[str], *, writing: bool = False) -> 
             f"{EXPERIMENT_JSON} and no {INDEX_DIR}/{INDEX_STATE} of disco-data-logger); "
             "nothing was written")
     if writing:
-        for name in (INDEX_DIR, EXPERIMENT_JSON, SHARDS_DIR):
+        # Everything the merge writes into, at every level: a link anywhere on the way would
+        # take the write outside the experiment.
+        for name in (INDEX_DIR, EXPERIMENT_JSON, SHARDS_DIR, f"{INDEX_DIR}/{INDEX_PARTS_DIR}",
+                     f"{INDEX_DIR}/{INDEX_STATE}", f"{INDEX_DIR}/{REPLICATIONS_INDEX}",
+                     f"{INDEX_DIR}/{METRICS_DIR}"):
             if (root / name).is_symlink():
                 raise NotAnExperimentError(
                     f"{root / name} is a symbolic link; an experiment's index is never written "
@@ -1084,6 +1089,17 @@ def _merge_summaries(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "shards": shards}
 
 
+def _part_problem(path: Path, rows: Any) -> str | None:
+    """Why an index part cannot be trusted (its Parquet footer, its row count), or None."""
+    try:
+        meta = pq.read_metadata(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        return f"unreadable index part ({exc})"
+    if isinstance(rows, int) and not isinstance(rows, bool) and meta.num_rows != rows:
+        return f"index part holds {meta.num_rows} rows, the index state says {rows}"
+    return None
+
+
 class _Merge:
     """One merge: what changed since the state, read, verified, deduplicated, written."""
 
@@ -1114,6 +1130,12 @@ class _Merge:
             if not isinstance(name, str) or "/" in name or not name.endswith(".parquet") \
                     or not (self.parts_dir / name).is_file():
                 _warn(f"{self.parts_dir}: index part {name!r} is missing; the index is rebuilt")
+                return None
+            # A part is derived data: one that is damaged (its footer unreadable, or not the
+            # rows the state recorded) is rebuilt from the journals, never trusted.
+            problem = _part_problem(self.parts_dir / name, part.get("rows"))
+            if problem is not None:
+                _warn(f"{self.parts_dir / name}: {problem}; the index is rebuilt from the journals")
                 return None
         return doc
 

@@ -17,6 +17,7 @@ __all__ = [
     "INDEX_PARTS_DIR",
     "INDEX_STATE",
     "REPLICATIONS_INDEX",
+    "METRICS_DIR",
     "LEGACY_STREAMS_INDEX",
     "EXPERIMENT_JSON",
     "JOURNAL_FORMAT",
@@ -46,6 +47,8 @@ INDEX_STATE = "state.json"
 """``index/state.json``: what the index holds (parts, journal offsets); the merge's commit point."""
 
 REPLICATIONS_INDEX = "replications.parquet"
+METRICS_DIR = "metrics"
+"""``index/metrics/``: per-replication metrics, cached (sharding/metrics.py)."""
 LEGACY_STREAMS_INDEX = "streams.parquet"
 """The single-file streams index of format-1 experiments (replaced by ``index/parts/``)."""
 

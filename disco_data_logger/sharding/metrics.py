@@ -44,6 +44,7 @@ import pyarrow.parquet as pq
 from ..errors import ConfigError, MetricError, MetricsCacheWarning
 from .config import ExperimentConfig, MetricSpec, metric_problem, validate_config
 from .expression import Expression
+from .layout import METRICS_DIR
 
 __all__ = [
     "ExperimentView",
@@ -88,7 +89,7 @@ class ExperimentView(Protocol):
 ENGINE_VERSION = 1
 """Part of every cache key: bumped whenever the meaning of a definition changes."""
 
-CACHE_DIR = "metrics"
+CACHE_DIR = METRICS_DIR
 """Cache directory inside the index directory."""
 
 _KEY_COLUMNS = ("task_id", "point_id", "replication")

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -363,7 +364,7 @@ def check_select(stage: str, sel: dict[str, Any], base: Base, case: Path,
         found.append(("loss", f"select ({stage}): run exited 0 but {len(short)} task(s) lack "
                               f"records ({short[0]}: {len(rows.get(short[0], []))} of "
                               f"{len(base.expected[short[0]])})"))
-    elif short and not sel["warnings"]:
+    elif short and not sel["warnings"] and not sel.get("earlier_warnings"):
         found.append(("loss", f"select ({stage}): committed records of {short} silently lost "
                               f"({short[0]}: {len(rows.get(short[0], []))} of "
                               f"{len(base.expected[short[0]])})"))
@@ -390,8 +391,8 @@ class FuzzRun:
 
 
 def _committed(base: Base) -> set[str]:
-    info = json.loads((base.path / "experiment.json").read_text())
-    return {r["task_id"] for r in info["replications"] if r["status"] == "committed"}
+    table = pq.read_table(base.path / "index" / "replications.parquet")
+    return {r["task_id"] for r in table.to_pylist() if r["status"] == "committed"}
 
 
 def fuzz(bases: list[Base], root: Path, cases: int, seed: int, keep: Path,
@@ -485,25 +486,13 @@ def test_damage_never_changes_anything_outside_the_experiment(fuzz_run: FuzzRun)
     assert not fuzz_run.findings.get("outside"), fuzz_run.report("outside")
 
 
-# The three below hold once the experiment's metadata is rebuilt from the journal and a damaged
-# file costs a warning naming it (issue 9 items 11-13, another work package); until then they
-# fail on damaged manifests, journals and experiment.json, and are expected to. strict: the day
-# they pass, the marks must go.
-_METADATA_WORK = pytest.mark.xfail(
-    reason="issue 9 items 11-13: metadata rebuilt from the journal, damaged files named",
-    raises=AssertionError, strict=True)
-
-
-@_METADATA_WORK
 def test_damage_never_crashes_a_command(fuzz_run: FuzzRun) -> None:
     assert not fuzz_run.findings.get("crash"), fuzz_run.report("crash")
 
 
-@_METADATA_WORK
 def test_damage_errors_name_the_file(fuzz_run: FuzzRun) -> None:
     assert not fuzz_run.findings.get("unnamed"), fuzz_run.report("unnamed")
 
 
-@_METADATA_WORK
 def test_damage_never_loses_a_committed_record_silently(fuzz_run: FuzzRun) -> None:
     assert not fuzz_run.findings.get("loss"), fuzz_run.report("loss")
