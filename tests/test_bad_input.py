@@ -1,4 +1,4 @@
-"""SPEC section 4: bad input gets a clear error naming the stream, raised before anything is
+"""Bad input gets a clear error naming the stream, raised before anything is
 written, and every record logged before it is still there after close()."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Crash safety (SPEC section 3): a writer process killed with SIGKILL at a random moment loses
-nothing it had acknowledged with flush(), and the readers invent nothing after it."""
+"""Crash safety (docs/FORMAT.md, what the writer guarantees): a writer process killed with SIGKILL
+at a random moment loses nothing it had acknowledged with flush(), and the readers invent nothing
+after it."""
 
 from __future__ import annotations
 

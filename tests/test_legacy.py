@@ -128,7 +128,7 @@ def test_sidecar_labels_are_returned(tmp_path, label_value):
 def test_damaged_middle_segment_never_shifts_later_epochs(tmp_path, decode):
     """0.1.x tick deltas run across segments: once a frame is lost, the later records of the
     directory have no trustworthy epoch. A reader may drop them (and report it) but must not
-    return them with epochs shifted by the lost deltas (SPEC section 3: never garbage)."""
+    return them with epochs shifted by the lost deltas (docs/FORMAT.md: never garbage)."""
     with LegacyLogger(tmp_path, rotate_bytes=200) as lg:
         sid = lg.register_stream({}, epoch_scale=1.0, value_scale=1.0)
         for k in range(40):
