@@ -1,6 +1,7 @@
 """Resource faults while a real writer runs (docs/reliability.md): a full filesystem, permission
 loss, the output directory deleted. Each ends in a ``WriterError`` from the next call naming the
-file and the cause, never an abort; ``_DONE`` is not written; what was flushed before stays readable.
+file and the cause, never an abort; ``_DONE`` is not written; what was flushed before stays
+readable.
 
 The writer is a separate process that flushes a first batch, reports it, waits for the test to
 inject the fault, then records on until the error. ``RLIMIT_FSIZE`` (file too large) is covered by
