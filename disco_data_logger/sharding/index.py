@@ -55,7 +55,7 @@ import pyarrow.parquet as pq
 from .. import labels as label_rule
 from .._version import __version__
 from ..errors import CorruptDataWarning, NotAnExperimentError
-from ..layout import SEGMENT_NAME_RE
+from ..layout import DONE_MARKER, SEGMENT_NAME_RE
 from .layout import (
     EXPERIMENT_JSON,
     INDEX_DIR,
@@ -472,6 +472,15 @@ def _scan_shard(output_dir: Path, shard_dir: Path, st: Mapping[str, Any] | None)
     if lost_all.any():
         problems.append(_lost_problem(int(lost_all.sum()), lost_ids, verify_problems))
     close = reader.close
+    if close is None and (shard_dir / DONE_MARKER).is_file():
+        # The writer syncs every commit, writes _DONE, then the journal's close record. A shard
+        # with _DONE and no close record was killed in that last step (nothing lost) or had its
+        # journal cut (commits after the cut lost): say so, since only the second loses data.
+        problems.append(f"{display}/{JOURNAL_NAME}: the shard has {DONE_MARKER} but its journal "
+                        f"ends at byte {reader.end} without the close record: the worker was "
+                        "killed while closing, or the journal was cut, in which case commits "
+                        "after that byte are lost (they count as pending; `disco-data-logger "
+                        "run` runs them again)")
     state = {
         "version": 2,
         "journal": [reader.end, sig[0], sig[2], _journal_head(journal)],
@@ -1089,6 +1098,23 @@ def _merge_summaries(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "shards": shards}
 
 
+def _warn_vanished(root: Path, prev_reps: pa.Table, scans: list[ShardScan],
+                   keeps: list[np.ndarray]) -> None:
+    """Say which replications the index had as committed that no journal holds any more (a
+    journal cut, a shard folder deleted): a rebuild must not drop them without a word."""
+    ids = _committed_ids(prev_reps)
+    before = set(ids.to_pylist()) if ids is not None else set()
+    now: set[str] = set()
+    for scan, keep in zip(scans, keeps, strict=True):
+        now.update(t for t, k in zip(scan.task_id.to_pylist(), keep, strict=True) if k)
+    gone = sorted(before - now)
+    if gone:
+        shown = ", ".join(gone[:5]) + (", ..." if len(gone) > 5 else "")
+        _warn(f"{root}: {len(gone)} replication(s) the index had as committed are in no shard "
+              f"journal any more ({shown}): a journal or shard was damaged or removed; they "
+              "count as pending and `disco-data-logger run` runs them again")
+
+
 def _part_problem(path: Path, rows: Any) -> str | None:
     """Why an index part cannot be trusted (its Parquet footer, its row count), or None."""
     try:
@@ -1217,6 +1243,8 @@ class _Merge:
         prev_ok = not rebuild and prev_reps is not None
         keeps, duplicates, lost_ids = _first_commits(
             scans, _committed_ids(prev_reps) if prev_ok else None)
+        if rebuild and prev_reps is not None:
+            _warn_vanished(root, prev_reps, scans, keeps)
 
         parts_meta = list(state["parts"]) if state is not None and not rebuild else []
         next_part = int(state.get("next_part", 0)) if state is not None and not rebuild else 0
