@@ -359,6 +359,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
         partition_by = [c.strip() for c in args.partition_by.split(",") if c.strip()]
     out = exp.export(args.parquet, _selector(args.select), partition_by=partition_by,
                      overwrite=args.overwrite)
+    if isinstance(out, str):  # an object-store URI
+        from .sharding.storage import ObjectStore
+
+        count = sum(1 for n in ObjectStore(out).list("") if n.endswith(".parquet"))
+        print(f"exported {count} Parquet file(s) to {for_terminal(out)}")
+        polars = (f"import polars as pl; print(pl.scan_parquet({python_str(out + '/**/*.parquet')}"
+                  ", hive_partitioning=True).head(10).collect())")
+        print(f"  python -c {shell_word(polars)}")
+        return 0
     files = sorted(out.rglob("*.parquet"))
     print(f"exported {len(files)} Parquet file(s) to {for_terminal(str(out))}")
     duck = (f"import duckdb; print(duckdb.read_parquet({python_str(str(out / '**/*.parquet'))}, "

@@ -37,6 +37,7 @@ from typing import Any
 
 from ..errors import ConfigError, DataLoggerError
 from .shard import COMMIT_DELAY, new_shard_id
+from .storage import output_location
 from .worker import ShardActor, TaskOutcome, TaskRunner
 
 __all__ = [
@@ -99,9 +100,11 @@ class Backend(ABC):
     groups = False
     """Whether this backend commits in groups (see the module docstring)."""
 
-    def __init__(self, cfg: Any, output_dir: Path, fingerprint: str | None, workers: int) -> None:
+    def __init__(self, cfg: Any, output_dir: Path | str, fingerprint: str | None,
+                 workers: int) -> None:
         self.cfg = cfg
-        self.output_dir = Path(output_dir)
+        # A local directory, or an object-store URI (workers stage and publish: .publish).
+        self.output_dir = output_location(output_dir)
         self.fingerprint = fingerprint
         self.workers = max(1, int(workers))
         self.shard_ids: list[str] = []
@@ -768,7 +771,7 @@ BACKENDS: dict[str, Callable[..., Backend]] = {
 }
 
 
-def make_backend(name: str, cfg: Any, output_dir: Path, fingerprint: str | None,
+def make_backend(name: str, cfg: Any, output_dir: Path | str, fingerprint: str | None,
                  workers: int) -> Backend:
     try:
         factory = BACKENDS[name]
