@@ -258,7 +258,6 @@ class ShardPublisher:
     def _drop_published(self) -> None:
         for state in self.segments.values():
             if state.sealed and not state.removed:
-                state.log.consolidate()
                 with contextlib.suppress(FileNotFoundError):
                     state.log.path.unlink()
                 state.removed = True
@@ -269,8 +268,10 @@ class ShardPublisher:
                  "sha256": s.sha.hexdigest()} for n, s in sorted(self.segments.items())]
 
     def finish(self, journal_end: int, *, done: bool) -> None:
-        """The shard closed: publish the rest of the journal (its close line), merge the small
-        pieces left, write ``_DONE`` when the shard closed cleanly, and remove the scratch."""
+        """The shard closed: publish the rest of the journal (its close line), merge its small
+        pieces into one (every reader reads a journal whole), write ``_DONE`` when the shard
+        closed cleanly, and remove the scratch. Segment pieces stay as they are: merging them
+        would upload their bytes again, and their number is bounded already."""
         for state in self.segments.values():
             state.sealed = True
         self._drop_published()
@@ -288,6 +289,8 @@ class ShardPublisher:
                 os.unlink(self._lock_path)
             os.close(self._lock_fd)
             self._lock_fd = -1
+        with contextlib.suppress(OSError):
+            self.scratch_root.rmdir()  # only when no other worker of the experiment uses it
 
     def release(self) -> None:
         """Release the scratch lock but keep the files (publishing failed: a later worker on
