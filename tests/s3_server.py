@@ -120,7 +120,7 @@ class S3Server:
 _HEAD_END = b"\r\n\r\n"
 _LENGTH_RE = re.compile(rb"^content-length:\s*(\d+)\s*$", re.I | re.M)
 _CHUNKED_RE = re.compile(rb"^transfer-encoding:\s*chunked\s*$", re.I | re.M)
-_METHOD_RE = re.compile(rb"^([A-Z]+) ")
+_METHOD_RE = re.compile(rb"^([A-Z]+) ([^ ?]*)")
 
 SLOW_DOWN = (b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
              b"Connection: close\r\nContent-Length: 111\r\n\r\n"
@@ -138,19 +138,21 @@ class ProxyStats:
     bytes_down: int = 0
     """Bytes the server sent back (responses: headers and downloaded data)."""
     faults: int = 0
+    log: list[tuple[str, str]] = field(default_factory=list)
+    """``(method, path)`` of every request, in the order they arrived."""
 
 
 class S3Proxy:
     """A TCP proxy on 127.0.0.1 in front of the S3 server that counts and (optionally) fails.
 
-    ``fault(n, method)`` decides, for the n-th request (from 1), whether to fail it: return
+    ``fault(n, method, path)`` decides, for the n-th request (from 1), whether to fail it: return
     ``"drop"`` (close the connection as the request arrives), ``"503"`` (answer SlowDown) or
     None. Requests are found by parsing the client's stream (request line, Content-Length or
     chunked bodies); the bytes pass unchanged.
     """
 
     def __init__(self, upstream_port: int,
-                 fault: Callable[[int, str], str | None] | None = None) -> None:
+                 fault: Callable[[int, str, str], str | None] | None = None) -> None:
         self.upstream = upstream_port
         self.fault = fault
         self.stats = ProxyStats()
@@ -276,11 +278,13 @@ class S3Proxy:
                     buf = buf[end + 4:]
                     method = _METHOD_RE.match(head)
                     name = method.group(1).decode() if method else "?"
+                    target = method.group(2).decode("latin-1") if method else "?"
                     with self._lock:
                         self.stats.requests += 1
                         n = self.stats.requests
                         self.stats.by_method[name] = self.stats.by_method.get(name, 0) + 1
-                    action = self.fault(n, name) if self.fault is not None else None
+                        self.stats.log.append((name, target))
+                    action = self.fault(n, name, target) if self.fault is not None else None
                     if action is not None:
                         with self._lock:
                             self.stats.faults += 1

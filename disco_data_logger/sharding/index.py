@@ -353,6 +353,86 @@ class ShardFiles:
 LOCAL_FILES = ShardFiles()
 
 
+class StoreShardFiles(ShardFiles):
+    """The shards of an experiment in object storage, read through its local mirror
+    (:class:`~.mirror.StoreMirror`): described by what the store holds."""
+
+    def __init__(self, mirror: Any) -> None:
+        self.mirror = mirror
+
+    def shard_dirs(self, root: Path, *, warn: bool = True) -> list[Path]:
+        out = []
+        problems = []
+        for name, shard in sorted(self.mirror.shards.items()):
+            where = f"{self.mirror.uri}/{SHARDS_DIR}/{name}"
+            if not SHARD_ID_RE.match(name):
+                problems.append(f"{where}: not a shard id; ignored (not a shard)")
+            elif not shard.journal:
+                problems.append(f"{where}: a folder without a shard journal; ignored (not a "
+                                "shard)")
+            else:
+                folder = self.mirror.shard_dir(name)
+                folder.mkdir(parents=True, exist_ok=True)
+                out.append(folder)
+                for gap in shard.gaps():
+                    problems.append(f"{where}/{gap}")
+            if shard.stray and SHARD_ID_RE.match(name):
+                problems.append(f"{self.mirror.uri}/{shard.stray[0]}: not part of a shard's "
+                                f"layout ({len(shard.stray)} such object(s)); ignored")
+        if warn:
+            for problem in problems:
+                warnings.warn(problem, CorruptDataWarning, stacklevel=3)
+        return out
+
+    def prepare(self, shard_dir: Path) -> None:
+        self.mirror.sync_shard(shard_dir.name)
+
+    def segment_sigs(self, shard_dir: Path) -> dict[str, list[int]]:
+        shard = self.mirror.shards.get(shard_dir.name)
+        if shard is None:
+            return {}
+        return {f"{n:05d}.seg.zst": [end, 0, 0] for n, end in shard.segment_ends().items()
+                if end > 0}
+
+    def journal_sig(self, shard_dir: Path) -> list[int] | None:
+        shard = self.mirror.shards.get(shard_dir.name)
+        if shard is None or not shard.journal:
+            return None
+        return [shard.journal_end, 0, 0]
+
+    def journal_head(self, shard_dir: Path) -> int:
+        return 0
+
+    def segment_bytes(self, root: Path, shards: Any) -> int:
+        return sum(sum(s.segment_ends().values()) for name, s in self.mirror.shards.items()
+                   if name in set(shards))
+
+    def display_root(self, root: Path) -> str:
+        return self.mirror.uri
+
+
+def _merge_store(uri: str, storage: Any, run: Mapping[str, Any] | None, *,
+                 write: bool) -> ExperimentIndex:
+    """``merge`` (``write``) or :meth:`ExperimentIndex.build` of an experiment in object storage:
+    the same merge, on the local mirror (:mod:`.mirror`), its writes sent back to the store."""
+    from .mirror import StoreMirror
+
+    mirror = StoreMirror(uri, storage)
+    with mirror.locked(), mirror.uris_in_warnings():
+        mirror.refresh()
+        mirror.check_experiment()
+        mirror.forget_gone_shards()
+        mirror.sync_index()
+        before = mirror.index_stats()
+        index = _Merge(mirror.root, run, write=write, files=StoreShardFiles(mirror)).run()
+        if write:
+            mirror.write_back(before)
+        mirror.evict()
+    index.location = mirror.uri
+    index.mirror = mirror
+    return index
+
+
 def _classify(shard_dir: Path, st: Mapping[str, Any], files: ShardFiles = LOCAL_FILES) -> str:
     """``same``, ``grew`` (format 2: read on from the last offset) or ``changed``."""
     segs = files.segment_sigs(shard_dir)
@@ -994,9 +1074,7 @@ class ExperimentIndex:
               run: Mapping[str, Any] | None = None, storage: Any = None) -> ExperimentIndex:
         """The index as a merge would write it, built in memory (nothing is written)."""
         if is_uri(output_dir):
-            from .mirror import StoreMirror
-
-            return StoreMirror(str(output_dir), storage).merge(run, write=False)
+            return _merge_store(str(output_dir), storage, run, write=False)
         return _Merge(Path(output_dir), run, write=False).run()
 
     def write(self) -> None:
@@ -1023,9 +1101,7 @@ def merge(output_dir: str | os.PathLike[str], *,
     ``storage:`` options.
     """
     if is_uri(output_dir):
-        from .mirror import StoreMirror
-
-        return StoreMirror(str(output_dir), storage).merge(run, write=True)
+        return _merge_store(str(output_dir), storage, run, write=True)
     return _Merge(Path(output_dir), run, write=True).run()
 
 

@@ -40,9 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CorruptDataWarning, NotAnExperimentError
+from ..errors import NotAnExperimentError
 from ..layout import DONE_MARKER
-from .index import ExperimentIndex, ShardFiles, _Merge
 from .layout import (
     EXPERIMENT_JSON,
     INDEX_DIR,
@@ -290,7 +289,7 @@ class StoreMirror:
             synced[rel] = list(meta)
         _write_local(self.root / _SYNCED, json.dumps(synced).encode())
 
-    def _index_stats(self) -> dict[str, tuple[int, int, int]]:
+    def index_stats(self) -> dict[str, tuple[int, int, int]]:
         out = {}
         for rel in (EXPERIMENT_JSON, f"{INDEX_DIR}/{INDEX_STATE}",
                     f"{INDEX_DIR}/{REPLICATIONS_INDEX}", f"{INDEX_DIR}/{LEGACY_STREAMS_INDEX}"):
@@ -308,7 +307,7 @@ class StoreMirror:
             state = json.loads((self.root / INDEX_DIR / INDEX_STATE).read_bytes())
         except (OSError, ValueError):
             return
-        after = self._index_stats()
+        after = self.index_stats()
         if after.get(f"{INDEX_DIR}/{INDEX_STATE}") == before.get(f"{INDEX_DIR}/{INDEX_STATE}"):
             return  # the merge found nothing new and wrote nothing
         keep = [p["name"] for p in state.get("parts", []) if isinstance(p, dict)]
@@ -450,80 +449,6 @@ class StoreMirror:
                 found.add(fingerprint)
         return found
 
-    # -- commands -------------------------------------------------------------------------------
-
-    def merge(self, run: Mapping[str, Any] | None, *, write: bool) -> ExperimentIndex:
-        """``merge`` (``write``) or ``ExperimentIndex.build`` on the store."""
-        with self.locked(), self.uris_in_warnings():
-            self.refresh()
-            self.check_experiment()
-            self.forget_gone_shards()
-            self.sync_index()
-            before = self._index_stats()
-            index = _Merge(self.root, run, write=write, files=StoreShardFiles(self)).run()
-            if write:
-                self.write_back(before)
-            self.evict()
-        index.location = self.uri
-        index.mirror = self
-        return index
-
-
-class StoreShardFiles(ShardFiles):
-    """A merge's view of the shards of a :class:`StoreMirror` (see :class:`~.index.ShardFiles`)."""
-
-    def __init__(self, mirror: StoreMirror) -> None:
-        self.mirror = mirror
-
-    def shard_dirs(self, root: Path, *, warn: bool = True) -> list[Path]:
-        out = []
-        problems = []
-        for name, shard in sorted(self.mirror.shards.items()):
-            where = f"{self.mirror.uri}/{SHARDS_DIR}/{name}"
-            if not SHARD_ID_RE.match(name):
-                problems.append(f"{where}: not a shard id; ignored (not a shard)")
-            elif not shard.journal:
-                problems.append(f"{where}: a folder without a shard journal; ignored (not a "
-                                "shard)")
-            else:
-                folder = self.mirror.shard_dir(name)
-                folder.mkdir(parents=True, exist_ok=True)
-                out.append(folder)
-                for gap in shard.gaps():
-                    problems.append(f"{where}/{gap}")
-            if shard.stray and SHARD_ID_RE.match(name):
-                problems.append(f"{self.mirror.uri}/{shard.stray[0]}: not part of a shard's "
-                                f"layout ({len(shard.stray)} such object(s)); ignored")
-        if warn:
-            for problem in problems:
-                warnings.warn(problem, CorruptDataWarning, stacklevel=3)
-        return out
-
-    def prepare(self, shard_dir: Path) -> None:
-        self.mirror.sync_shard(shard_dir.name)
-
-    def segment_sigs(self, shard_dir: Path) -> dict[str, list[int]]:
-        shard = self.mirror.shards.get(shard_dir.name)
-        if shard is None:
-            return {}
-        return {f"{n:05d}.seg.zst": [end, 0, 0] for n, end in shard.segment_ends().items()
-                if end > 0}
-
-    def journal_sig(self, shard_dir: Path) -> list[int] | None:
-        shard = self.mirror.shards.get(shard_dir.name)
-        if shard is None or not shard.journal:
-            return None
-        return [shard.journal_end, 0, 0]
-
-    def journal_head(self, shard_dir: Path) -> int:
-        return 0
-
-    def segment_bytes(self, root: Path, shards: Any) -> int:
-        return sum(sum(s.segment_ends().values()) for name, s in self.mirror.shards.items()
-                   if name in set(shards))
-
-    def display_root(self, root: Path) -> str:
-        return self.mirror.uri
 
 
 def _write_local(path: Path, data: bytes) -> None:

@@ -576,11 +576,16 @@ class ObjectStore:
         raise :class:`StorageError` here, before any work starts."""
         import pyarrow.fs as pafs
 
-        def run() -> None:
+        def run() -> bool:
+            if self.fs.get_file_info(self.bucket).type == pafs.FileType.NotFound:
+                return False
             self.fs.get_file_info(pafs.FileSelector(self.base, recursive=False,
                                                     allow_not_found=True))
+            return True
 
-        self._call("listing", "", run)
+        if not self._call("listing", "", run):
+            raise StorageError(f"{self.uri}: the bucket {self.bucket!r} does not exist; create "
+                               "the bucket first (the service never creates buckets)")
 
     def __repr__(self) -> str:
         return f"<ObjectStore {self.uri}>"
