@@ -79,6 +79,7 @@ class _S3Bucket:
         return f"s3://{self.bucket}" + (f"/{prefix}" if prefix else "")
 
     def objects(self, prefix: str = "") -> dict[str, int]:
-        """``{name under the bucket: size}``."""
-        found = self.server.objects(f"{self.bucket}/{prefix}".rstrip("/"))
-        return {k[len(self.bucket) + 1:]: v for k, v in found.items()}
+        """``{name under bucket/prefix: size}`` of the objects there."""
+        root = f"{self.bucket}/{prefix}".rstrip("/")
+        found = self.server.objects(root)
+        return {k[len(root) + 1:]: v for k, v in found.items()}

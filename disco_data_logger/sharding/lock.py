@@ -300,7 +300,8 @@ class StoreLock:
     (``run.lock``, or ``run.part-I-of-N.lock``) holding the holder's host, pid, start time and
     run id, rewritten every :attr:`HEARTBEAT` seconds while the run lives. A run that finds a
     lock object refreshed less than :attr:`STALE` seconds ago by another run stops at once with
-    one line naming it; an older one is a run that died, and is taken over with a note. Two
+    one line naming it; an older one (or one of a process of this host that is gone) is a run
+    that died, and is taken over with a note. Two
     runs started within the same second on two machines are not excluded (say so in the docs).
     """
 
@@ -356,7 +357,9 @@ class StoreLock:
                 if holder is None or holder.run_id == self.run_id:
                     continue
                 mine = name == self.name
-                if not self._live(refreshed):
+                # A holder on this host whose process is gone died without releasing it (the
+                # local lock it held is free too): no need to wait for it to go stale.
+                if not self._live(refreshed) or holder.process_gone():
                     if mine:
                         self.notes.append(
                             f"took over the lock of a run that stopped refreshing it "
