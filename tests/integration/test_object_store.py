@@ -123,11 +123,19 @@ def test_commands_on_a_uri(s3: Any, demo_oracle: pa.Table, tmp_path: Path) -> No
     assert frame.height == demand.num_rows
     assert frame["value"].sum() == pytest.approx(total)
     assert sorted(frame["point_id"].unique().to_list()) == ["p0000", "p0001"]
-    _duckdb_reads(out, endpoint, demand.num_rows, total)
+
+
+def test_duckdb_reads_an_export_in_s3(s3: Any, make_config: Any) -> None:
+    """DuckDB's own S3 reader (httpfs, from scripts/install-duckdb-httpfs.sh) reads an export."""
+    uri = s3.uri("small")
+    run(make_config(output=uri))
+    export = Experiment.open(uri).export(f"{uri}-parquet", "stream=level")
+    local = Experiment.open(uri).select("stream=level")
+    _duckdb_reads(str(export), os.environ["AWS_ENDPOINT_URL"], local.num_rows,
+                  pa.compute.sum(local["value"]).as_py())
 
 
 def _duckdb_reads(out: str, endpoint: str, rows: int, total: float) -> None:
-    """DuckDB's own S3 reader (httpfs) reads the export (scripts/install-duckdb-httpfs.sh)."""
     if not (DUCKDB_HTTPFS / ".version").exists():
         if os.environ.get("DDL_REQUIRE_DUCKDB_S3") == "1":
             pytest.fail("DuckDB's httpfs is required here (DDL_REQUIRE_DUCKDB_S3=1): run "
