@@ -61,8 +61,10 @@ per worker (published, sealed segments are deleted)."""
 FANOUT = 16
 """Pieces of one generation merged into one."""
 
-FINAL_PIECE_BYTES = 8 << 20
-"""Pieces are merged only while the merged piece stays this small; bigger ones stay as they are."""
+FINAL_PIECE_BYTES = 4 << 20
+"""Pieces are merged only while the merged piece stays this small; bigger ones stay as they are
+(so a piece holds FINAL_PIECE_BYTES / FANOUT = 256 KiB on average or more, and a group of that
+size or more is uploaded once)."""
 
 LOCK_SUFFIX = ".lock"
 
