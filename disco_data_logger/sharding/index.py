@@ -403,9 +403,10 @@ class StoreShardFiles(ShardFiles):
     def journal_head(self, shard_dir: Path) -> int:
         return 0
 
-    def segment_bytes(self, root: Path, shards: Any) -> int:
+    def segment_bytes(self, root: Path, shards: Iterable[str]) -> int:
+        names = set(shards)
         return sum(sum(s.segment_ends().values()) for name, s in self.mirror.shards.items()
-                   if name in set(shards))
+                   if name in names)
 
     def display_root(self, root: Path) -> str:
         return self.mirror.uri

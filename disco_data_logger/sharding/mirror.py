@@ -64,6 +64,7 @@ __all__ = ["StoreMirror", "StoreShard", "cover", "parse_listing"]
 _LOCK_FILE_RE = re.compile(r"^run(\.part-[0-9]+-of-[0-9]+)?\.lock$")
 _SEGMENT_DIR_RE = re.compile(r"^[0-9]{5}$")
 _SYNCED = ".synced.json"
+_PART_NAME_RE = re.compile(r"^streams-[A-Za-z0-9-]+\.parquet$")
 
 
 @dataclass
@@ -264,7 +265,7 @@ class StoreMirror:
                   f"{INDEX_DIR}/{REPLICATIONS_INDEX}", f"{INDEX_DIR}/{LEGACY_STREAMS_INDEX}"]
         store_parts = {n.rsplit("/", 1)[1] for n in self.listing
                        if n.startswith(f"{INDEX_DIR}/{INDEX_PARTS_DIR}/")
-                       and n.count("/") == 2}
+                       and n.count("/") == 2 and _PART_NAME_RE.match(n.rsplit("/", 1)[1])}
         for name in os.listdir(parts_dir):
             if name not in store_parts:
                 with contextlib.suppress(OSError):
@@ -365,6 +366,8 @@ class StoreMirror:
                 self.shards, self.stray = parse_listing(self.listing)
 
     def _sync_shard(self, name: str, segments: bool) -> None:
+        if not SHARD_ID_RE.match(name):
+            raise ValueError(f"{name!r} is not a shard id")  # never a path out of the mirror
         shard = self.shards.get(name)
         local = self.shard_dir(name)
         local.mkdir(parents=True, exist_ok=True)

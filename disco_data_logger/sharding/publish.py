@@ -170,6 +170,10 @@ class ShardPublisher:
         self.store = store
         self.shard_id = shard_id
         self.rel = f"{SHARDS_DIR}/{shard_id}"
+        if store.list(self.rel):
+            raise FileExistsError(
+                f"{store.display(self.rel)} already exists: every ShardWriter needs its own "
+                "shard id (leave shard_id=None for a fresh one)")
         root = Path(scratch) if scratch is not None else store.options.scratch_dir()
         self.scratch_root = root / store.cache_key
         self.scratch_root.mkdir(parents=True, exist_ok=True)
