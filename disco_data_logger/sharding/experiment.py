@@ -141,12 +141,16 @@ class Experiment:
                               stacklevel=3)
                 continue
             shard_dir = self.path / SHARDS_DIR / str(shard_id)
-            if self._mirror is not None:
-                with self._mirror.locked():  # only the shards a query needs are fetched
-                    self._mirror.sync_shard(str(shard_id))
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", CorruptDataWarning)
-                table = read(shard_dir, stream_ids=sids.tolist())
+                if self._mirror is not None:
+                    # Only the shards a query needs are fetched; the mirror's lock keeps another
+                    # command from dropping the copy while it is decoded.
+                    with self._mirror.locked():
+                        self._mirror.sync_shard(str(shard_id))
+                        table = read(shard_dir, stream_ids=sids.tolist())
+                else:
+                    table = read(shard_dir, stream_ids=sids.tolist())
             closed = self._closed_shards.get(str(shard_id), True)
             for w in caught:
                 # A shard whose worker died has a torn tail after its last commit; that is
