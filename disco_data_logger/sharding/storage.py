@@ -31,7 +31,7 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -589,8 +589,3 @@ class ObjectStore:
 
     def __repr__(self) -> str:
         return f"<ObjectStore {self.uri}>"
-
-
-def iter_chunks(data: bytes, size: int = CHUNK_BYTES) -> Iterator[bytes]:
-    for i in range(0, len(data), size):
-        yield data[i:i + size]
