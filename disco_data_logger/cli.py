@@ -200,7 +200,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if result.failed:
             tid, err = next(iter(sorted(result.failed.items())))
             first = f" (first: {tid}: {err})"
-        where = f"errors and tracebacks are in {out / 'index' / 'replications.parquet'}"
+        where = f"errors and tracebacks are in {out}/index/replications.parquet"
         if result.stopped_early:
             text = (f"run stopped early: {result.stopped_early}; {len(result.failed)} "
                     f"replication(s) failed{first}, {result.pending} pending; fix the cause and "
@@ -223,19 +223,29 @@ def _first_stream(cfg: Any) -> str:
     return cfg.streams[0].name if cfg.streams else "NAME"
 
 
-def export_dir_for(output: Path) -> Path:
+def export_dir_for(output: Path | str) -> Path | str:
     """Where the printed hint exports to: beside the experiment (``OUT-parquet``), never inside,
     since ``export`` refuses to write into an experiment directory."""
+    if isinstance(output, str):  # an object-store URI
+        return f"{output}-parquet"
     return output.parent / f"{output.name}-parquet"
 
 
-def query_hint(output: Path, stream: str) -> list[str]:
+def query_hint(output: Path | str, stream: str) -> list[str]:
     """Shell lines that query ``output``: every name and path quoted for the shell, and for the
     Python string literals inside, whatever characters they hold."""
     selector = "{" + python_str("stream") + ": " + python_str(stream) + "}"
     polars = (f"from disco_data_logger import Experiment; "
               f"print(Experiment.open({python_str(str(output))}).to_polars({selector}))")
     export = export_dir_for(output)
+    if isinstance(export, str):
+        scan = (f"import polars as pl; print(pl.scan_parquet({python_str(export + '/**/*.parquet')}"
+                ", hive_partitioning=True).group_by(\"stream\", \"point_id\").len().collect())")
+        return [
+            f"python -c {shell_word(polars)}",
+            f"{PROG} export {shell_word(str(output))} --parquet {shell_word(export)} && "
+            f"python -c {shell_word(scan)}",
+        ]
     duck = (f"import duckdb; print(duckdb.read_parquet({python_str(str(export / '**/*.parquet'))}"
             ", hive_partitioning=True).aggregate(\"stream, point_id, count(*)\"))")
     return [
@@ -253,7 +263,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
     index = merge(args.dir)
     t = index.totals
-    print(f"merged {t['shards']} shard(s) into {for_terminal(str(Path(args.dir) / 'index'))}: "
+    print(f"merged {t['shards']} shard(s) into {for_terminal(_child(args.dir, 'index'))}: "
           f"{t['committed']} replications committed, {t['failed']} failed, {t['pending']} pending; "
           f"{t['streams']} streams, {t['records']} records"
           + (f"; {t['duplicates_dropped']} duplicate commit(s) ignored"
@@ -264,6 +274,13 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------------------- inspect
+
+
+def _child(location: str, name: str) -> str:
+    """``location/name`` for a directory or a URI (never turning ``s3://`` into ``s3:/``)."""
+    from .sharding.storage import is_uri
+
+    return f"{location.rstrip('/')}/{name}" if is_uri(location) else str(Path(location) / name)
 
 
 def _human_bytes(n: float) -> str:
@@ -277,8 +294,9 @@ def _human_bytes(n: float) -> str:
 def inspect_summary(path: str | Path) -> dict[str, Any]:
     """The numbers ``inspect`` prints, computed without writing anything."""
     from .sharding.index import ExperimentIndex
+    from .sharding.storage import output_location
 
-    root = Path(path)
+    root = output_location(path)
     index = ExperimentIndex.build(root)
     info = index.info
     t = info["totals"]
@@ -359,6 +377,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
         partition_by = [c.strip() for c in args.partition_by.split(",") if c.strip()]
     out = exp.export(args.parquet, _selector(args.select), partition_by=partition_by,
                      overwrite=args.overwrite)
+    if isinstance(out, str):  # an object-store URI
+        from .sharding.storage import ObjectStore
+
+        count = sum(1 for n in ObjectStore(out).list("") if n.endswith(".parquet"))
+        print(f"exported {count} Parquet file(s) to {for_terminal(out)}")
+        polars = (f"import polars as pl; print(pl.scan_parquet({python_str(out + '/**/*.parquet')}"
+                  ", hive_partitioning=True).head(10).collect())")
+        print(f"  python -c {shell_word(polars)}")
+        return 0
     files = sorted(out.rglob("*.parquet"))
     print(f"exported {len(files)} Parquet file(s) to {for_terminal(str(out))}")
     duck = (f"import duckdb; print(duckdb.read_parquet({python_str(str(out / '**/*.parquet'))}, "
@@ -517,5 +544,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     path = write_report(exp, args.out, metrics=metrics, confidence=args.confidence,
                         reference=args.compare)
     size = path.stat().st_size
+    mirror = getattr(exp, "_mirror", None)
+    if mirror is not None and args.out is None:
+        # Beside the experiment, as for a directory: <uri>/report.html.
+        mirror.store.put_file_range(path.name, path, 0, size)
+        print(f"wrote {mirror.store.display(path.name)} ({_human_bytes(size)}); open it in any "
+              "browser, no network needed")
+        return 0
     print(f"wrote {path} ({_human_bytes(size)}); open it in any browser, no network needed")
     return 0

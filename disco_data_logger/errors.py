@@ -130,3 +130,9 @@ class SkipKind(str, Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+class StorageError(DataLoggerError, OSError):
+    """Object storage refused or failed a request for good (a bad URI, missing credentials, a
+    missing bucket, access denied, or a transient error that outlasted every retry); the message
+    names the URI and says what to check."""

@@ -108,7 +108,7 @@ def test_fingerprint_and_seeds_of_independent_configs_are_unchanged(tmp_path: Pa
     from disco_data_logger.sharding.config import _canonical_json
 
     old = plain.model_dump(mode="json", exclude={"execution", "logger", "output", "replications",
-                                                 "metrics", "stop", "seeding"})
+                                                 "metrics", "stop", "seeding", "storage"})
     assert plain.fingerprint() == hashlib.sha256(_canonical_json(old).encode()).hexdigest()
     assert [t.seed_seq for t in plan_tasks(analysed)] == [(42, 0, r) for r in range(3)]
     common = load_config(write(tmp_path, with_metrics(seeding="common"), "common.yaml"))

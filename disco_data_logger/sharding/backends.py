@@ -26,6 +26,7 @@ import multiprocessing as mp
 import os
 import resource
 import signal
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -37,6 +38,7 @@ from typing import Any
 
 from ..errors import ConfigError, DataLoggerError
 from .shard import COMMIT_DELAY, new_shard_id
+from .storage import output_location
 from .worker import ShardActor, TaskOutcome, TaskRunner
 
 __all__ = [
@@ -50,6 +52,10 @@ __all__ = [
 ]
 
 STOP_GRACE_SECONDS = 30.0
+
+PLACEMENT_TIMEOUT = 10.0
+"""Seconds a Ray actor that asked for custom resources may wait to be placed before it is
+replaced by one placed anywhere (only while no live node offers those resources)."""
 """How long stopping workers may take to close their writers before they are killed."""
 
 MAX_STARTUP_DEATHS = 3
@@ -99,9 +105,11 @@ class Backend(ABC):
     groups = False
     """Whether this backend commits in groups (see the module docstring)."""
 
-    def __init__(self, cfg: Any, output_dir: Path, fingerprint: str | None, workers: int) -> None:
+    def __init__(self, cfg: Any, output_dir: Path | str, fingerprint: str | None,
+                 workers: int) -> None:
         self.cfg = cfg
-        self.output_dir = Path(output_dir)
+        # A local directory, or an object-store URI (workers stage and publish: .publish).
+        self.output_dir = output_location(output_dir)
         self.fingerprint = fingerprint
         self.workers = max(1, int(workers))
         self.shard_ids: list[str] = []
@@ -583,11 +591,18 @@ def import_ray() -> Any:
 
 
 class RayBackend(Backend):
-    """Ray actors, each owning one shard writer; the output must be a path every node shares.
+    """Ray actors, each owning one shard writer. The output is a path every node shares, or an
+    object-store URI (each actor then stages on its own node and publishes: :mod:`.publish`).
 
     Connects to ``execution.ray_address`` when set, else uses the Ray instance this process is
     already connected to, else starts a local one. Only a Ray connection this backend opened is
     shut down at the end; a cluster it merely joined keeps running.
+
+    ``execution.ray_resources`` places the actors on the nodes that offer those custom
+    resources. While no live node offers them (the nodes that did are gone), replacement actors
+    are placed anywhere, with a note; an actor that asked for them and is still not placed
+    after :data:`PLACEMENT_TIMEOUT` seconds when no live node offers them is replaced the same
+    way, and the task queued on it runs there without counting an attempt.
     """
 
     name = "ray"
@@ -601,6 +616,12 @@ class RayBackend(Backend):
         self._actor_shards: list[str] = [""] * self.workers
         self._running: dict[Any, tuple[int, Any, int, float]] = {}
         self._startup_deaths = 0
+        self._resources: dict[str, float] = dict(
+            getattr(self.cfg.execution, "ray_resources", None) or {})
+        self._placing: dict[int, tuple[Any, float]] = {}
+        """Slots whose actor asked for custom resources and is not known to be placed yet:
+        its ``ready`` call and when it was spawned."""
+        self._noted_fallback = False
 
     def start(self) -> None:
         ray = self.ray
@@ -617,9 +638,56 @@ class RayBackend(Backend):
 
     def _spawn(self, slot: int) -> None:
         shard_id = self._new_shard_id(slot)
-        self._actors[slot] = self._actor_class.remote(
-            self.cfg, str(self.output_dir), shard_id, self.fingerprint)
+        actor_class = self._actor_class
+        wanted = bool(self._resources) and self._resources_offered()
+        if wanted:
+            actor_class = actor_class.options(resources=dict(self._resources))
+        elif self._resources and not self._noted_fallback:
+            self._noted_fallback = True
+            print(f"disco-data-logger: note: no live Ray node offers execution.ray_resources "
+                  f"{self._resources}; actors are placed on any node", file=sys.stderr,
+                  flush=True)
+        actor = actor_class.remote(self.cfg, str(self.output_dir), shard_id, self.fingerprint)
+        self._actors[slot] = actor
         self._actor_shards[slot] = shard_id
+        self._placing.pop(slot, None)
+        if wanted:
+            self._placing[slot] = (actor.ready.remote(), time.monotonic())
+
+    def _resources_offered(self) -> bool:
+        """Whether a live node of the cluster offers every custom resource actors ask for."""
+        try:
+            nodes = self.ray.nodes()
+        except Exception:  # noqa: BLE001 - an unanswered question is not a reason to stop
+            return True
+        return any(node.get("Alive") and all(
+            float((node.get("Resources") or {}).get(name, 0.0)) >= amount
+            for name, amount in self._resources.items()) for node in nodes)
+
+    def _check_placement(self, outcomes: list[TaskOutcome]) -> None:
+        """Replace actors that wait for resources no live node offers any more."""
+        if not self._placing:
+            return
+        now = time.monotonic()
+        for slot, (ready, spawned) in list(self._placing.items()):
+            done, _ = self.ray.wait([ready], timeout=0)
+            if done:
+                del self._placing[slot]
+                continue
+            if now - spawned < PLACEMENT_TIMEOUT or self._resources_offered():
+                continue
+            del self._placing[slot]
+            for ref, (held, task, attempt, _started) in list(self._running.items()):
+                if held == slot:  # never started: it runs again without counting an attempt
+                    del self._running[ref]
+                    outcomes.append(TaskOutcome(task_id=task.task_id, attempt=attempt, ok=False,
+                                                requeue=True, error="its actor could not be "
+                                                "placed (no node offers its resources)"))
+            try:
+                self.ray.kill(self._actors[slot], no_restart=True)
+            except Exception:  # noqa: BLE001 - it may already be gone
+                pass
+            self._spawn(slot)
 
     def _busy_slots(self) -> set[int]:
         return {slot for slot, *_ in self._running.values()}
@@ -653,6 +721,7 @@ class RayBackend(Backend):
             slot, task, attempt, started = self._running.pop(ref)
             outcomes.append(self._collect(ref, slot, task, attempt, started))
         self._enforce_timeouts(outcomes)
+        self._check_placement(outcomes)
         return outcomes
 
     def _collect(self, ref: Any, slot: int, task: Any, attempt: int,
@@ -768,7 +837,7 @@ BACKENDS: dict[str, Callable[..., Backend]] = {
 }
 
 
-def make_backend(name: str, cfg: Any, output_dir: Path, fingerprint: str | None,
+def make_backend(name: str, cfg: Any, output_dir: Path | str, fingerprint: str | None,
                  workers: int) -> Backend:
     try:
         factory = BACKENDS[name]

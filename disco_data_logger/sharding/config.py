@@ -55,6 +55,7 @@ __all__ = [
     "ExperimentName",
     "LoggerSettings",
     "ExecutionSettings",
+    "StorageSettings",
     "StreamSpec",
     "SweepSpec",
     "MetricSpec",
@@ -270,8 +271,96 @@ class ExecutionSettings(_Strict):
     max_failures: int | None = Field(default=DEFAULT_MAX_FAILURES, ge=1)
     """Tasks failing every attempt before the run stops early (None: never stop early)."""
     ray_address: str | None = None
+    ray_resources: dict[str, float] = Field(default_factory=dict)
+    """Custom Ray resources every actor asks for (``{"disco_node": 1}`` places actors on the
+    nodes started with that resource); while no live node offers them, replacement actors are
+    placed without them (a note says so)."""
     timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """Seconds one replication may run before it is counted as failed (None: no limit)."""
+
+    @field_validator("ray_resources")
+    @classmethod
+    def _resource_names(cls, resources: dict[str, float]) -> dict[str, float]:
+        for name, amount in resources.items():
+            if not _RESOURCE_RE.match(name) or name in ("CPU", "GPU", "memory",
+                                                          "object_store_memory"):
+                raise _field_error(f".{name}", "must be a custom resource name (letters, digits, "
+                                   "'_', '-', ':' or '.'; not CPU, GPU or memory, which the "
+                                   "backend sets itself)")
+            if not (isinstance(amount, (int, float)) and math.isfinite(amount) and amount > 0):
+                raise _field_error(f".{name}", f"must be a positive amount (got {amount!r})")
+        return resources
+
+
+_RESOURCE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,99}$")
+_REGION_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_SECRET_WORDS = ("secret", "password", "token", "credential", "access_key", "key_id",
+                 "session")
+
+
+class StorageSettings(_Strict):
+    """How an output in object storage (``s3://``, ``gs://``) is reached, and the local
+    directories of its workers and readers. Never a secret: the config is saved with the
+    experiment, so credentials come from the environment (``AWS_*``, a profile, a role)."""
+
+    endpoint: str | None = None
+    """``http(s)://host[:port]`` of an S3-compatible server (default: ``AWS_ENDPOINT_URL``)."""
+    region: str | None = None
+    anonymous: bool = False
+    """Unsigned requests, for a public bucket."""
+    scratch: Path | None = None
+    """Where workers stage their shards (default: the system temp dir)."""
+    cache: Path | None = None
+    """Where readers keep fetched objects (default: ``~/.cache/disco-data-logger``)."""
+    cache_bytes: Size = 8 << 30
+    retries: int = Field(default=8, ge=1, le=100)
+    """Attempts per request while its errors are transient (with exponential backoff)."""
+    request_timeout: float = Field(default=60.0, gt=0, le=3600, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secrets(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if isinstance(key, str) and any(w in key.lower() for w in _SECRET_WORDS):
+                    raise _field_error(
+                        f".{key}", "secrets never go in a config (it is saved with the "
+                        "experiment): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
+                        "AWS_PROFILE, or a role) in the environment of every node")
+        return data
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_address(cls, endpoint: str | None) -> str | None:
+        from .storage import endpoint_problem
+
+        if endpoint is not None:
+            problem = endpoint_problem(endpoint)
+            if problem is not None:
+                raise ValueError(problem)
+        return endpoint
+
+    @field_validator("region")
+    @classmethod
+    def _region_name(cls, region: str | None) -> str | None:
+        if region is not None and not _REGION_RE.match(region):
+            raise ValueError(f"must be a region name such as 'eu-west-1' (got {region!r})")
+        return region
+
+
+def _output_value(value: Any) -> Any:
+    """An output URI stays a (normalised) string; anything else is a path."""
+    from ..errors import StorageError
+    from .storage import is_uri, normalise_uri
+
+    if isinstance(value, str) and is_uri(value):
+        try:
+            return normalise_uri(value)
+        except StorageError as exc:
+            raise ValueError(str(exc)) from None
+    if isinstance(value, str):
+        return Path(value[len("file://"):] if value.lower().startswith("file://") else value)
+    return value
 
 
 class StreamSpec(_Strict):
@@ -544,7 +633,8 @@ class ExperimentConfig(_Strict):
     """A whole experiment; see ``docs/configuration.md``."""
 
     experiment: ExperimentName
-    output: Path
+    output: Annotated[Path | str, BeforeValidator(_output_value)]
+    """A local directory, or an object-store URI (``s3://bucket/prefix``, ``gs://...``)."""
     replications: int = Field(ge=1)
     seed: int = Field(ge=0)
     entry_point: str
@@ -558,6 +648,7 @@ class ExperimentConfig(_Strict):
     """``common``: replication r of every sweep point gets the same random streams (CRN)."""
     metrics: dict[str, MetricSpec] = Field(default_factory=dict)
     stop: StopSpec | None = None
+    storage: StorageSettings = Field(default_factory=lambda: StorageSettings())
 
     @field_validator("entry_point")
     @classmethod
@@ -568,7 +659,7 @@ class ExperimentConfig(_Strict):
 
     @field_validator("output")
     @classmethod
-    def _printable_output(cls, output: Path) -> Path:
+    def _printable_output(cls, output: Path | str) -> Path | str:
         # The output path is printed and pasted into shell lines: nothing a terminal interprets.
         problem = value_problem(str(output))
         if problem is not None:
@@ -672,11 +763,12 @@ class ExperimentConfig(_Strict):
         when it is ``common``, so configs from before it existed keep their fingerprints. The
         values are put in canonical form first (:func:`canonical`), so the fingerprint is the same
         in every process, run and Python version for every value a YAML file can hold.
+        ``storage`` (how the output is reached) is left out too.
         """
         data = self.model_dump(
             mode="python",
             exclude={"execution", "logger", "output", "replications", "metrics", "stop",
-                     "seeding"},
+                     "seeding", "storage"},
         )
         if self.seeding != "independent":
             data["seeding"] = self.seeding
@@ -1050,10 +1142,11 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
         except ValueError as exc:
             raise ConfigError(f"{source}: override {override!r}: {exc}") from None
     cfg = validate_config(data, source)
-    output = cfg.output.expanduser()
-    if not output.is_absolute():
-        output = Path.cwd() / output
-    cfg = cfg.model_copy(update={"output": output})
+    if isinstance(cfg.output, Path):  # a URI is absolute as it is
+        output = cfg.output.expanduser()
+        if not output.is_absolute():
+            output = Path.cwd() / output
+        cfg = cfg.model_copy(update={"output": output})
     try:
         _import_entry_point(cfg.entry_point)
     except _EntryPointError as exc:

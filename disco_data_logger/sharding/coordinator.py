@@ -17,6 +17,7 @@ last merge, so a second run of the same output, with or without ``--force``, sto
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import shutil
 import signal
@@ -45,6 +46,7 @@ from .lock import ExperimentLock
 from .manifest import ShardManifest
 from .names import for_terminal
 from .progress import ProgressBar
+from .storage import output_location
 from .worker import TaskOutcome
 
 __all__ = ["Coordinator", "RunResult", "run_experiment"]
@@ -54,7 +56,8 @@ __all__ = ["Coordinator", "RunResult", "run_experiment"]
 class RunResult:
     """What one ``run`` did, and the merged index it left behind."""
 
-    output: Path
+    output: Path | str
+    """The output directory, or its URI (object storage)."""
     state: str
     """``complete``, ``failed`` (some replications failed every attempt) or ``interrupted``."""
     planned: int
@@ -125,7 +128,8 @@ class Coordinator:
         self.overwrite = overwrite
         self.progress_enabled = progress
         self.progress_stream = progress_stream
-        self.output = Path(cfg.output)
+        self.output: Path | str = output_location(cfg.output)
+        self.storage = getattr(cfg, "storage", None)
         self.fingerprint: str = cfg.fingerprint()
         self.part = part
         self.notes: list[str] = []
@@ -138,6 +142,12 @@ class Coordinator:
 
     # -- output directory ----------------------------------------------------------------------
 
+    @property
+    def _directory(self) -> Path:
+        """The output directory (of a run whose output is not in object storage)."""
+        assert isinstance(self.output, Path)
+        return self.output
+
     def _check_own_names(self) -> None:
         """``shards/``, ``index/`` and ``experiment.json`` must be what they seem, in the output.
 
@@ -146,7 +156,7 @@ class Coordinator:
         ``--force`` the link itself is removed (never its target) and the run starts afresh.
         """
         for name, is_dir in ((SHARDS_DIR, True), (INDEX_DIR, True), (EXPERIMENT_JSON, False)):
-            path = self.output / name
+            path = self._directory / name
             if path.is_symlink():
                 target = os.readlink(path)
                 if not self.overwrite:
@@ -180,14 +190,15 @@ class Coordinator:
     def _prepare_output(self) -> None:
         """Refuse to mix results of different configs in one output, unless told to replace them."""
         self._check_own_names()
-        check_run_output(self.output)
-        previous = read_experiment_json(self.output)
+        output = self._directory
+        check_run_output(output)
+        previous = read_experiment_json(output)
         found: set[str] = set()
         if previous is not None and previous.get("fingerprint"):
             found.add(previous["fingerprint"])
         # The journals too: experiment.json may be missing or stale (a run killed before its
         # first merge), and a shard of another config must never be resumed as this one's.
-        for shard in scan_shards(self.output, warn=False):
+        for shard in scan_shards(output, warn=False):
             m = ShardManifest.load(shard, warn=False)
             if m is not None and m.fingerprint:
                 found.add(m.fingerprint)
@@ -201,7 +212,7 @@ class Coordinator:
                 "re-run with --force to replace them, or choose another output"
             )
         for name in (SHARDS_DIR, INDEX_DIR, EXPERIMENT_JSON):
-            self._remove(self.output / name)
+            self._remove(output / name)
 
     # -- running -------------------------------------------------------------------------------
 
@@ -212,6 +223,8 @@ class Coordinator:
         resolve_entry_point(self.cfg.entry_point)  # fail here, not in every worker
         if self.cfg.execution.backend == "ray":
             import_ray()  # say how to install it before touching the output
+        if isinstance(self.output, str):
+            return self._run_in_store(t0, self.output)
         self.output.mkdir(parents=True, exist_ok=True)
         lock = ExperimentLock(self.output, self.part)
         with lock:
@@ -221,6 +234,56 @@ class Coordinator:
             (self.output / SHARDS_DIR).mkdir(exist_ok=True)  # marks the folder as an experiment
             result = self._run_locked(t0, lock.run_id)
         return result
+
+    # -- an output in object storage -----------------------------------------------------------
+
+    def _run_in_store(self, t0: float, uri: str) -> RunResult:
+        """``run`` into ``s3://...``: the same run, with the store's lock, checks and merge; the
+        workers stage locally and publish (:mod:`.publish`)."""
+        from .lock import StoreLock
+        from .mirror import StoreMirror
+
+        mirror = StoreMirror(uri, self.storage)  # a bad URI or no credentials: stops here
+        mirror.store.check()  # a missing bucket, denied access, no endpoint: before any work
+        with StoreLock(mirror.store, mirror.root, self.part) as lock:
+            for note in lock.notes:
+                self._note(note)
+            self._prepare_store_output(mirror)
+            return self._run_locked(t0, lock.run_id)
+
+    def _prepare_store_output(self, mirror: Any) -> None:
+        """:meth:`_prepare_output` for a store: never mix configs, ``--force`` deletes the old
+        results (the experiment's own prefixes only)."""
+        from ..errors import NotAnExperimentError
+
+        mirror.refresh()
+        foreign = mirror.foreign_index()
+        if foreign:
+            raise NotAnExperimentError(
+                f"{mirror.uri}: holds {' and '.join(foreign)} that disco-data-logger did not "
+                "write (a run would replace them); choose another output")
+        found = set(mirror.fingerprints())
+        raw = mirror.store.get_or_none(EXPERIMENT_JSON)
+        if raw is not None:
+            try:
+                previous = json.loads(raw)
+            except ValueError:
+                previous = None
+            if isinstance(previous, dict) and isinstance(previous.get("fingerprint"), str):
+                found.add(previous["fingerprint"])
+        others = found - {self.fingerprint}
+        if not others:
+            return
+        if not self.overwrite:
+            raise ConfigError(
+                f"{mirror.uri} holds results of a different config (fingerprint "
+                f"{sorted(others)[0][:12]}, this config {self.fingerprint[:12]}); "
+                "re-run with --force to replace them, or choose another output"
+            )
+        for name in (SHARDS_DIR, INDEX_DIR):
+            mirror.store.delete_prefix(name)
+        mirror.store.delete(EXPERIMENT_JSON)
+        self._note(f"removed the results of the other config from {mirror.uri} (--force)")
 
     def _worker_count(self, backend: str, requested: int, pending: int) -> int:
         """``execution.workers``, capped at the tasks to run and at what the machine allows."""
@@ -272,7 +335,7 @@ class Coordinator:
             "attempts": {},
             "tracebacks": {},
         }
-        start_index = merge(self.output, run=self._run_info)
+        start_index = merge(self.output, run=self._run_info, storage=self.storage)
         done = plan.empty_mask()
         committed = start_index.committed()
         resumed = plan.mark(done, committed["task_id"],
@@ -422,7 +485,7 @@ class Coordinator:
             if self.notes:
                 run_record["notes"] = list(self.notes)
             self._run_info["state"] = result.state
-            result.index = merge(self.output, run=self._run_info)
+            result.index = merge(self.output, run=self._run_info, storage=self.storage)
         return result
 
     def _catch_sigterm(self) -> Any:

@@ -26,6 +26,7 @@ from .index import ExperimentIndex, label_columns_of
 from .layout import SHARD_ID_RE, SHARDS_DIR
 from .names import key_problem
 from .paths import check_export_target
+from .storage import is_uri
 
 if TYPE_CHECKING:
     import pandas
@@ -46,15 +47,24 @@ class Experiment:
 
     def __init__(self, path: Path, index: ExperimentIndex) -> None:
         self.path = path
+        """The experiment's directory (for one in object storage, its local mirror)."""
         self._index = index
         self.info = index.info
         closed = {s["shard_id"]: bool(s.get("closed")) for s in self.info.get("shards", [])}
         self._closed_shards = closed
+        self._mirror = index.mirror
+        self.location: str = index.location or str(path)
+        """Where the experiment is, as users name it: its directory or its URI."""
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> Experiment:
-        """Open an output directory; what the index lacks (commits since the last merge) is
-        read from the journals in memory, nothing is written."""
+    def open(cls, path: str | os.PathLike[str], *, storage: Any = None) -> Experiment:
+        """Open an output directory or an object-store URI (``s3://bucket/prefix``); what the
+        index lacks (commits since the last merge) is read from the journals in memory, nothing
+        is written. ``storage``: the ``storage:`` options of a config (endpoint, region, cache)
+        for a URI."""
+        if is_uri(path):
+            index = ExperimentIndex.build(str(path), storage=storage)
+            return cls(index.output_dir, index)
         path = Path(path)
         return cls(path, ExperimentIndex.build(path))
 
@@ -133,13 +143,23 @@ class Experiment:
             shard_dir = self.path / SHARDS_DIR / str(shard_id)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", CorruptDataWarning)
-                table = read(shard_dir, stream_ids=sids.tolist())
+                if self._mirror is not None:
+                    # Only the shards a query needs are fetched; the mirror's lock keeps another
+                    # command from dropping the copy while it is decoded.
+                    with self._mirror.locked():
+                        self._mirror.sync_shard(str(shard_id))
+                        table = read(shard_dir, stream_ids=sids.tolist())
+                else:
+                    table = read(shard_dir, stream_ids=sids.tolist())
             closed = self._closed_shards.get(str(shard_id), True)
             for w in caught:
                 # A shard whose worker died has a torn tail after its last commit; that is
                 # expected, and the record counts below catch any loss of committed data.
                 if closed or not issubclass(w.category, CorruptDataWarning):
-                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                    message = w.message
+                    if self._mirror is not None and isinstance(message, Warning):
+                        message = type(message)(self._mirror.display(str(message)))
+                    warnings.warn_explicit(message, w.category, w.filename, w.lineno)
             table = table.combine_chunks()
             lookup = np.full(int(sids.max()) + 1, -1, dtype=np.int64)
             lookup[sids] = rows
@@ -179,7 +199,7 @@ class Experiment:
             warnings.warn(
                 f"shard {shard_id}: stream {int(sid_col[rows[i]])} has {int(counts[i])} readable "
                 f"records but its commit lists {int(want[i])} ({len(short)} stream(s) short); "
-                f"run `disco-data-logger verify {self.path}`",
+                f"run `disco-data-logger verify {self.location}`",
                 CorruptDataWarning,
                 stacklevel=3,
             )
@@ -219,7 +239,8 @@ class Experiment:
     # -- export --------------------------------------------------------------------------------
 
     def export(self, out_dir: str | os.PathLike[str], rule: Rule = None, *,
-               partition_by: Sequence[str] | None = None, overwrite: bool = False) -> Path:
+               partition_by: Sequence[str] | None = None, overwrite: bool = False,
+               storage: Any = None) -> Path | str:
         """Write the long table as a Hive-partitioned Parquet dataset.
 
         Partitioned by ``stream`` and ``point_id`` by default (those present), so DuckDB
@@ -231,8 +252,12 @@ class Experiment:
         one included), and ``overwrite`` replaces only a previous export (Parquet files in
         ``key=value`` directories): see :mod:`.paths`. Partition column names must be safe as
         directory names (:func:`.names.key_problem`); their values are escaped.
+
+        ``out_dir`` may be an object-store URI (``s3://bucket/prefix``, with ``storage``
+        options as for :meth:`open`): the dataset is written there with the same rules (never
+        into or around an experiment; ``overwrite`` replaces only a previous export) and the
+        URI is returned.
         """
-        out = Path(out_dir)
         selected = self.streams(rule)
         names = self._meta_columns(selected) if len(selected) else list(_KEY_COLUMNS)
         if partition_by is None:
@@ -245,6 +270,10 @@ class Experiment:
             if problem is not None:
                 raise UnsafePathError(f"cannot partition by {column!r}: the column name "
                                       f"{problem} (select by it instead)")
+        if is_uri(out_dir):
+            return self._export_to_store(str(out_dir), selected, partition_by, overwrite,
+                                         storage)
+        out = Path(out_dir)
         check_export_target(out, self.path, overwrite=overwrite)
         if os.path.lexists(out) and any(out.iterdir()):
             shutil.rmtree(out)
@@ -263,6 +292,39 @@ class Experiment:
                 file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"),
             )
         return out
+
+    def _export_to_store(self, uri: str, selected: pa.Table, partition_by: Sequence[str],
+                         overwrite: bool, storage: Any) -> str:
+        from .paths import check_store_export_target
+        from .storage import ObjectStore, StorageOptions
+
+        options = storage if storage is not None else (
+            self._mirror.options if self._mirror is not None else StorageOptions())
+        store = ObjectStore(uri, options)
+        for name in check_store_export_target(store, self.location, overwrite=overwrite):
+            store.delete(name)  # a previous export's Parquet files only
+        file_options = ds.ParquetFileFormat().make_write_options(compression="zstd")
+        for n, part in enumerate(self._iter_parts(selected, "long")):
+            if part.num_rows == 0:
+                continue
+
+            def write(part: pa.Table = part, n: int = n) -> None:
+                ds.write_dataset(
+                    part,
+                    store.key(),
+                    filesystem=store.fs,
+                    format="parquet",
+                    partitioning=list(partition_by) or None,
+                    partitioning_flavor="hive" if partition_by else None,
+                    basename_template=f"part-{n:05d}-{{i}}.parquet",
+                    existing_data_behavior="overwrite_or_ignore",
+                    file_options=file_options,
+                    create_dir=False,
+                )
+
+            # A retried part writes the same objects again: nothing is left half-written.
+            store._call("writing the export to", "", write)
+        return store.uri
 
     # -- analysis (sharding/metrics.py, summary.py, fan.py) ------------------------------------
 
@@ -324,7 +386,7 @@ class Experiment:
 
     def __repr__(self) -> str:
         totals = self.info.get("totals", {})
-        return (f"<Experiment {self.path}: {totals.get('committed', '?')} replications, "
+        return (f"<Experiment {self.location}: {totals.get('committed', '?')} replications, "
                 f"{len(self._streams)} streams>")
 
 

@@ -83,6 +83,7 @@ from .manifest import (
     segment_files,
 )
 from .planning import in_plan, planned_table
+from .storage import is_uri
 
 __all__ = [
     "ExperimentIndex",
@@ -318,19 +319,133 @@ def _segment_sigs(shard_dir: Path) -> dict[str, list[int]]:
     return sigs
 
 
-def _classify(shard_dir: Path, st: Mapping[str, Any]) -> str:
+class ShardFiles:
+    """How a merge finds and reads shards: the folders under ``<output>/shards/`` (this class).
+
+    An experiment in object storage (:mod:`.mirror`) reads them through local copies of what
+    it needs and describes them by what the store holds (sizes, never local inodes), so that
+    its index is the same whichever machine merges it.
+    """
+
+    def shard_dirs(self, root: Path, *, warn: bool = True) -> list[Path]:
+        return scan_shards(root, warn=warn)
+
+    def prepare(self, shard_dir: Path) -> None:
+        """Make the shard's files readable at ``shard_dir`` (local shards already are)."""
+
+    def segment_sigs(self, shard_dir: Path) -> dict[str, list[int]]:
+        return _segment_sigs(shard_dir)
+
+    def journal_sig(self, shard_dir: Path) -> list[int] | None:
+        return _stat_sig(shard_dir / JOURNAL_NAME)
+
+    def journal_head(self, shard_dir: Path) -> int:
+        return _journal_head(shard_dir / JOURNAL_NAME)
+
+    def segment_bytes(self, root: Path, shards: Iterable[str]) -> int:
+        return _segment_bytes(root, shards)
+
+    def display_root(self, root: Path) -> str:
+        """The experiment as users name it (its directory, or its URI)."""
+        return str(root)
+
+
+LOCAL_FILES = ShardFiles()
+
+
+class StoreShardFiles(ShardFiles):
+    """The shards of an experiment in object storage, read through its local mirror
+    (:class:`~.mirror.StoreMirror`): described by what the store holds."""
+
+    def __init__(self, mirror: Any) -> None:
+        self.mirror = mirror
+
+    def shard_dirs(self, root: Path, *, warn: bool = True) -> list[Path]:
+        out = []
+        problems = []
+        for name, shard in sorted(self.mirror.shards.items()):
+            where = f"{self.mirror.uri}/{SHARDS_DIR}/{name}"
+            if not SHARD_ID_RE.match(name):
+                problems.append(f"{where}: not a shard id; ignored (not a shard)")
+            elif not shard.journal:
+                problems.append(f"{where}: a folder without a shard journal; ignored (not a "
+                                "shard)")
+            else:
+                folder = self.mirror.shard_dir(name)
+                folder.mkdir(parents=True, exist_ok=True)
+                out.append(folder)
+                for gap in shard.gaps():
+                    problems.append(f"{where}/{gap}")
+            if shard.stray and SHARD_ID_RE.match(name):
+                problems.append(f"{self.mirror.uri}/{shard.stray[0]}: not part of a shard's "
+                                f"layout ({len(shard.stray)} such object(s)); ignored")
+        if warn:
+            for problem in problems:
+                warnings.warn(problem, CorruptDataWarning, stacklevel=3)
+        return out
+
+    def prepare(self, shard_dir: Path) -> None:
+        self.mirror.sync_shard(shard_dir.name)
+
+    def segment_sigs(self, shard_dir: Path) -> dict[str, list[int]]:
+        shard = self.mirror.shards.get(shard_dir.name)
+        if shard is None:
+            return {}
+        return {f"{n:05d}.seg.zst": [end, 0, 0] for n, end in shard.segment_ends().items()
+                if end > 0}
+
+    def journal_sig(self, shard_dir: Path) -> list[int] | None:
+        shard = self.mirror.shards.get(shard_dir.name)
+        if shard is None or not shard.journal:
+            return None
+        return [shard.journal_end, 0, 0]
+
+    def journal_head(self, shard_dir: Path) -> int:
+        return 0
+
+    def segment_bytes(self, root: Path, shards: Iterable[str]) -> int:
+        names = set(shards)
+        return sum(sum(s.segment_ends().values()) for name, s in self.mirror.shards.items()
+                   if name in names)
+
+    def display_root(self, root: Path) -> str:
+        return self.mirror.uri
+
+
+def _merge_store(uri: str, storage: Any, run: Mapping[str, Any] | None, *,
+                 write: bool) -> ExperimentIndex:
+    """``merge`` (``write``) or :meth:`ExperimentIndex.build` of an experiment in object storage:
+    the same merge, on the local mirror (:mod:`.mirror`), its writes sent back to the store."""
+    from .mirror import StoreMirror
+
+    mirror = StoreMirror(uri, storage)
+    with mirror.locked(), mirror.uris_in_warnings():
+        mirror.refresh()
+        mirror.check_experiment()
+        mirror.forget_gone_shards()
+        mirror.sync_index()
+        before = mirror.index_stats()
+        index = _Merge(mirror.root, run, write=write, files=StoreShardFiles(mirror)).run()
+        if write:
+            mirror.write_back(before)
+        mirror.evict()
+    index.location = mirror.uri
+    index.mirror = mirror
+    return index
+
+
+def _classify(shard_dir: Path, st: Mapping[str, Any], files: ShardFiles = LOCAL_FILES) -> str:
     """``same``, ``grew`` (format 2: read on from the last offset) or ``changed``."""
-    segs = _segment_sigs(shard_dir)
+    segs = files.segment_sigs(shard_dir)
     if st.get("version") == 1:
         same = (_stat_sig(shard_dir / JOURNAL_V1_NAME) == st.get("journal")
                 and _stat_sig(shard_dir / MANIFEST_NAME) == st.get("manifest")
                 and segs == st.get("segments"))
         return "same" if same else "changed"
-    journal = shard_dir / JOURNAL_NAME
-    sig = _stat_sig(journal)
+    sig = files.journal_sig(shard_dir)
     recorded = st.get("journal") or []
     if sig is None or len(recorded) != 4 or sig[2] != recorded[2] \
-            or _journal_head(journal) != recorded[3] or sig[0] < recorded[0]:
+            or files.journal_head(shard_dir) != recorded[3] or sig[0] < recorded[0]:
         return "changed"
     old = st.get("segments") or {}
     covered = st.get("covered") or {}
@@ -428,11 +543,13 @@ def _lost_problem(count: int, shown: Sequence[str], verify_problems: Sequence[st
             "again")
 
 
-def _scan_shard(output_dir: Path, shard_dir: Path, st: Mapping[str, Any] | None) -> ShardScan:
+def _scan_shard(output_dir: Path, shard_dir: Path, st: Mapping[str, Any] | None,
+                files: ShardFiles = LOCAL_FILES) -> ShardScan:
     """Pass one over what is new in a shard (everything when ``st`` is None)."""
-    display = str(output_dir / SHARDS_DIR / shard_dir.name)
+    display = f"{files.display_root(output_dir)}/{SHARDS_DIR}/{shard_dir.name}"
     journal = shard_dir / JOURNAL_NAME
-    segs = _segment_sigs(shard_dir)
+    files.prepare(shard_dir)
+    segs = files.segment_sigs(shard_dir)
     if not journal.is_file():
         return _scan_v1(shard_dir, display, segs)
     prev = st or {}
@@ -459,7 +576,7 @@ def _scan_shard(output_dir: Path, shard_dir: Path, st: Mapping[str, Any] | None)
             for number, _start, end, _crc in ranges:
                 name = f"{number:05d}.seg.zst"
                 covered[name] = max(covered.get(name, 0), end)
-    sig = _stat_sig(journal) or [0, 0, 0]
+    sig = files.journal_sig(shard_dir) or [0, 0, 0]
     header = reader.header
     head = {k: header.get(k) for k in ("host", "pid", "created", "fingerprint")} if header \
         else {k: prev.get(k) for k in ("host", "pid", "created", "fingerprint")}
@@ -483,7 +600,7 @@ def _scan_shard(output_dir: Path, shard_dir: Path, st: Mapping[str, Any] | None)
                         "run` runs them again)")
     state = {
         "version": 2,
-        "journal": [reader.end, sig[0], sig[2], _journal_head(journal)],
+        "journal": [reader.end, sig[0], sig[2], files.journal_head(shard_dir)],
         "segments": segs,
         "covered": covered,
         "closed": bool(close and close.get("state") == "closed") or bool(prev.get("closed")),
@@ -916,6 +1033,10 @@ class ExperimentIndex:
         self._streams: pa.Table | None = None
         self.state = state
         self.written = written
+        self.location: str | None = None
+        """The experiment's URI when it is in object storage (``output_dir`` is then the
+        local mirror of it, :mod:`.mirror`)."""
+        self.mirror: Any = None
 
     @property
     def duplicates(self) -> int:
@@ -960,8 +1081,10 @@ class ExperimentIndex:
 
     @classmethod
     def build(cls, output_dir: str | os.PathLike[str], *,
-              run: Mapping[str, Any] | None = None) -> ExperimentIndex:
+              run: Mapping[str, Any] | None = None, storage: Any = None) -> ExperimentIndex:
         """The index as a merge would write it, built in memory (nothing is written)."""
+        if is_uri(output_dir):
+            return _merge_store(str(output_dir), storage, run, write=False)
         return _Merge(Path(output_dir), run, write=False).run()
 
     def write(self) -> None:
@@ -972,7 +1095,7 @@ class ExperimentIndex:
 
 
 def merge(output_dir: str | os.PathLike[str], *,
-          run: Mapping[str, Any] | None = None) -> ExperimentIndex:
+          run: Mapping[str, Any] | None = None, storage: Any = None) -> ExperimentIndex:
     """Merge the shard journals of ``output_dir`` into the experiment index and write it.
 
     Call it after your own ``multiprocessing.Pool`` or Ray tasks wrote shards with
@@ -982,7 +1105,13 @@ def merge(output_dir: str | os.PathLike[str], *,
     ``run`` is what the coordinator knows beyond the journals: the ``plan`` (``points``,
     ``replications``), ``failed`` (task id -> error), ``attempts``, ``tracebacks``, the config
     snapshot and the run record.
+
+    ``output_dir`` may be an object-store URI (``s3://bucket/prefix``): the index is then read
+    from and written to the store (:mod:`.mirror`), ``storage`` being the config's
+    ``storage:`` options.
     """
+    if is_uri(output_dir):
+        return _merge_store(str(output_dir), storage, run, write=True)
     return _Merge(Path(output_dir), run, write=True).run()
 
 
@@ -1129,8 +1258,10 @@ def _part_problem(path: Path, rows: Any) -> str | None:
 class _Merge:
     """One merge: what changed since the state, read, verified, deduplicated, written."""
 
-    def __init__(self, output_dir: Path, run: Mapping[str, Any] | None, write: bool) -> None:
+    def __init__(self, output_dir: Path, run: Mapping[str, Any] | None, write: bool,
+                 files: ShardFiles = LOCAL_FILES) -> None:
         self.root = output_dir
+        self.files = files
         self.run_info = dict(run or {})
         self.has_run = run is not None
         self.write = write
@@ -1196,7 +1327,7 @@ class _Merge:
                 _warn(f"{self.index_dir}: {REPLICATIONS_INDEX} does not match {INDEX_STATE} "
                       "(an interrupted merge); the index is rebuilt from the journals")
             state = None
-        shard_dirs = scan_shards(root)
+        shard_dirs = self.files.shard_dirs(root)
         plan = self.run_info.get("plan") or previous.get("plan")
 
         rebuild = state is None
@@ -1205,13 +1336,14 @@ class _Merge:
             on_disk = {p.name for p in shard_dirs}
             for name in state["shards"]:
                 if name not in on_disk:
-                    _warn(f"{root / SHARDS_DIR / name}: shard listed in the index is gone; its "
+                    _warn(f"{self.files.display_root(root)}/{SHARDS_DIR}/{name}: shard listed "
+                          "in the index is gone; its "
                           f"{state['shards'][name].get('commits', 0)} commit(s) are no longer "
                           "part of the experiment (`disco-data-logger run` runs them again)")
                     rebuild = True
             for path in shard_dirs:
                 st = state["shards"].get(path.name)
-                actions[path.name] = "new" if st is None else _classify(path, st)
+                actions[path.name] = "new" if st is None else _classify(path, st, self.files)
                 if actions[path.name] == "changed":
                     rebuild = True
         if rebuild:
@@ -1230,7 +1362,7 @@ class _Merge:
             if action == "same":
                 continue
             st = state_shards.get(path.name) if action == "grew" else None
-            scan = _scan_shard(root, path, st)
+            scan = _scan_shard(root, path, st, self.files)
             # Problems found before stay known (and said) until the shard is read anew.
             known = list((st or {}).get("problems") or [])
             scan.state["problems"] = (known + scan.problems)[:MAX_PROBLEMS]
@@ -1283,7 +1415,7 @@ class _Merge:
             pa.concat_tables(new_commits) if new_commits else empty_replications(),
             failures, self.run_info, plan, lost_ids)
         info = _experiment_info(root, previous, self.run_info, new_state, replications,
-                                [_part_summary(t) for t in parts.in_memory])
+                                [_part_summary(t) for t in parts.in_memory], self.files)
         if not self.write:
             paths = [self.parts_dir / p["name"] for p in parts_meta]
             return ExperimentIndex(root, info, replications, paths, parts.in_memory, new_state,
@@ -1438,7 +1570,8 @@ def _segment_bytes(root: Path, shards: Iterable[str]) -> int:
 
 def _experiment_info(root: Path, previous: Mapping[str, Any], run: Mapping[str, Any],
                      state: Mapping[str, Any], replications: pa.Table,
-                     new_parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+                     new_parts: Sequence[Mapping[str, Any]],
+                     files: ShardFiles = LOCAL_FILES) -> dict[str, Any]:
     counts = {_COMMITTED: 0, _FAILED: 0, _PENDING: 0}
     if replications.num_rows:
         for item in pc.value_counts(replications["status"]).to_pylist():
@@ -1460,7 +1593,7 @@ def _experiment_info(root: Path, previous: Mapping[str, Any], run: Mapping[str, 
         "records": sum(int(p["records"]) for p in parts),
         "raw_bytes": sum(int((s.get("stats") or {}).get("raw_bytes") or 0)
                          for s in shards.values()),
-        "compressed_bytes": _segment_bytes(root, shards),
+        "compressed_bytes": files.segment_bytes(root, shards),
         "min_epoch": min(mins) if mins else None,
         "max_epoch": max(maxs) if maxs else None,
     }
@@ -1477,7 +1610,7 @@ def _experiment_info(root: Path, previous: Mapping[str, Any], run: Mapping[str, 
         runs = [r for r in runs if r.get("run_id") != record.get("run_id")] + [record]
     return {
         "format": INDEX_FORMAT,
-        "output": str(root),
+        "output": files.display_root(root),
         "experiment": run.get("experiment", previous.get("experiment")),
         "fingerprint": run.get("fingerprint", previous.get("fingerprint")),
         "config": run.get("config", previous.get("config")),

@@ -27,6 +27,10 @@ __all__ = [
     "STATE_FORMAT",
     "SHARD_ID_RE",
     "LOCK_NAME",
+    "STORE_JOURNAL_DIR",
+    "STORE_SEGMENTS_DIR",
+    "PIECE_NAME_RE",
+    "piece_name",
 ]
 
 SHARDS_DIR = "shards"
@@ -67,3 +71,20 @@ SHARD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 LOCK_NAME = "run.lock"
 """``<output>/run.lock``: held by the run in progress (sharding/lock.py)."""
+
+
+# -- an experiment in object storage (docs/service.md, "Experiments in object storage") ---------
+
+STORE_JOURNAL_DIR = "journal"
+"""``shards/<id>/journal/<start>-<end>``: bytes ``start..end`` of the shard's journal."""
+
+STORE_SEGMENTS_DIR = "segments"
+"""``shards/<id>/segments/<NNNNN>/<start>-<end>``: bytes ``start..end`` of segment NNNNN."""
+
+PIECE_NAME_RE = re.compile(r"^([0-9]{15})-([0-9]{15})$")
+"""The name of a piece: its first and end byte offsets in the file it is part of."""
+
+
+def piece_name(start: int, end: int) -> str:
+    """The object name of bytes ``start..end`` of a file (15 decimal digits each)."""
+    return f"{start:015d}-{end:015d}"

@@ -33,6 +33,8 @@ import json
 import os
 import re
 import socket
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +43,7 @@ from typing import Any
 from ..errors import ExperimentLockedError, UnsafePathError
 from .layout import LOCK_NAME
 
-__all__ = ["ExperimentLock", "LockHolder", "LOCK_NAME", "live_holders", "lock_name"]
+__all__ = ["ExperimentLock", "LockHolder", "LOCK_NAME", "StoreLock", "live_holders", "lock_name"]
 
 """The whole-experiment lock file, at the top of the output directory."""
 
@@ -287,3 +289,119 @@ class ExperimentLock:
 
     def __repr__(self) -> str:
         return f"<ExperimentLock {self.path} {'held' if self.held else 'free'}>"
+
+
+class StoreLock:
+    """The experiment lock of an output in object storage (``s3://...``).
+
+    Object stores have no ``flock`` and pyarrow no conditional write, so the lock is two
+    things: the :class:`ExperimentLock` of the experiment's local mirror folder (two runs of
+    this machine exclude each other atomically), and a lock object beside the experiment
+    (``run.lock``, or ``run.part-I-of-N.lock``) holding the holder's host, pid, start time and
+    run id, rewritten every :attr:`HEARTBEAT` seconds while the run lives. A run that finds a
+    lock object refreshed less than :attr:`STALE` seconds ago by another run stops at once with
+    one line naming it; an older one (or one of a process of this host that is gone) is a run
+    that died, and is taken over with a note. Two
+    runs started within the same second on two machines are not excluded (say so in the docs).
+    """
+
+    HEARTBEAT = 30.0
+    STALE = 300.0
+
+    def __init__(self, store: Any, mirror_dir: str | os.PathLike[str],
+                 part: str | None = None) -> None:
+        self.store = store
+        self.part = part
+        self.name = lock_name(part)
+        self.local = ExperimentLock(mirror_dir, part)
+        self.run_id = self.local.run_id
+        self.notes: list[str] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = ""
+
+    def _holder(self, name: str) -> tuple[LockHolder | None, float]:
+        data = self.store.get_or_none(name)
+        if data is None:
+            return None, 0.0
+        holder = LockHolder.from_bytes(Path(self.store.display(name)), data)
+        try:
+            refreshed = float(json.loads(data).get("refreshed", 0.0))
+        except (ValueError, AttributeError, TypeError):
+            refreshed = 0.0
+        return holder, refreshed
+
+    def _live(self, refreshed: float) -> bool:
+        return time.time() - refreshed < self.STALE
+
+    def _write(self) -> None:
+        doc = {"host": socket.gethostname(), "pid": os.getpid(), "started": self._started,
+               "run_id": self.run_id, "part": self.part, "refreshed": time.time()}
+        self.store.put(self.name, (json.dumps(doc) + "\n").encode())
+
+    def _refuse(self, holder: LockHolder | None, name: str) -> ExperimentLockedError:
+        who = holder.describe() if holder is not None else "another run holds it"
+        return ExperimentLockedError(
+            f"{self.store.uri} is in use by another run: {who} (lock object "
+            f"{self.store.display(name)}, refreshed within the last {self.STALE:g} s); wait "
+            "for that run to finish or stop it, then run again")
+
+    def acquire(self) -> StoreLock:
+        self.local.acquire()
+        try:
+            self.notes.extend(self.local.notes)
+            self._started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            others = [n for n in self.store.list("") if "/" not in n and _LOCK_FILE_RE.match(n)]
+            for name in sorted(set(others) | {self.name}):
+                holder, refreshed = self._holder(name)
+                if holder is None or holder.run_id == self.run_id:
+                    continue
+                mine = name == self.name
+                # A holder on this host whose process is gone died without releasing it (the
+                # local lock it held is free too): no need to wait for it to go stale.
+                if not self._live(refreshed) or holder.process_gone():
+                    if mine:
+                        self.notes.append(
+                            f"took over the lock of a run that stopped refreshing it "
+                            f"({holder.describe('held')}; lock object "
+                            f"{self.store.display(name)})")
+                    continue
+                # The whole-experiment lock and the part locks exclude each other.
+                if mine or self.part is None or name == LOCK_NAME:
+                    raise self._refuse(holder, name)
+            self._write()
+            holder, _refreshed = self._holder(self.name)
+            if holder is not None and holder.run_id != self.run_id:
+                raise self._refuse(holder, self.name)  # another machine wrote it just now
+            self._thread = threading.Thread(target=self._beat, name="disco-store-lock",
+                                            daemon=True)
+            self._thread.start()
+        except BaseException:
+            self.local.release()
+            raise
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.HEARTBEAT):
+            with contextlib.suppress(Exception):  # a missed beat is retried at the next one
+                self._write()
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        try:
+            holder, _refreshed = self._holder(self.name)
+            if holder is not None and holder.run_id == self.run_id:
+                self.store.delete(self.name)
+        except OSError:
+            pass  # left behind: it goes stale, and the next run takes it over
+        finally:
+            self.local.release()
+
+    def __enter__(self) -> StoreLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -842,8 +842,10 @@ class JournalReader:
     """
 
     def __init__(self, shard_dir: Path, *, start: int = 0, stop: int | None = None,
-                 display: str | None = None) -> None:
+                 display: str | None = None, data: bytes | None = None) -> None:
         self.shard_dir = shard_dir
+        self._data = data
+        """The journal's bytes when they are not in a file (read from object storage)."""
         self.path = shard_dir / JOURNAL_NAME
         self.name = display or str(self.path)
         self.start = start
@@ -858,8 +860,11 @@ class JournalReader:
     def chunks(self, max_commits: int | None = None) -> Iterator[CommitBatch]:
         """Batches of about ``max_commits`` commits (whole frames; None: one batch), in journal
         order; failure notes travel with the batch read when they were met."""
-        with open(self.path, "rb") as fh:
-            data = fh.read() if self.stop is None else fh.read(self.stop)
+        if self._data is not None:
+            data = self._data if self.stop is None else self._data[:self.stop]
+        else:
+            with open(self.path, "rb") as fh:
+                data = fh.read() if self.stop is None else fh.read(self.stop)
         name = self.name
         batch = CommitBatch(shard_id=self.shard_dir.name)
         frames = _Frames(end=self.start)

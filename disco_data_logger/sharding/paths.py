@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from ..errors import UnsafePathError
 from ..layout import DONE_MARKER, SEGMENT_NAME_RE
-from .layout import INDEX_DIR, JOURNAL_NAME, LOCK_NAME, SHARDS_DIR
+from .layout import EXPERIMENT_JSON, INDEX_DIR, JOURNAL_NAME, LOCK_NAME, SHARDS_DIR
 
-__all__ = ["check_export_target", "experiment_or_logger_kind", "refuse_links"]
+__all__ = ["check_export_target", "check_store_export_target", "experiment_or_logger_kind",
+           "refuse_links"]
 
 
 def experiment_or_logger_kind(path: Path) -> str | None:
@@ -125,3 +127,45 @@ def refuse_links(output: Path, names: tuple[str, ...]) -> None:
             raise UnsafePathError(f"{path} is a symbolic link (to {os.readlink(path)}); refusing "
                                   f"to write through it: the experiment's {name} must be inside "
                                   "its directory (remove the link)")
+
+
+def check_store_export_target(store: Any, source: str, *, overwrite: bool) -> list[str]:
+    """The object-store form of :func:`check_export_target`; returns the objects an
+    ``overwrite`` replaces (a previous export's), after refusing, before anything is written:
+    a target that is, lies inside or contains the exported experiment (``source``, a path or
+    URI); a target that holds an experiment's objects (``shards/``, ``index/``,
+    ``experiment.json``, a lock); a non-empty target without ``overwrite``
+    (:class:`FileExistsError`), or with it but holding anything an export does not write.
+    """
+    target = store.uri.rstrip("/")
+    here = source.rstrip("/")
+    if target == here or target.startswith(here + "/"):
+        raise UnsafePathError(f"{target} lies inside the experiment {source} being exported; "
+                              f"export next to it, e.g. {here}-parquet")
+    if here.startswith(target + "/"):
+        raise UnsafePathError(f"{target} contains the experiment {source} being exported; "
+                              "choose a prefix of its own")
+    existing = store.list("")
+    for name in existing:
+        parts = name.split("/")
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if (not last and part in (SHARDS_DIR, INDEX_DIR)) or \
+                    (last and part in (EXPERIMENT_JSON, LOCK_NAME)):
+                inner = "/".join(parts[:i]) or "."
+                raise UnsafePathError(f"{target}: {store.display(name)} belongs to an experiment "
+                                      f"(at {inner} under the target); refusing to export into "
+                                      "it")
+    if not existing:
+        return []
+    if not overwrite:
+        raise FileExistsError(f"{target} exists and is not empty; choose another prefix or "
+                              "overwrite it")
+    for name in existing:
+        parts = name.split("/")
+        if not parts[-1].endswith(".parquet") or not all("=" in p for p in parts[:-1]) \
+                or any(p.startswith(".") for p in parts):
+            raise UnsafePathError(f"refusing to overwrite {target}: it holds {store.display(name)}"
+                                  ", which an export does not write; --overwrite only replaces "
+                                  "a previous export (Parquet files in key=value prefixes)")
+    return sorted(existing)

@@ -23,6 +23,11 @@ were never reported, so they are run again.
 Once a replication is durable (or aborted) its streams are retired from the logger
 (:meth:`DataLogger.retire_streams`), so a shard's memory does not grow with the replications it
 has run.
+
+**Object storage.** With a URI as ``output_dir`` (``s3://bucket/prefix``), the shard is staged
+on node-local scratch and every sync also publishes what it made durable to the store
+(:mod:`.publish`): a commit is durable, and reported so, only once its records and its journal
+frame are objects in the store.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from .manifest import (
     segments_summary,
     split_sidecar,
 )
+from .storage import is_uri
 
 __all__ = ["ShardWriter", "Replication", "new_shard_id", "check_shard_id", "SHARDS_DIR",
            "COMMIT_DELAY"]
@@ -229,6 +235,7 @@ class ShardWriter:
         logger_kwargs: Mapping[str, Any] | None = None,
         fingerprint: str | None = None,
         commit_group: int = 1,
+        storage: Any = None,
     ) -> None:
         from ..logger import DataLogger
 
@@ -236,16 +243,23 @@ class ShardWriter:
                 commit_group < 1:
             raise ValueError(f"commit_group must be a positive integer (got {commit_group!r})")
         self.shard_id = check_shard_id(shard_id) if shard_id is not None else new_shard_id()
-        self.output_dir = Path(output_dir)
-        self.path = self.output_dir / SHARDS_DIR / self.shard_id
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.path.mkdir()
-        except FileExistsError:
-            raise FileExistsError(
-                f"shard directory {self.path} already exists: every ShardWriter needs its own "
-                "shard id (leave shard_id=None for a fresh one)"
-            ) from None
+        self._publisher: Any = None
+        if is_uri(output_dir):
+            self._publisher = _staging_publisher(str(output_dir), self.shard_id, storage)
+            self.output_dir: Path | str = self._publisher.store.uri
+            self.path = self._publisher.local_dir
+            logger_kwargs = _staged_kwargs(logger_kwargs)
+        else:
+            self.output_dir = Path(output_dir)
+            self.path = self.output_dir / SHARDS_DIR / self.shard_id
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.mkdir()
+            except FileExistsError:
+                raise FileExistsError(
+                    f"shard directory {self.path} already exists: every ShardWriter needs its "
+                    "own shard id (leave shard_id=None for a fresh one)"
+                ) from None
         self.commit_group = commit_group
         self.committed = 0
         self.failed = 0
@@ -257,11 +271,21 @@ class ShardWriter:
         self._retire: list[int] = []
         self._writer_error: str | None = None
         self._stats_at = 0.0
-        self._logger = DataLogger(self.path, sidecars=False, **dict(logger_kwargs or {}))
+        try:
+            self._logger = DataLogger(self.path, sidecars=False, **dict(logger_kwargs or {}))
+        except BaseException:
+            if self._publisher is not None:
+                self._publisher.discard()
+            raise
         try:
             self._journal = JournalWriter(self.path, self.shard_id, fingerprint)
+            if self._publisher is not None:
+                # The shard exists in the store from its first frame on, as on a disk.
+                self._publisher.publish([], self._journal.bytes)
         except BaseException:
             self._logger.close()
+            if self._publisher is not None:
+                self._publisher.discard()
             raise
         self._coverage = SegmentCoverage(self.path)
         self.logger: Any = _TrackingLogger(self, self._logger)
@@ -371,6 +395,10 @@ class ShardWriter:
             # Only after a flush: every record of these streams has left the logger's buffers.
             retire, self._retire = self._retire, []
             self._logger.retire_streams(retire)
+        if self._publisher is not None:
+            # Durable only once in the store; if this raises, none of them is reported (what is
+            # not published goes out with the next sync, and the index keeps a first commit).
+            self._publisher.publish(sync, self._journal.bytes)
         return durable
 
     # -- lifetime -----------------------------------------------------------------------------
@@ -406,6 +434,15 @@ class ShardWriter:
             failure = failure or exc
         clean = (self.path / DONE_MARKER).exists() and failure is None \
             and self._writer_error is None
+        summary: list[dict[str, Any]] | None = None
+        if self._publisher is not None and failure is None:
+            try:
+                # The last segment's footer (written by close) goes out with the close line.
+                self._publisher.publish_data(self._coverage.advance())
+                summary = self._publisher.segments_summary()
+            except OSError as exc:
+                failure = exc
+                clean = False
         close: dict[str, Any] = {"state": "closed" if clean else "writer_failed",
                                  "commits": self._journal.commits,
                                  "failures": self._journal.failures}
@@ -417,13 +454,20 @@ class ShardWriter:
         except Exception:  # noqa: BLE001 - statistics are informative only
             pass
         try:
-            close["segments"] = segments_summary(self.path)
+            close["segments"] = summary if summary is not None else \
+                segments_summary(self.path) if self._publisher is None else []
             self._journal.write_close(close)
         except OSError:
             if failure is None:
                 raise
         finally:
             self._journal.close()
+        if self._publisher is not None:
+            if failure is None:
+                # The close line, then _DONE; then the scratch goes.
+                self._publisher.finish(self._journal.bytes, done=clean)
+            else:
+                self._publisher.release()
         if failure is not None:
             raise failure
         return durable
@@ -437,6 +481,19 @@ class ShardWriter:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<ShardWriter {self.shard_id} {state}, {self.committed} committed at {self.path}>"
+
+
+def _staging_publisher(uri: str, shard_id: str, storage: Any) -> Any:
+    from .publish import ShardPublisher
+    from .storage import ObjectStore
+
+    return ShardPublisher(ObjectStore(uri, storage), shard_id)
+
+
+def _staged_kwargs(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    from .publish import staging_logger_kwargs
+
+    return staging_logger_kwargs(kwargs)
 
 
 def _finite_or_none(x: Any) -> float | None:

@@ -47,9 +47,10 @@ import numpy as np
 from ..errors import CorruptDataWarning, ExperimentLockedError, SkipKind
 from ..layout import SEGMENT_NAME_RE
 from .index import scan_shards, verify_groups
-from .layout import INDEX_DIR, INDEX_STATE, SHARDS_DIR
+from .layout import INDEX_DIR, INDEX_STATE, SHARD_ID_RE, SHARDS_DIR
 from .lock import live_holders
 from .manifest import ShardManifest, fsync_directory
+from .storage import is_uri
 
 __all__ = ["RepairResult", "SegmentCheck", "ShardCheck", "VerifyReport", "repair_segment",
            "verify_path", "walk_segment"]
@@ -111,7 +112,7 @@ class ShardCheck:
 
 @dataclass
 class VerifyReport:
-    path: Path
+    path: Path | str
     shards: list[ShardCheck] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     """Problems of the experiment as a whole (a shard the index lists is gone)."""
@@ -516,12 +517,18 @@ def _registrations_agree(path: Path, manifest: ShardManifest) -> list[str]:
             f"journal (stream {wrong[0]})"]
 
 
-def verify_path(path: str | Path, *, repair: bool = False) -> VerifyReport:
+def verify_path(path: str | Path, *, repair: bool = False, storage: Any = None) -> VerifyReport:
     """Check every logger directory under ``path`` (an experiment) or ``path`` itself.
 
     With ``repair``, every segment with a torn tail is repaired (:func:`repair_segment`) and its
     directory checked again; the report shows the state after the repair, with what was done.
+
+    ``path`` may be an object-store URI (``s3://bucket/prefix``; ``storage``: the config's
+    ``storage:`` options): every shard's journal and segments are fetched into the local
+    mirror (:mod:`.mirror`) and checked there, plus that each file's pieces join up.
     """
+    if is_uri(path):
+        return _verify_store(str(path), repair=repair, storage=storage)
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(2, "No such file or directory", str(root))
@@ -549,4 +556,39 @@ def verify_path(path: str | Path, *, repair: bool = False) -> VerifyReport:
             for seg in shard.segments:
                 seg.repair = repairs.get(seg.name)
         report.shards.append(shard)
+    return report
+
+
+def _verify_store(uri: str, *, repair: bool, storage: Any) -> VerifyReport:
+    from .mirror import StoreMirror
+
+    if repair:
+        raise ValueError(f"{uri}: --repair works on a directory only: objects in a store are "
+                         "written whole and never cut, so they have no torn tail to repair")
+    mirror = StoreMirror(uri, storage)
+    with mirror.locked(), mirror.uris_in_warnings():
+        mirror.refresh()
+        mirror.check_experiment()
+        mirror.forget_gone_shards()
+        mirror.sync_index()
+        store_problems: dict[str, list[str]] = {}
+        top: list[str] = []
+        for name, stored in sorted(mirror.shards.items()):
+            where = f"{uri}/{SHARDS_DIR}/{name}"
+            if not SHARD_ID_RE.match(name) or not stored.journal:
+                top.append(f"{where}: not a shard (no journal, or not a shard id); ignored")
+                continue
+            mirror.sync_shard(name)
+            store_problems[name] = [f"{where}/{gap}" for gap in stored.gaps()]
+            if stored.stray:
+                store_problems[name].append(f"{mirror.uri}/{stored.stray[0]}: not part of a "
+                                            f"shard's layout ({len(stored.stray)} object(s))")
+        report = verify_path(mirror.root)
+    report.path = uri
+    report.problems = [mirror.display(p) for p in [*top, *report.problems]]
+    for shard in report.shards:
+        shard.problems = [mirror.display(p) for p in
+                          [*store_problems.get(shard.name, []), *shard.problems]]
+        for seg in shard.segments:
+            seg.problems = [mirror.display(p) for p in seg.problems]
     return report

@@ -18,10 +18,10 @@ import os
 import time
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .shard import COMMIT_DELAY, ShardWriter
+from .storage import output_location
 
 __all__ = ["TaskOutcome", "TaskRunner", "ShardActor"]
 
@@ -57,9 +57,10 @@ class TaskRunner:
         self.cfg = cfg
         self.entry = resolve_entry_point(cfg.entry_point)
         self.commit_delay = commit_delay
-        self.shard = ShardWriter(Path(output_dir), shard_id,
+        self.shard = ShardWriter(output_location(output_dir), shard_id,
                                  logger_kwargs=cfg.logger.logger_kwargs(),
-                                 fingerprint=fingerprint, commit_group=commit_group)
+                                 fingerprint=fingerprint, commit_group=commit_group,
+                                 storage=getattr(cfg, "storage", None))
         self._staged: dict[str, TaskOutcome] = {}
 
     @property
