@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataLoggerError
+from .sharding.console import print_fields, print_table
 from .sharding.names import for_terminal, python_str, shell_word
 
 __all__ = ["main"]
@@ -336,9 +337,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         ("run time", f"{s['wall_time']['first_run_started'] or '-'} .. "
                      f"{s['wall_time']['last_run_finished'] or '-'}"),
     ]
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"{key:<{width}}  {for_terminal(str(value))}")
+    print_fields(rows)
     return 0
 
 
@@ -431,19 +430,6 @@ def _number(value: Any) -> str:
     return str(value)
 
 
-def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]],
-                 right: Sequence[bool]) -> None:
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if r else c.ljust(w)
-                         for c, w, r in zip(cells, widths, right, strict=True)).rstrip()
-
-    print(line(headers))
-    for row in rows:
-        print(line(row))
-
-
 def _cmd_summarize(args: argparse.Namespace) -> int:
     from .sharding.experiment import Experiment
     from .sharding.summary import verdict as summary_verdict
@@ -478,7 +464,7 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
              str(d["n"][i]) + (f" ({d['missing'][i]} missing)" if d["missing"][i] else ""),
              *[_number(d[k][i]) for k in ("mean", "half_width", "ci_low", "ci_high", "sd")]]
             for i in range(summary.num_rows)]
-    _print_table(headers, rows, [False, False] + [True] * (len(headers) - 2))
+    print_table(headers, rows, [False, False] + [True] * (len(headers) - 2))
     if compare is not None:
         meta = compare.schema.metadata or {}
         method = meta.get(b"disco.method", b"").decode()
@@ -500,7 +486,7 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
                          *[_safe(c[p][i]) for p in params], str(c["n"][i]),
                          *[_number(c[k][i]) for k in ("difference", "half_width", "ci_low",
                                                       "ci_high")], verdict])
-        _print_table(headers, rows, [False, False] + [True] * (len(headers) - 3) + [False])
+        print_table(headers, rows, [False, False] + [True] * (len(headers) - 3) + [False])
     return 0
 
 
