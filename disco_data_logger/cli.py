@@ -181,6 +181,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
           f"committed ({result.committed} this run, {result.resumed} resumed), "
           f"{len(result.failed)} failed, {result.pending} pending; "
           f"{result.wall_seconds:.1f} s, {result.rate:.2f} replications/s")
+    if result.precision is not None:
+        from .sharding.stopping import describe_stop
+
+        head, *points = describe_stop(result.precision)
+        print(f"  precision: {for_terminal(head)}")
+        for line in points:
+            print(f"    {for_terminal(line)}")
     print("query:")
     if cfg.metrics:
         q = shlex.quote
@@ -278,6 +285,7 @@ def _human_bytes(n: float) -> str:
 def inspect_summary(path: str | Path) -> dict[str, Any]:
     """The numbers ``inspect`` prints, computed without writing anything."""
     from .sharding.index import ExperimentIndex
+    from .sharding.sources import stop_plan
 
     root = Path(path)
     index = ExperimentIndex.build(root)
@@ -304,6 +312,7 @@ def inspect_summary(path: str | Path) -> dict[str, Any]:
                       "last_run_finished": runs[-1].get("finished") if runs else None},
         "versions": info.get("versions"),
         "git_commit": info.get("git_commit"),
+        "precision": stop_plan(info.get("plan")),
     }
 
 
@@ -337,6 +346,12 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         ("run time", f"{s['wall_time']['first_run_started'] or '-'} .. "
                      f"{s['wall_time']['last_run_finished'] or '-'}"),
     ]
+    if s["precision"] is not None:
+        from .sharding.stopping import describe_stop
+
+        head, *points = describe_stop(s["precision"])
+        rows.append(("precision", head))
+        rows.extend(("", line) for line in points)
     print_fields(rows)
     return 0
 

@@ -673,11 +673,15 @@ class ExperimentConfig(_Strict):
     @model_validator(mode="after")
     def _small_enough_to_plan(self) -> ExperimentConfig:
         points = self.sweep.size() if self.sweep is not None else 1
-        if points * self.replications > MAX_TASKS:
+        # A stop: run may use every replication number up to its maximum.
+        most = self.stop_max_replications if self.stop is not None else self.replications
+        if points * most > MAX_TASKS:
+            where = ".stop.max_replications" if self.stop is not None and \
+                self.stop.max_replications is not None else ".replications"
             raise _field_error(
-                ".replications",
-                f"too large to plan: {self.replications} replications x {points} sweep point(s)"
-                f" = {points * self.replications} tasks; at most {MAX_TASKS} tasks per"
+                where,
+                f"too large to plan: {most} replications x {points} sweep point(s)"
+                f" = {points * most} tasks; at most {MAX_TASKS} tasks per"
                 " experiment (split it into several experiments)",
             )
         return self
