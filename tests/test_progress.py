@@ -11,6 +11,7 @@ import re
 import select
 import struct
 import termios
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
@@ -144,3 +145,29 @@ def test_tables_on_a_terminal_are_escaped_too(terminal: tuple[TextIO, int]) -> N
     shown = screen_text(screen)
     assert r"\x1b[31mred\x1b[0m [bold]x[/bold] :smile: \u202eevil" in shown
     assert "\x1b[31m" not in shown.replace(r"\x1b[31m", "")
+
+
+def test_the_eta_of_a_log_comes_from_the_updates_between_lines() -> None:
+    stream = io.StringIO()
+    bar = ProgressBar(100, stream=stream, interval=3600)
+    bar.update()
+    for _ in range(5):
+        bar.done += 10
+        bar.update()  # no line, but a speed sample
+        time.sleep(0.01)
+    bar.update(force=True)
+    assert "ETA -:--:--" not in stream.getvalue().splitlines()[-1]
+
+
+def test_a_growing_total_is_not_finished() -> None:
+    """A stop: run's total grows after a batch completed: rich starts the task over."""
+    stream = io.StringIO()
+    bar = ProgressBar(10, stream=stream, interval=3600)
+    bar.done = 10
+    bar.update(force=True)
+    assert stream.getvalue().splitlines()[-1].startswith("10/10 replications")
+    bar.total = 30
+    bar.update(force=True)
+    line = stream.getvalue().splitlines()[-1]
+    assert line.startswith("10/30 replications")
+    assert "ETA 0:00:00" not in line  # a finished task would say it is done

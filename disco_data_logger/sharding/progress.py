@@ -171,12 +171,12 @@ class ProgressBar:
     def update(self, force: bool = False) -> None:
         if not self.enabled or self._finished:
             return
+        self._sync()  # every call: the speed samples the ETA comes from
         now = time.monotonic()
         if not force and now - self._last_draw < self._interval:
             return
         self._last_draw = now
         if self._tty:
-            self._sync()
             if not self._started:
                 self._progress.start()
                 self._started = True
