@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataLoggerError
+from .sharding.console import print_fields, print_table
 from .sharding.names import for_terminal, python_str, shell_word
 
 __all__ = ["main"]
@@ -180,6 +181,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
           f"committed ({result.committed} this run, {result.resumed} resumed), "
           f"{len(result.failed)} failed, {result.pending} pending; "
           f"{result.wall_seconds:.1f} s, {result.rate:.2f} replications/s")
+    if result.precision is not None:
+        from .sharding.stopping import describe_stop
+
+        head, *points = describe_stop(result.precision)
+        print(f"  precision: {for_terminal(head)}")
+        for line in points:
+            print(f"    {for_terminal(line)}")
     print("query:")
     if cfg.metrics:
         q = shlex.quote
@@ -294,6 +302,7 @@ def _human_bytes(n: float) -> str:
 def inspect_summary(path: str | Path) -> dict[str, Any]:
     """The numbers ``inspect`` prints, computed without writing anything."""
     from .sharding.index import ExperimentIndex
+    from .sharding.sources import stop_plan
     from .sharding.storage import output_location
 
     root = output_location(path)
@@ -321,6 +330,7 @@ def inspect_summary(path: str | Path) -> dict[str, Any]:
                       "last_run_finished": runs[-1].get("finished") if runs else None},
         "versions": info.get("versions"),
         "git_commit": info.get("git_commit"),
+        "precision": stop_plan(info.get("plan")),
     }
 
 
@@ -354,9 +364,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         ("run time", f"{s['wall_time']['first_run_started'] or '-'} .. "
                      f"{s['wall_time']['last_run_finished'] or '-'}"),
     ]
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"{key:<{width}}  {for_terminal(str(value))}")
+    if s["precision"] is not None:
+        from .sharding.stopping import describe_stop
+
+        head, *points = describe_stop(s["precision"])
+        rows.append(("precision", head))
+        rows.extend(("", line) for line in points)
+    print_fields(rows)
     return 0
 
 
@@ -458,19 +472,6 @@ def _number(value: Any) -> str:
     return str(value)
 
 
-def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]],
-                 right: Sequence[bool]) -> None:
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if r else c.ljust(w)
-                         for c, w, r in zip(cells, widths, right, strict=True)).rstrip()
-
-    print(line(headers))
-    for row in rows:
-        print(line(row))
-
-
 def _cmd_summarize(args: argparse.Namespace) -> int:
     from .sharding.experiment import Experiment
     from .sharding.summary import verdict as summary_verdict
@@ -505,7 +506,7 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
              str(d["n"][i]) + (f" ({d['missing'][i]} missing)" if d["missing"][i] else ""),
              *[_number(d[k][i]) for k in ("mean", "half_width", "ci_low", "ci_high", "sd")]]
             for i in range(summary.num_rows)]
-    _print_table(headers, rows, [False, False] + [True] * (len(headers) - 2))
+    print_table(headers, rows, [False, False] + [True] * (len(headers) - 2))
     if compare is not None:
         meta = compare.schema.metadata or {}
         method = meta.get(b"disco.method", b"").decode()
@@ -527,7 +528,7 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
                          *[_safe(c[p][i]) for p in params], str(c["n"][i]),
                          *[_number(c[k][i]) for k in ("difference", "half_width", "ci_low",
                                                       "ci_high")], verdict])
-        _print_table(headers, rows, [False, False] + [True] * (len(headers) - 3) + [False])
+        print_table(headers, rows, [False, False] + [True] * (len(headers) - 3) + [False])
     return 0
 
 

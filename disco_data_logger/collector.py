@@ -5,6 +5,9 @@ directories by their labels (:mod:`disco_data_logger.selector`), wait until thos
 finished (their ``_DONE`` marker), and write the records as Arrow record batches with the columns
 ``stream_id, epoch, indices, values`` plus any label columns asked for. Decoding goes through the
 native :func:`disco_data_logger.read`, one call per directory, so no Python runs per record.
+Label values become columns by the project's one rule (:mod:`disco_data_logger.labels`): a
+boolean label is a boolean column, integers int64, integers with floats float64, and labels of
+mixed kinds text (``true``, ``3``, ``"kg"`` as ``kg``), the same as in the experiment index.
 
 Streams are selected from their sidecars (``streams/*.json``); a directory whose sidecars were
 lost can still be read with :func:`disco_data_logger.read`, which uses the in-band registrations.
@@ -21,11 +24,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .labels import label_array
+from .layout import DONE_MARKER, SEGMENT_GLOB, STREAMS_DIR
 from .selector import Rule, compile_rule
 
 __all__ = ["Collector", "DONE_MARKER"]
 
-DONE_MARKER = "_DONE"
 BASE_COLUMNS = ("stream_id", "epoch", "indices", "values")
 LOGGER_PATH_LABEL = "_logger_path"
 """Added to every stream's labels: selectable, and available as an output column."""
@@ -59,7 +63,7 @@ class Collector:
         """Every stream's sidecar (labels, ``stream_id``, scales) plus ``_logger_path``."""
         out = []
         for base in self._paths:
-            streams_dir = base / "streams"
+            streams_dir = base / STREAMS_DIR
             if not streams_dir.is_dir():
                 continue
             for file in sorted(streams_dir.glob("*.json")):
@@ -117,10 +121,10 @@ class Collector:
         if wait_for_done and not self._wait_for_done(self._paths, backoff, timeout):
             return False
         for base in self._paths:
-            for segment in base.glob("*.seg.zst"):
+            for segment in base.glob(SEGMENT_GLOB):
                 segment.unlink(missing_ok=True)
             if not keep_meta:
-                shutil.rmtree(base / "streams", ignore_errors=True)
+                shutil.rmtree(base / STREAMS_DIR, ignore_errors=True)
         return True
 
     @staticmethod
@@ -141,7 +145,8 @@ class Collector:
     @staticmethod
     def _with_labels(table: Any, metas: dict[int, dict[str, Any]],
                      label_columns: Sequence[str]) -> Any:
-        """Append one column per label: a per-stream value array taken by each row's stream."""
+        """Append one column per label: a per-stream value array taken by each row's stream
+        (typed by :func:`disco_data_logger.labels.label_array`)."""
         import pyarrow as pa
 
         if not label_columns:
@@ -150,7 +155,7 @@ class Collector:
         sids = np.asarray(table.column("stream_id"), dtype=np.int64)
         rows = pa.array(np.searchsorted(keys, sids), type=pa.int64())
         for name in label_columns:
-            per_stream = _label_array([metas[int(k)].get(name) for k in keys])
+            per_stream = label_array([metas[int(k)].get(name) for k in keys])
             table = table.append_column(name, per_stream.take(rows))
         return table
 
@@ -167,12 +172,3 @@ class Collector:
             arrays.append(table.column(field.name).cast(field.type))
         return pa.Table.from_arrays(arrays, schema=schema)
 
-
-def _label_array(values: list[Any]) -> Any:
-    """Label values as one Arrow array; labels of mixed types across streams become text."""
-    import pyarrow as pa
-
-    try:
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-        return pa.array([None if v is None else str(v) for v in values], type=pa.string())

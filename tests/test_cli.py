@@ -157,3 +157,47 @@ def test_console_script_exit_code_and_no_traceback(tmp_path: Path) -> None:
     debug = subprocess.run([sys.executable, "-m", "disco_data_logger", "--debug", "run",
                             str(bad)], capture_output=True, text=True, env=env, timeout=60)
     assert debug.returncode == 2 and "Traceback" in debug.stderr
+
+
+def test_run_progress_in_a_log_and_on_a_terminal(tmp_path: Path) -> None:
+    """The progress of the real command: plain lines into a file, a bar redrawn on a terminal."""
+    import fcntl
+    import re
+    import select
+    import struct
+    import termios
+
+    config = str(_config(tmp_path))
+    log = tmp_path / "run.log"
+    with log.open("w") as err:
+        proc = subprocess.run([sys.executable, "-m", "disco_data_logger", "run", config],
+                              stdout=subprocess.PIPE, stderr=err, text=True, timeout=120)
+    assert proc.returncode == 0
+    lines = log.read_text().splitlines()
+    assert lines and lines[-1].startswith("2/2 replications  ") and "elapsed" in lines[-1]
+    assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f]", log.read_text())
+
+    screen, program = os.openpty()
+    fcntl.ioctl(program, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
+    try:
+        proc2 = subprocess.Popen([sys.executable, "-m", "disco_data_logger", "run", config,
+                                  "replications=3"], stdout=subprocess.PIPE, stderr=program,
+                                 text=True)
+        os.close(program)
+        shown = b""
+        while True:
+            ready = select.select([screen], [], [], 60)[0]
+            try:
+                chunk = os.read(screen, 1 << 16) if ready else b""
+            except OSError:  # the terminal's other end closed
+                chunk = b""
+            if not chunk:
+                break
+            shown += chunk
+        proc2.communicate(timeout=60)
+    finally:
+        os.close(screen)
+    assert proc2.returncode == 0
+    text = shown.decode()
+    assert "\x1b[?25l" in text and "━" in text and "3/3 replications" in text, text
+    assert "(2 resumed)" in text

@@ -13,6 +13,7 @@ import pytest
 
 from disco_data_logger import Collector, DataLogger
 from disco_data_logger.collector import DONE_MARKER
+from disco_data_logger.labels import label_array
 from tests.common import decode_python
 
 BASE = [("stream_id", pa.uint32()), ("epoch", pa.float64()),
@@ -192,3 +193,30 @@ def test_bad_arguments(loggers):
     with pytest.raises(ValueError, match="position"):
         Collector(loggers).collect(BatchList(), rule="measure in (a")
     assert Collector(str(loggers[0])).paths == [loggers[0]]
+
+
+def test_label_columns_follow_the_projects_one_rule(tmp_path):
+    """Labels become columns as in the experiment index (disco_data_logger.labels): booleans
+    stay booleans, integers with floats are floats, mixed kinds are text with JSON spelling."""
+    labels = [
+        {"name": "x", "flag": True, "size": 1, "mixed": True, "unit": "kg"},
+        {"name": "y", "flag": False, "size": 2.5, "mixed": "yes", "unit": 3},
+        {"name": "z", "size": 4, "mixed": 7},
+    ]
+    with DataLogger(tmp_path / "l") as dl:
+        for k, label in enumerate(labels):
+            sid = dl.register_stream(label, value_scale=None)
+            dl.record(sid, float(k), [k], [1.0])
+    out = BatchList()
+    names = ["flag", "size", "mixed", "unit"]
+    assert Collector([tmp_path / "l"]).collect(out, columns=names)
+    table = out.table().sort_by("epoch")
+    assert table.schema.field("flag").type == pa.bool_()
+    assert table.column("flag").to_pylist() == [True, False, None]
+    assert table.schema.field("size").type == pa.float64()
+    assert table.column("size").to_pylist() == [1.0, 2.5, 4.0]
+    assert table.column("mixed").to_pylist() == ["true", "yes", "7"]  # not "True"
+    assert table.column("unit").to_pylist() == ["kg", "3", None]
+    for name in names:  # the same column the index builds from the same labels
+        assert table.column(name).combine_chunks().equals(
+            label_array([label.get(name) for label in labels]))

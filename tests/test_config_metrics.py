@@ -88,6 +88,10 @@ def test_shipped_configs_declare_metrics() -> None:
                                    "min_replications": 50, "max_replications": 20}},
      "stop.min_replications: must not exceed max_replications (20) (got 50)"),
     ({"seeding": "shared"}, "seeding: must be 'independent' or 'common' (got 'shared')"),
+    # a stop: run may use every replication number up to its maximum: that is what is planned
+    ({"metrics": METRICS, "stop": {"metric": "level", "half_width": 1,
+                                   "max_replications": 2_000_000}},
+     "stop.max_replications: too large to plan: 2000000 replications x 1 sweep point(s)"),
 ])
 def test_errors_name_the_file_and_field(tmp_path: Path, change: dict[str, Any],
                                         expected: str) -> None:

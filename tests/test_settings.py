@@ -4,6 +4,7 @@ loggers start."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,14 @@ import pytest
 import yaml
 
 from disco_data_logger import DataLogger, _defaults
-from disco_data_logger.errors import ConfigError, InvalidSettingError
-from disco_data_logger.sharding.config import load_config
+from disco_data_logger.errors import ConfigError, InvalidSettingError, InvalidStreamError
+from disco_data_logger.sharding.config import (
+    DEFAULT_COMMIT_DELAY,
+    DEFAULT_COMMIT_GROUP,
+    MAX_COMMIT_DELAY,
+    MAX_COMMIT_GROUP,
+    load_config,
+)
 from tests.common import decode_native
 
 CASES: list[tuple[dict[str, Any], str | None]] = [
@@ -94,3 +101,72 @@ def test_rotate_bytes_smaller_than_a_block_is_honoured(tmp_path: Path) -> None:
     sizes = [s.stat().st_size for s in segments]
     assert max(sizes) <= rotate + rotate // 8, sizes
     assert len(decode_native(tmp_path / "l")) == 2000
+
+
+PERIODS = [
+    (1.0, 1e-3, True),
+    (0.3, 0.1, True),  # 3 ticks, within the boundary tolerance
+    (1.0, 0.25, True),
+    (1.0, 0.3, False),  # 3.33 ticks
+    (1.0, 10.0, False),  # shorter than one tick
+    (0.7, 0.7, True),
+    (1e-9, 1e-12, True),
+]
+
+
+@pytest.mark.parametrize(("periodicity", "epoch_scale", "accepted"), PERIODS)
+def test_logger_and_config_accept_the_same_periods(tmp_path: Path, periodicity: float,
+                                                    epoch_scale: float, accepted: bool) -> None:
+    """A periodicity that is not a whole number of epoch_scale ticks is refused when the config
+    is loaded, by the function the logger refuses it with."""
+    doc = yaml.safe_load(config_text({}))
+    doc["streams"] = [{"name": "stock", "value_scale": None, "periodicity": periodicity,
+                       "epoch_scale": epoch_scale}]
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with DataLogger(tmp_path / "l") as dl:
+        if accepted:
+            dl.register_periodic_stream({"m": "x"}, epoch_scale=epoch_scale, value_scale=None,
+                                        periodicity=periodicity)
+        else:
+            with pytest.raises(InvalidStreamError) as logger_error:
+                dl.register_periodic_stream({"m": "x"}, epoch_scale=epoch_scale,
+                                            value_scale=None, periodicity=periodicity)
+    if accepted:
+        assert load_config(path).streams[0].periodicity == periodicity
+        return
+    with pytest.raises(ConfigError) as config_error:
+        load_config(path)
+    message = str(config_error.value)
+    assert message.startswith(f"{path}: streams[0].periodicity: ")
+    # the same check, so the same words (the logger names the stream by its labels)
+    problem = str(logger_error.value).split("): ", 1)[1]
+    assert message.endswith(problem)
+
+
+@pytest.mark.parametrize(("key", "value", "error"), [
+    ("commit_group", 0, "execution.commit_group: must be >= 1"),
+    ("commit_group", MAX_COMMIT_GROUP + 1,
+     f"execution.commit_group: must be <= {MAX_COMMIT_GROUP}"),
+    ("commit_group", "many", "execution.commit_group"),
+    ("commit_delay", -0.1, "execution.commit_delay: must be >= 0"),
+    ("commit_delay", MAX_COMMIT_DELAY + 1,
+     f"execution.commit_delay: must be <= {MAX_COMMIT_DELAY:g}"),
+    ("commit_delay", float("inf"), "execution.commit_delay"),
+])
+def test_commit_settings_are_checked_at_load_time(tmp_path: Path, key: str, value: Any,
+                                                  error: str) -> None:
+    doc = yaml.safe_load(config_text({}))
+    doc["execution"] = {key: value}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match=re.escape(error)):
+        load_config(path)
+
+
+def test_commit_settings_have_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text(config_text({}))
+    execution = load_config(path).execution
+    assert (execution.commit_group, execution.commit_delay) == (DEFAULT_COMMIT_GROUP,
+                                                                DEFAULT_COMMIT_DELAY)

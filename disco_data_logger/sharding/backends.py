@@ -8,9 +8,9 @@ process sentinel or Ray's actor error, its task is reported as a failed attempt 
 shard keeps what it committed before, and its torn tail is never read as committed data.
 
 **Group commits** (serial and multiprocessing backends). Short replications are committed in
-groups of up to :data:`COMMIT_GROUP`: a worker stages each commit and makes its group durable
-(one logger flush, one journal frame, one fsync) when the group is full, when it has nothing
-queued, or when the oldest staged commit is :data:`~.shard.COMMIT_DELAY` seconds old. A task
+groups of up to ``execution.commit_group``: a worker stages each commit and makes its group
+durable (one logger flush, one journal frame, one fsync) when the group is full, when it has
+nothing queued, or when the oldest staged commit is ``execution.commit_delay`` seconds old. A task
 counts as committed only once its group is durable. To keep groups filling, each worker may
 hold several tasks at once (the one it runs, the ones queued behind it, the staged ones): as
 many as fit in the commit delay at the task duration observed so far, so long replications get
@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataLoggerError
-from .shard import COMMIT_DELAY, new_shard_id
+from .config import DEFAULT_COMMIT_DELAY, DEFAULT_COMMIT_GROUP
+from .shard import new_shard_id
 from .storage import output_location
 from .worker import ShardActor, TaskOutcome, TaskRunner
 
@@ -60,10 +61,6 @@ replaced by one placed anywhere (only while no live node offers those resources)
 
 MAX_STARTUP_DEATHS = 3
 """Consecutive workers dying before running anything: the setup is broken, stop retrying."""
-
-COMMIT_GROUP = 256
-"""Most replications one group commit makes durable."""
-
 
 CPU_OVERSUBSCRIPTION = 4
 """Most worker processes per CPU this process may use: beyond that, processes only add memory."""
@@ -113,8 +110,11 @@ class Backend(ABC):
         self.fingerprint = fingerprint
         self.workers = max(1, int(workers))
         self.shard_ids: list[str] = []
-        self.timeout: float | None = getattr(getattr(cfg, "execution", None), "timeout", None)
-        self.commit_group = COMMIT_GROUP if self.groups else 1
+        execution = getattr(cfg, "execution", None)
+        self.timeout: float | None = getattr(execution, "timeout", None)
+        self.commit_group = int(getattr(execution, "commit_group", DEFAULT_COMMIT_GROUP)) \
+            if self.groups else 1
+        self.commit_delay = float(getattr(execution, "commit_delay", DEFAULT_COMMIT_DELAY))
         self._task_seconds: float | None = None
         self.attempts_ok = 0
         """Attempts whose model returned (committed, or staged in a group not yet durable)."""
@@ -126,7 +126,7 @@ class Backend(ABC):
             return 1
         if self._task_seconds is None:
             return 2
-        fit = int(COMMIT_DELAY / max(self._task_seconds, 1e-6))
+        fit = int(self.commit_delay / max(self._task_seconds, 1e-6))
         return 1 + max(1, min(self.commit_group, fit))
 
     def _observe(self, outcome: TaskOutcome) -> None:
@@ -193,7 +193,8 @@ class SerialBackend(Backend):
 
     def start(self) -> None:
         self._runner = TaskRunner(self.cfg, self.output_dir, self._new_shard_id(0),
-                                  self.fingerprint, commit_group=self.commit_group)
+                                  self.fingerprint, commit_group=self.commit_group,
+                                  commit_delay=self.commit_delay)
 
     def _held(self) -> int:
         return len(self._queued) + (self._runner.staged if self._runner is not None else 0)
@@ -259,7 +260,8 @@ def _stop_on_first_sigint(signum: int, frame: Any) -> None:
 
 
 def _mp_worker_main(conn: Connection, cfg: Any, output_dir: str, shard_id: str,
-                    fingerprint: str | None, commit_group: int = 1) -> None:
+                    fingerprint: str | None, commit_group: int = 1,
+                    commit_delay: float = DEFAULT_COMMIT_DELAY) -> None:
     """A spawned worker: build the writer here, then serve tasks until told to stop.
 
     Messages to the coordinator: ``("ready", pid)``; ``("done", outcome)`` after every attempt
@@ -282,7 +284,7 @@ def _mp_worker_main(conn: Connection, cfg: Any, output_dir: str, shard_id: str,
     try:
         try:
             runner = TaskRunner(cfg, output_dir, shard_id, fingerprint,
-                                commit_group=commit_group)
+                                commit_group=commit_group, commit_delay=commit_delay)
         except Exception as exc:
             conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
             return
@@ -362,7 +364,7 @@ class MultiprocessingBackend(Backend):
         process = self._ctx.Process(
             target=_mp_worker_main,
             args=(child, self.cfg, str(self.output_dir), shard_id, self.fingerprint,
-                  self.commit_group),
+                  self.commit_group, self.commit_delay),
             name=f"disco-worker-{slot}",
             daemon=True,
         )

@@ -46,8 +46,9 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from .. import _defaults
-from ..errors import ConfigError, InvalidSettingError
+from ..errors import ConfigError, InvalidSettingError, InvalidStreamError
 from ..layout import RESERVED_LABELS, SERVICE_LABELS
+from ..periodic import check_periodicity
 from .expression import Expression, ExpressionError, check_name
 from .names import key_problem, name_problem, value_problem
 
@@ -77,6 +78,10 @@ __all__ = [
     "MAX_TASKS",
     "MAX_WORKERS",
     "DEFAULT_MAX_FAILURES",
+    "DEFAULT_COMMIT_GROUP",
+    "DEFAULT_COMMIT_DELAY",
+    "MAX_COMMIT_GROUP",
+    "MAX_COMMIT_DELAY",
 ]
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -102,6 +107,19 @@ number of tasks and at what the machine allows)."""
 
 DEFAULT_MAX_FAILURES = 10
 """Default ``execution.max_failures``: tasks failing every attempt before a run stops early."""
+
+DEFAULT_COMMIT_GROUP = 256
+"""Default ``execution.commit_group``: most replications one group commit makes durable."""
+
+MAX_COMMIT_GROUP = 65_536
+"""Largest ``execution.commit_group``: a worker keeps every staged commit's outcome in memory."""
+
+DEFAULT_COMMIT_DELAY = 0.5
+"""Default ``execution.commit_delay``: seconds a staged commit may wait for its group."""
+
+MAX_COMMIT_DELAY = 60.0
+"""Largest ``execution.commit_delay``: a killed worker loses (and reruns) at most this much work
+per group, and a replication is reported committed at most this late."""
 
 
 def _reserved_key_problem(key: str, what: str) -> str | None:
@@ -277,6 +295,11 @@ class ExecutionSettings(_Strict):
     placed without them (a note says so)."""
     timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """Seconds one replication may run before it is counted as failed (None: no limit)."""
+    commit_group: int = Field(default=DEFAULT_COMMIT_GROUP, ge=1, le=MAX_COMMIT_GROUP)
+    """Most replications a worker makes durable with one flush and fsync (1: one by one)."""
+    commit_delay: float = Field(default=DEFAULT_COMMIT_DELAY, ge=0, le=MAX_COMMIT_DELAY,
+                                allow_inf_nan=False)
+    """Seconds a staged commit may wait for its group before the worker makes it durable."""
 
     @field_validator("ray_resources")
     @classmethod
@@ -393,6 +416,17 @@ class StreamSpec(_Strict):
                 )
         elif self.kind is None:
             self.kind = "state"
+        return self
+
+    @model_validator(mode="after")
+    def _periodicity_in_whole_ticks(self) -> StreamSpec:
+        # The logger's own check (it refuses the registration), so a bad period is refused
+        # once at load time rather than in every replication.
+        if self.periodicity is not None:
+            try:
+                check_periodicity(self.name, self.periodicity, self.epoch_scale)
+            except InvalidStreamError as exc:
+                raise _field_error(".periodicity", str(exc)) from None
         return self
 
     @property
@@ -730,11 +764,15 @@ class ExperimentConfig(_Strict):
     @model_validator(mode="after")
     def _small_enough_to_plan(self) -> ExperimentConfig:
         points = self.sweep.size() if self.sweep is not None else 1
-        if points * self.replications > MAX_TASKS:
+        # A stop: run may use every replication number up to its maximum.
+        most = self.stop_max_replications if self.stop is not None else self.replications
+        if points * most > MAX_TASKS:
+            where = ".stop.max_replications" if self.stop is not None and \
+                self.stop.max_replications is not None else ".replications"
             raise _field_error(
-                ".replications",
-                f"too large to plan: {self.replications} replications x {points} sweep point(s)"
-                f" = {points * self.replications} tasks; at most {MAX_TASKS} tasks per"
+                where,
+                f"too large to plan: {most} replications x {points} sweep point(s)"
+                f" = {points * most} tasks; at most {MAX_TASKS} tasks per"
                 " experiment (split it into several experiments)",
             )
         return self

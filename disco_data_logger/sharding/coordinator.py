@@ -26,13 +26,16 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
+
 from ..errors import ConfigError, UnsafePathError
 from .backends import Backend, import_ray, machine_worker_limit, make_backend
+from .experiment import Experiment
 from .failfast import FailurePolicy
 from .index import (
     ExperimentIndex,
@@ -45,7 +48,17 @@ from .layout import EXPERIMENT_JSON, INDEX_DIR, SHARDS_DIR
 from .lock import ExperimentLock
 from .manifest import ShardManifest
 from .names import for_terminal
+from .planning import TaskPlan
 from .progress import ProgressBar
+from .sources import (
+    PlannedTasks,
+    PrecisionTasks,
+    TaskSource,
+    initial_plan,
+    precision_rule,
+    row_bounds,
+    stop_plan,
+)
 from .storage import output_location
 from .worker import TaskOutcome
 
@@ -73,6 +86,9 @@ class RunResult:
     """The traceback of the first failed attempt of this run, if any attempt failed."""
     notes: list[str] = field(default_factory=list)
     """What the run said on the way: a stale lock taken over, workers capped, links removed."""
+    precision: Mapping[str, Any] | None = None
+    """A ``stop:`` run's verdict (``plan.stop`` of ``experiment.json``: the rule, and per sweep
+    point ``n``, ``state``, ``stopped_at``, half-widths against targets); None without one."""
 
     @property
     def pending(self) -> int:
@@ -302,7 +318,6 @@ class Coordinator:
 
     def _run_locked(self, t0: float, run_id: str) -> RunResult:
         from .config import config_snapshot
-        from .planning import TaskPlan
 
         plan = TaskPlan(self.cfg)
         execution = self.cfg.execution
@@ -317,7 +332,7 @@ class Coordinator:
             "state": "running",
         }
         self._run_info: dict[str, Any] = {
-            "plan": plan.summary(),
+            "plan": initial_plan(self.cfg, plan),
             "experiment": {
                 "organisation": self.cfg.experiment.organisation,
                 "model": self.cfg.experiment.model,
@@ -341,9 +356,10 @@ class Coordinator:
         resumed = plan.mark(done, committed["task_id"],
                             committed["point_index"].fill_null(-1).to_numpy(),
                             committed["replication"].fill_null(-1).to_numpy())
-        del committed, start_index
-        to_run = len(plan) - resumed
-        fresh: Iterator[Any] = plan.iter_tasks(done)
+        del committed
+        source = self._task_source(plan, done, resumed, start_index)
+        del start_index
+        to_run = source.upper_bound()
         # Staged commits a dead worker never made durable run again first; failed attempts are
         # tried again after the fresh tasks.
         requeued: deque[tuple[Any, int]] = deque()
@@ -355,15 +371,23 @@ class Coordinator:
                 return requeued.popleft()
             if policy.stopping:
                 return None  # no new task and no retry once the failure policy stopped the run
-            task = next(fresh, None)
+            task = source.next_task()
             if task is not None:
                 return (task, 1)
             return retry.popleft() if retry else None
 
-        result = RunResult(output=self.output, state="running", planned=len(plan),
+        def more_may_come() -> bool:
+            return source.waiting() and not policy.stopping and not stopping
+
+        def show_progress() -> None:
+            bar.total, bar.status = source.total, source.status()
+            bar.update()
+
+        result = RunResult(output=self.output, state="running", planned=source.total,
                            resumed=resumed, committed=0, notes=self.notes)
-        bar = ProgressBar(len(plan), skipped=resumed,
+        bar = ProgressBar(source.total, skipped=resumed,
                           stream=self.progress_stream, enabled=self.progress_enabled)
+        bar.status = source.status()
         failed: dict[str, str] = self._run_info["failed"]
         attempts: dict[str, int] = self._run_info["attempts"]
         tracebacks: dict[str, str] = self._run_info["tracebacks"]
@@ -371,6 +395,7 @@ class Coordinator:
         last_failure: dict[str, TaskOutcome] = {}
 
         def give_up(outcome: TaskOutcome) -> None:
+            source.failed(outcome.task_id)
             failed[outcome.task_id] = outcome.error or "failed"
             if outcome.traceback:
                 tracebacks[outcome.task_id] = outcome.traceback
@@ -383,6 +408,7 @@ class Coordinator:
             if outcome.attempt > 1 or not outcome.ok:
                 attempts[tid] = max(attempts.get(tid, 0), outcome.attempt)
             if outcome.ok:
+                source.committed(tid)
                 result.committed += 1
                 bar.done += 1
                 policy.succeeded()
@@ -429,7 +455,7 @@ class Coordinator:
                                        self.fingerprint, workers)
                 backend.start()
                 bar.update(force=True)
-                while pending is not None or backend.in_flight():
+                while pending is not None or backend.in_flight() or more_may_come():
                     if policy.stopping:
                         stop_early()
                         pending = None
@@ -438,6 +464,15 @@ class Coordinator:
                         inflight[task.task_id] = task
                         backend.submit(task, attempt)
                         pending = next_task()
+                    if pending is None and not backend.in_flight():
+                        # Nothing runs: the source decides now what comes next (a stop: run's
+                        # next batches), or there is nothing left.
+                        source.poll(idle=True)
+                        pending = next_task()
+                        if pending is None and more_may_come():
+                            raise RuntimeError("the task source is waiting for nothing")
+                        show_progress()
+                        continue
                     outcomes = backend.wait(timeout=0.25)
                     if backend.attempts_ok:
                         # A model that returned counts as a success for the failure policy even
@@ -448,9 +483,11 @@ class Coordinator:
                     if policy.stopping:
                         stop_early()
                         pending = None
-                    elif pending is None:
-                        pending = next_task()  # a retry queued by handle()
-                    bar.update()
+                    else:
+                        source.poll(idle=False)
+                        if pending is None:
+                            pending = next_task()  # a retry queued by handle(), or a new batch
+                    show_progress()
                 backend.shutdown()
                 backend = None
             result.state = "failed" if failed or policy.stopping else "complete"
@@ -471,7 +508,11 @@ class Coordinator:
             raise
         finally:
             restore()
+            bar.total, bar.status = source.total, source.status()
             bar.finish()
+            result.planned = source.total
+            self._run_info["plan"] = source.plan_summary()
+            result.precision = stop_plan(self._run_info["plan"])
             result.failed = dict(failed)
             result.stopped_early = policy.stop_reason
             result.first_traceback = policy.first_traceback
@@ -487,6 +528,20 @@ class Coordinator:
             self._run_info["state"] = result.state
             result.index = merge(self.output, run=self._run_info, storage=self.storage)
         return result
+
+    def _task_source(self, plan: TaskPlan, done: np.ndarray, resumed: int,
+                     start: ExperimentIndex) -> TaskSource:
+        """The fixed plan, or the batches of the config's ``stop:`` rule (:mod:`.sources`)."""
+        if self.cfg.stop is None:
+            return PlannedTasks(plan, done, resumed)
+        rows = row_bounds(start.stored_replications, *plan.shape)
+        return PrecisionTasks(plan, done, rows, precision_rule(self.cfg), self._refresh)
+
+    def _refresh(self, plan: dict[str, Any]) -> Experiment:
+        """Merge what is committed so far (recording ``plan``) and open it for the stop rule."""
+        self._run_info["plan"] = plan
+        index = merge(self.output, run=self._run_info, storage=self.storage)
+        return Experiment(index.output_dir, index)  # a store's index lives in its local mirror
 
     def _catch_sigterm(self) -> Any:
         """Treat SIGTERM like Ctrl-C while running (a batch scheduler stopping the job)."""

@@ -82,7 +82,13 @@ from .manifest import (
     read_v1,
     segment_files,
 )
-from .planning import in_plan, planned_table
+from .planning import (
+    first_per_point,
+    in_plan,
+    planned_counts,
+    planned_table,
+    stored_per_point,
+)
 from .storage import is_uri
 
 __all__ = [
@@ -991,10 +997,19 @@ def _plan_shape(plan: Mapping[str, Any]) -> tuple[int, int]:
 
 
 def _unstored_pending(stored: pa.Table, plan: Mapping[str, Any] | None) -> int:
-    """How many planned tasks have no row in ``stored`` (they are pending)."""
+    """How many planned tasks have no row in ``stored`` (they are pending).
+
+    A ``stop:`` run plans, per point, the replication numbers its rule asked for
+    (:func:`~.planning.planned_counts`); a fixed run every number below ``replications``.
+    """
     if plan is None:
         return 0
     points, reps = _plan_shape(plan)
+    counts = planned_counts(plan)
+    if counts is not None:
+        rows = stored_per_point(stored["task_id"], stored["point_index"], stored["replication"],
+                                points, reps)
+        return int(np.maximum(counts - rows, 0).sum())
     inside = in_plan(stored["task_id"], stored["point_index"], stored["replication"], points,
                      reps) if stored.num_rows else np.zeros(0, dtype=bool)
     return points * reps - int(inside.sum())
@@ -1007,6 +1022,13 @@ def with_pending(stored: pa.Table, plan: Mapping[str, Any] | None) -> pa.Table:
     planned = planned_table(*_plan_shape(plan))
     pending = planned.filter(pc.invert(pc.is_in(planned["task_id"],
                                                  value_set=stored["task_id"].combine_chunks())))
+    counts = planned_counts(plan)
+    if counts is not None:
+        # A stop: run hands out the lowest free numbers: its pending tasks are the first ones
+        # without a row, as many per point as it asked for beyond the rows it has.
+        rows = stored_per_point(stored["task_id"], stored["point_index"], stored["replication"],
+                                *_plan_shape(plan))
+        pending = first_per_point(pending, counts - rows)
     n = pending.num_rows
     pending = _conform(pending.append_column("status", _constant_strings(_PENDING, n))
                        .append_column("attempts", pa.array(np.zeros(n, np.int64))))

@@ -459,8 +459,14 @@ class _Batch:
 
     def __init__(self, table: pa.Table, codes_of: Mapping[str, int]) -> None:
         n = table.num_rows
-        tids = table["task_id"].to_pylist()
-        global_codes = np.fromiter((codes_of[t] for t in tids), dtype=np.int64, count=n)
+        # The code of every record's task, looked up in Arrow: no Python per record.
+        keys = list(codes_of)
+        positions = pc.index_in(table["task_id"], value_set=pa.array(keys, type=pa.string()))
+        if positions.null_count:
+            raise KeyError("a record of a replication that was not asked for")
+        key_codes = np.fromiter((codes_of[k] for k in keys), dtype=np.int64, count=len(keys))
+        global_codes = key_codes[np.asarray(positions.to_numpy(zero_copy_only=False),
+                                            dtype=np.int64)]
         self.tasks, local = np.unique(global_codes, return_inverse=True)
         epoch = np.asarray(table["epoch"].to_numpy(zero_copy_only=False), dtype=np.float64)
         # stable: records with equal epochs stay in recording order

@@ -24,8 +24,8 @@ from .config import ExperimentConfig
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["Task", "TaskPlan", "in_plan", "make_task", "plan_tasks", "planned_table",
-           "point_id", "task_id"]
+__all__ = ["Task", "TaskPlan", "in_plan", "make_task", "plan_tasks", "planned_counts",
+           "planned_table", "point_id", "stored_per_point", "task_id", "first_per_point"]
 
 
 @dataclass(frozen=True)
@@ -97,13 +97,16 @@ class TaskPlan:
     """Every task of an experiment, built one at a time when needed.
 
     Tasks run points in order and replications ``0..n-1`` within each point (the order of
-    :func:`plan_tasks`).
+    :func:`plan_tasks`). ``n`` is the config's ``replications``, or, with a ``stop:`` section,
+    its ``max_replications``: the replication numbers a precision-driven run may use (which of
+    them it runs is decided by :mod:`.sources`).
     """
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
         self.points = cfg.points()
-        self.replications = int(cfg.replications)
+        self.replications = int(cfg.stop_max_replications if cfg.stop is not None
+                                else cfg.replications)
 
     def __len__(self) -> int:
         return len(self.points) * self.replications
@@ -164,6 +167,55 @@ def in_plan(task_ids: Any, point_indices: Any, replications: Any, points: int,
         inside &= np.asarray(same.fill_null(False).to_numpy(zero_copy_only=False), bool)
     out: np.ndarray = inside
     return out
+
+
+def planned_counts(plan: Mapping[str, Any] | None) -> np.ndarray | None:
+    """Per sweep point, how many replication numbers a ``stop:`` run has asked for so far
+    (``plan["stop"]["points"][i]["planned"]``); None for a fixed plan, where every replication
+    below ``plan["replications"]`` is planned. A ``stop`` block without points (written before
+    the rule's first decision) plans nothing beyond what has a row."""
+    if not isinstance(plan, Mapping):
+        return None
+    stop = plan.get("stop")
+    if not isinstance(stop, Mapping):
+        return None
+    points = int(plan.get("points", 0))
+    counts = np.zeros(points, dtype=np.int64)
+    for i, entry in enumerate(stop.get("points") or ()):
+        if i < points and isinstance(entry, Mapping):
+            value = entry.get("planned")
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                counts[i] = value
+    return counts
+
+
+def stored_per_point(task_ids: Any, point_indices: Any, replications: Any, points: int,
+                     n_replications: int) -> np.ndarray:
+    """Per point of a plan of ``points`` x ``n_replications``: the rows (columns of task ids,
+    point indices, replications) that are tasks of the plan."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not len(task_ids):
+        return np.zeros(points, dtype=np.int64)
+    inside = in_plan(task_ids, point_indices, replications, points, n_replications)
+    p = np.asarray(pc.fill_null(pa.array(point_indices, type=pa.int64()), -1).to_numpy(
+        zero_copy_only=False), dtype=np.int64)
+    counts: np.ndarray = np.bincount(p[inside], minlength=points).astype(np.int64)
+    return counts
+
+
+def first_per_point(table: pa.Table, counts: np.ndarray) -> pa.Table:
+    """The first ``counts[p]`` rows of every point of ``table`` (rows in plan order, as
+    :func:`planned_table` gives them)."""
+    import pyarrow as pa
+
+    p = np.asarray(table["point_index"].to_numpy(zero_copy_only=False), dtype=np.int64)
+    if not len(p):
+        return table
+    rank = np.arange(len(p)) - np.searchsorted(p, p, side="left")
+    keep = rank < np.maximum(counts, 0)[p]
+    return table.filter(pa.array(keep))
 
 
 def planned_table(points: int, replications: int) -> pa.Table:

@@ -57,11 +57,7 @@ from .manifest import (
 )
 from .storage import is_uri
 
-__all__ = ["ShardWriter", "Replication", "new_shard_id", "check_shard_id", "SHARDS_DIR",
-           "COMMIT_DELAY"]
-
-COMMIT_DELAY = 0.5
-"""Seconds a staged commit may wait for its group (the service's workers sync sooner when idle)."""
+__all__ = ["ShardWriter", "Replication", "new_shard_id", "check_shard_id", "SHARDS_DIR"]
 
 STATS_INTERVAL = 5.0
 """Seconds between the logger statistics a shard writes into its journal while it runs."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+import pyarrow.compute as pc
 
 from .config import StopSpec
 from .statistics import running_intervals
@@ -31,7 +32,7 @@ from .statistics import running_intervals
 if TYPE_CHECKING:
     from .experiment import Experiment
 
-__all__ = ["PrecisionRule", "PointStatus", "StopDecision"]
+__all__ = ["PrecisionRule", "PointStatus", "StopDecision", "describe_stop", "max_warning"]
 
 State = Literal["running", "met", "max"]
 
@@ -59,6 +60,15 @@ class PointStatus:
     def done(self) -> bool:
         return self.state != "running"
 
+    def to_json(self) -> dict[str, object]:
+        """The status as plain JSON data (NaN as null), as ``experiment.json`` holds it."""
+        def clean(values: dict[str, float]) -> dict[str, float | None]:
+            return {k: (None if v is None or math.isnan(v) else v) for k, v in values.items()}
+
+        return {"point_id": self.point_id, "n": self.n, "state": self.state, "more": self.more,
+                "stopped_at": self.stopped_at, "half_width": clean(self.half_width),
+                "target": clean(self.target), "mean": clean(self.mean)}
+
     def describe(self) -> str:
         """``p0001 n=40 L ±0.061/0.050`` (+ ``met`` or ``max`` when done)."""
         parts = [f"{self.point_id} n={self.n}"]
@@ -72,6 +82,16 @@ class PointStatus:
 
 def _num(x: float) -> str:
     return "-" if x is None or math.isnan(x) else f"{x:.3g}"
+
+
+def max_warning(status: PointStatus, max_replications: int) -> str:
+    """The warning of a point that stopped at ``max_replications`` short of its target."""
+    short = [f"{name} ±{_num(hw)} (target ±{_num(status.target[name])})"
+             for name, hw in status.half_width.items()
+             if not hw <= status.target.get(name, math.nan)]
+    return (f"{status.point_id}: stopped at max_replications={max_replications} without "
+            f"reaching the precision target: {', '.join(short)}; raise stop.max_replications "
+            "or relax stop.half_width")
 
 
 @dataclass(frozen=True)
@@ -94,16 +114,7 @@ class StopDecision:
     @property
     def warnings(self) -> list[str]:
         """One line per point that stopped at ``max_replications`` short of its target."""
-        out = []
-        for p in self.points:
-            if p.state == "max":
-                short = [f"{name} ±{_num(hw)} (target ±{_num(p.target[name])})"
-                         for name, hw in p.half_width.items()
-                         if not hw <= p.target.get(name, math.nan)]
-                out.append(f"{p.point_id}: stopped at max_replications={self.max_replications} "
-                           f"without reaching the precision target: {', '.join(short)}; raise "
-                           "stop.max_replications or relax stop.half_width")
-        return out
+        return [max_warning(p, self.max_replications) for p in self.points if p.state == "max"]
 
     def progress_text(self, width: int = 100) -> str:
         """A compact line for the progress display: points done and the widest miss."""
@@ -214,16 +225,17 @@ class PrecisionRule:
                           ) -> StopDecision:
         """:meth:`assess` on the committed replications of ``exp`` (its metrics, cached)."""
         table = exp.metrics(self.spec.metrics)
-        pids = table["point_id"].to_pylist()
-        reps = np.asarray(table["replication"].to_numpy(zero_copy_only=False))
-        values: dict[str, dict[str, np.ndarray]] = {}
+        # One sort by (point, replication), then every point is a slice: no pass per point.
+        table = table.take(pc.sort_indices(table, sort_keys=[("point_id", "ascending"),
+                                                             ("replication", "ascending")]))
+        pids = np.asarray(table["point_id"].to_numpy(zero_copy_only=False), dtype=object)
         columns = {m: np.asarray(table[m].to_numpy(zero_copy_only=False), dtype=np.float64)
                    for m in self.spec.metrics}
-        pid_arr = np.asarray(pids, dtype=object)
-        for pid in dict.fromkeys(pids):
-            rows = np.nonzero(pid_arr == pid)[0]
-            rows = rows[np.argsort(reps[rows], kind="stable")]
-            values[str(pid)] = {m: col[rows] for m, col in columns.items()}
+        firsts = np.flatnonzero(np.r_[True, pids[1:] != pids[:-1]]) if len(pids) else \
+            np.zeros(0, dtype=np.int64)
+        ends = np.r_[firsts[1:], len(pids)]
+        values = {str(pids[a]): {m: col[a:b] for m, col in columns.items()}
+                  for a, b in zip(firsts, ends, strict=True)}
         return self.assess(values, points)
 
 
@@ -243,3 +255,71 @@ def _prefix_intervals(values: np.ndarray, confidence: float) -> tuple[np.ndarray
         hw[:good] = run["half_width"]
         mean[:good] = run["mean"]
     return hw, mean
+
+
+def _pct(x: float) -> str:
+    return f"{x:.0%}" if round(x * 100, 6).is_integer() else f"{x * 100:g}%"
+
+
+def describe_stop(block: Mapping[str, object], limit: int | None = 20) -> list[str]:
+    """What a ``stop:`` run decided, for people: the ``plan.stop`` block of ``experiment.json``
+    (:func:`~.sources.stop_summary`) as a line about the rule and the points, then one line per
+    point (the first ``limit`` of them, None: all): how many replications it has and why it
+    stopped, its half-widths against their targets."""
+    rule = block.get("rule")
+    rule = rule if isinstance(rule, Mapping) else {}
+    metrics = block.get("metrics") or rule.get("metric") or []
+    names = [metrics] if isinstance(metrics, str) else [str(m) for m in metrics]  # type: ignore[union-attr]
+    hw, relative = rule.get("half_width"), bool(rule.get("relative"))
+    target = (f"{_pct(float(hw))} of |mean|" if relative else f"{hw:g}") \
+        if isinstance(hw, (int, float)) else "?"
+    confidence = rule.get("confidence")
+    level = _pct(float(confidence)) if isinstance(confidence, (int, float)) else "?"
+    lines = [f"{', '.join(names) or '?'}: half-width at most {target} at {level} confidence; "
+             f"{rule.get('min_replications', '?')} to {rule.get('max_replications', '?')} "
+             f"replications per point, checked every {rule.get('batch', '?')}"]
+    points = block.get("points")
+    if not isinstance(points, list):
+        lines.append("no decision recorded yet (run the config to apply the rule)")
+        return lines
+    states: dict[str, int] = {}
+    for entry in points:
+        if isinstance(entry, Mapping):
+            key = str(entry.get("state"))
+            states[key] = states.get(key, 0) + 1
+    done = sum(v for k, v in states.items() if k != "running")
+    words = {"met": "met the target", "max": "at max_replications",
+             "exhausted": "out of replication numbers", "running": "running"}
+    parts = [f"{v} {words.get(k, k)}" for k, v in states.items()]
+    lines.append(f"{done}/{len(points)} points done ({', '.join(parts)})")
+    shown = points if limit is None else points[:limit]
+    for entry in shown:
+        if isinstance(entry, Mapping):
+            lines.append(_describe_point(entry, rule.get("max_replications")))
+    if len(shown) < len(points):
+        lines.append(f"... and {len(points) - len(shown)} more points (all in --json)")
+    return lines
+
+
+def _describe_point(entry: Mapping[str, object], most: object) -> str:
+    state, n, at = entry.get("state"), entry.get("n"), entry.get("stopped_at")
+    if state == "met":
+        why = f"target met at {at}"
+    elif state == "max":
+        why = f"stopped at max_replications={most} short of the target"
+    elif state == "exhausted":
+        why = "every replication number used (some failed) short of the target"
+    else:
+        more = entry.get("more")
+        why = f"running (next check at {n + more})" if isinstance(n, int) and \
+            isinstance(more, int) and more else "running"
+    half, target = entry.get("half_width"), entry.get("target")
+    half = half if isinstance(half, Mapping) else {}
+    target = target if isinstance(target, Mapping) else {}
+    widths = ", ".join(f"{m} ±{_num(_float(v))} (target ±{_num(_float(target.get(m)))})"
+                       for m, v in half.items())
+    return f"{entry.get('point_id')}: n={n}, {why}" + (f": {widths}" if widths else "")
+
+
+def _float(x: object) -> float:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else math.nan

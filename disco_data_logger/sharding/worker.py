@@ -9,7 +9,7 @@ With group commits (``commit_group > 1``) a committed task is first reported wit
 ``durable=False`` (it ran and is staged) and counts as committed only after the worker's next
 :meth:`TaskRunner.sync`, which returns the ids that became durable. The worker syncs when the
 group is full, when it has nothing else to run, and when the oldest staged commit is
-:data:`~.shard.COMMIT_DELAY` seconds old.
+``commit_delay`` seconds old (``execution.commit_group`` and ``execution.commit_delay``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from .shard import COMMIT_DELAY, ShardWriter
+from .config import DEFAULT_COMMIT_DELAY
+from .shard import ShardWriter
 from .storage import output_location
 
 __all__ = ["TaskOutcome", "TaskRunner", "ShardActor"]
@@ -51,7 +52,7 @@ class TaskRunner:
 
     def __init__(self, cfg: Any, output_dir: str | os.PathLike[str], shard_id: str,
                  fingerprint: str | None = None, *, commit_group: int = 1,
-                 commit_delay: float = COMMIT_DELAY) -> None:
+                 commit_delay: float = DEFAULT_COMMIT_DELAY) -> None:
         from .config import resolve_entry_point
 
         self.cfg = cfg

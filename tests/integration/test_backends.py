@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import pytest
 from helpers import decoded, run, statuses
 
 from disco_data_logger.sharding import Experiment
+from disco_data_logger.sharding.layout import JOURNAL_NAME
 
 N_TASKS = 6  # BASE_CONFIG: 2 sweep points x 3 replications
 
@@ -119,3 +122,32 @@ def test_multiprocessing_timeout_kills_the_worker(make_config: Any, tmp_path: Pa
     assert result.state == "failed"
     assert all("timed out after 1 s" in e for e in result.failed.values())
     assert len(result.failed) == 2
+
+
+def _commit_frames(output: Path) -> list[int]:
+    """How many commits each journal frame of every shard holds (``zstd -dc`` reads them)."""
+    sizes = []
+    for shard in sorted((output / "shards").iterdir()):
+        text = subprocess.run(["zstd", "-dc", str(shard / JOURNAL_NAME)], capture_output=True,
+                              check=True).stdout
+        sizes += [line["n"] for line in map(json.loads, text.splitlines())
+                  if line["type"] == "commits"]
+    return sizes
+
+
+@pytest.mark.parametrize("backend", ["serial", "multiprocessing"])
+@pytest.mark.parametrize(("group", "delay", "grouped"), [
+    (1, 30.0, False),  # a group of one: every commit on its own
+    (256, 0.0, False),  # no delay: every commit is made durable at once
+    (4, 30.0, True),
+])
+def test_commit_group_and_delay_are_honoured(make_config: Any, tmp_path: Path, backend: str,
+                                             group: int, delay: float, grouped: bool) -> None:
+    config = make_config(replications=8, execution={
+        "backend": backend, "workers": 1, "commit_group": group, "commit_delay": delay})
+    result = run(config)
+    assert result.state == "complete" and result.committed == 16
+    frames = _commit_frames(tmp_path / "out")
+    assert sum(frames) == 16
+    assert max(frames) <= group
+    assert (max(frames) > 1) is grouped, frames
