@@ -53,8 +53,8 @@ def markdown(doc: dict[str, Any]) -> str:
             continue
         state = f"version {info['version']}" if info["available"] else f"skipped: {info['reason']}"
         lines.append(f"- `{name}`: {state}")
-    lines += ["", "| measure | workload | ours | seed 0.1.5 | arrow_ipc | arrow_parquet | ours/seed "
-                  "| ours/ipc | ours/parquet |",
+    lines += ["", "| measure | workload | ours | seed 0.1.5 | arrow_ipc | arrow_parquet "
+                  "| ours/seed | ours/ipc | ours/parquet |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for key, label, fmt in ROWS:
         for wl, per_c in doc["results"].get(key, {}).items():
