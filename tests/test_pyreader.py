@@ -15,6 +15,7 @@ import pyarrow as pa
 import pytest
 
 from disco_data_logger import DataLogger, pyreader
+from disco_data_logger.errors import SkipKind
 from tests.common import (
     assert_same_records,
     both_readers,
@@ -285,7 +286,8 @@ def test_to_arrow_lists_skipped_parts(tmp_path):
     table = pyreader.read_directory(tmp_path).to_arrow()
     skipped = json.loads(table.schema.metadata[b"disco.skipped"])
     assert skipped[0]["offset"] == frame_units(data)[-1].offset
-    assert skipped[0]["segment"].endswith("00000.seg.zst") and "torn" in skipped[0]["reason"]
+    assert skipped[0]["segment"].endswith("00000.seg.zst")
+    assert skipped[0]["kind"] == SkipKind.TORN_TAIL
 
 
 def test_record_accessor(tmp_path):
