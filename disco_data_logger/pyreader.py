@@ -32,9 +32,11 @@ __all__ = [
     "FORMAT_VERSION",
     "SKIP_KINDS",
     "DirectoryResult",
+    "FrameWalk",
     "SegmentResult",
     "read_directory",
     "read_segment",
+    "walk_frames",
 ]
 
 FORMAT_VERSION = 2
@@ -652,7 +654,11 @@ class _Segment:
     """Walks the frames of one format-2 or format-1 segment (FORMAT.md sections 2 to 5, 8)."""
 
     def __init__(self, path: Path, data: bytes, fallback: Mapping[int, _Stream],
-                 builder: _Builder) -> None:
+                 builder: _Builder, *, frames_only: bool = False) -> None:
+        self.frames_only = frames_only  # walk and check crcs, decompress nothing (verify)
+        self.blocks = 0  # blocks whose zstd frame is complete
+        self.declared_records = 0  # records declared by those whose compressed crc matches
+        self.footer = False
         self.path = path
         self.data = data
         self.view = memoryview(data)
@@ -688,7 +694,9 @@ class _Segment:
                     self.report(pos, end - pos, CORRUPT_FRAME, "a segment header not at offset 0")
                 pos = end
             elif kind == KIND_REGISTRATION:
-                if self.magic == DDL2:
+                if self.frames_only:
+                    pass
+                elif self.magic == DDL2:
                     self.registrations_v2(pos, end)
                 else:
                     self.registration_v1(pos, end)
@@ -696,6 +704,7 @@ class _Segment:
             elif kind == KIND_BLOCK_HEADER:
                 pos = self.block(pos, end)
             else:  # the footer: once, last
+                self.footer = True
                 if end < n:
                     self.report(end, n - end, AFTER_FOOTER,
                                 f"{n - end} bytes after the segment footer")
@@ -846,6 +855,14 @@ class _Segment:
                         f"torn tail: block {seq} needs {comp_size} compressed bytes, "
                         f"{n - end} left")
             return n
+        self.blocks += 1
+        if self.frames_only:
+            if zlib.crc32(self.view[end:data_end]) == comp_crc:
+                self.declared_records += count
+            else:
+                self.report(pos, data_end - pos, BAD_BLOCK,
+                            f"block {seq}: compressed-data checksum (crc32) mismatch")
+            return data_end
         if self.magic == DDL2:
             nnz, n_streams, lo, hi = struct.unpack_from("<QIII", payload, 32)
             if not self.builder.wants_range(lo, hi):
@@ -1053,6 +1070,32 @@ def _legacy_records(raw: bytes,
 
 
 # --------------------------------------------------------------------------- public API
+
+
+@dataclass
+class FrameWalk:
+    """What a walk over a segment's frames finds without decompressing (``verify``)."""
+
+    version: int | None  # 2, 1, 0 for 0.1.x (not walked), None when no format could be told
+    blocks: int = 0  # block headers whose zstd frame is complete
+    records: int = 0  # records those blocks declare, for those whose compressed crc matches
+    footer: bool = False
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+
+def walk_frames(path: str | Path, data: bytes | None = None) -> FrameWalk:
+    """Walk one segment's frames as a reader does (FORMAT.md 4.1), checking the frames and the
+    compressed crcs of blocks but decompressing nothing; skipped parts as in ``read_segment``
+    (``bad_block`` only for a compressed-crc mismatch). 0.1.x segments are not walked."""
+    path = Path(path)
+    if data is None:
+        data = path.read_bytes()
+    if data[:4] == _LEGACY_HEAD:
+        return FrameWalk(0)
+    segment = _Segment(path, data, {}, _Builder(None), frames_only=True)
+    segment.run()
+    return FrameWalk(segment.version, segment.blocks, segment.declared_records, segment.footer,
+                     segment.skipped)
 
 
 @dataclass
