@@ -808,7 +808,7 @@ class _Segment:
                     if label is None or text is None:
                         raise ValueError("unresolved")
                     meta[label] = json.loads(text)
-                except ValueError:
+                except (ValueError, RecursionError):  # not JSON, or nested beyond reason
                     missing.append(f"{name_id}={value_id}")
             if missing:
                 self.report(pos, 0, UNRESOLVED_LABEL,
@@ -832,7 +832,7 @@ class _Segment:
                 raise _BadData("registration JSON is not an object")
             stream = _Stream(epoch_scale, None if flags & FLAG_EXACT else value_scale)
             _check_scales(stream.epoch_scale, stream.value_scale)
-        except (ValueError, _BadData) as exc:
+        except (ValueError, RecursionError, _BadData) as exc:
             self.report(pos, end - pos, INVALID_REGISTRATION,
                         f"registration of stream {sid} ignored: {exc}", sid)
             return
@@ -883,7 +883,7 @@ class _Segment:
             if zlib.crc32(raw) != raw_crc:
                 raise _BadData("crc mismatch of the decompressed payload")
             if self.magic == DDL2:
-                self.payload_v2(pos, data_end - pos, raw, count, nnz, n_streams, lo, hi)
+                self.payload_v2(pos, raw, count, nnz, n_streams, lo, hi)
             else:
                 self.builder.extend(self.payload_v1(raw, count))
         except _Unregistered as exc:
@@ -893,8 +893,8 @@ class _Segment:
             self.report(pos, data_end - pos, BAD_BLOCK, f"block {seq} skipped: {exc}")
         return data_end
 
-    def payload_v2(self, pos: int, length: int, raw: bytes, count: int, nnz: int,
-                   n_streams: int, lo: int, hi: int) -> None:
+    def payload_v2(self, pos: int, raw: bytes, count: int, nnz: int, n_streams: int, lo: int,
+                   hi: int) -> None:
         """The directory and the sections of one block (FORMAT.md 5.1 and 5.3)."""
         end = len(raw)
         varints = _Varints(raw)
