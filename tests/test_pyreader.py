@@ -324,8 +324,18 @@ def test_real_logger_read_by_both_readers(tmp_path):
     py, native = decode_python(tmp_path), decode_native(tmp_path)
     assert_same_records(py, native)
     assert py.skipped == [] and native.skipped == []
+    # FORMAT.md 7: block by block; within a format-2 block stream by stream, each in recorded order
+    ordered, at = [], 0
+    for seg in sorted(tmp_path.glob("*.seg.zst")):
+        data = seg.read_bytes()
+        for unit in frame_units(data):
+            if unit.kind == 3:
+                block = expected[at:at + unit.records]
+                at += unit.records
+                ordered += sorted(block, key=lambda r: r[0]) if data[8:12] == b"DDL2" else block
+    assert at == len(expected)
     for (sid, epoch, idx, vals), (gsid, gepoch, gidx, gvals) in zip(
-            expected, py.records(), strict=True):
+            ordered, py.records(), strict=True):
         assert gsid == sid and np.array_equal(gidx, idx)
         assert gepoch == quantise(epoch, 1e-3 if sid == q else 1e-6)
         want = vals if sid == x else np.array([quantise(v, 1e-2) for v in vals])
