@@ -826,16 +826,23 @@ class _Segment:
         payload = self.view[pos + 8:end]
         flags = payload[5]
         sid, epoch_scale, value_scale, json_len = struct.unpack_from("<IddI", payload, 8)
+        stream = _Stream(epoch_scale, None if flags & FLAG_EXACT else value_scale)
         try:
-            meta = json.loads(bytes(payload[32:32 + json_len]).decode("utf-8"))
-            if not isinstance(meta, dict):
-                raise _BadData("registration JSON is not an object")
-            stream = _Stream(epoch_scale, None if flags & FLAG_EXACT else value_scale)
             _check_scales(stream.epoch_scale, stream.value_scale)
-        except (ValueError, RecursionError, _BadData) as exc:
+        except _BadData as exc:
             self.report(pos, end - pos, INVALID_REGISTRATION,
                         f"registration of stream {sid} ignored: {exc}", sid)
             return
+        try:
+            meta = json.loads(bytes(payload[32:32 + json_len]).decode("utf-8"))
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, RecursionError) as exc:
+            # the scales are fields of their own: the stream decodes, its labels are lost
+            self.report(pos, 0, UNRESOLVED_LABEL,
+                        f"stream {sid}: registration JSON unreadable ({exc}); labels dropped", sid)
+            meta = {"stream_id": sid, "epoch_scale": epoch_scale,
+                    "value_scale": stream.value_scale}
         self.streams[sid] = stream
         self.registrations[sid] = meta
 
@@ -1036,7 +1043,7 @@ def _read_legacy(path: Path, data: bytes, sidecars: Mapping[int, _Stream], ticks
             if stream is None or stream.exact:
                 if sid not in reported:
                     reported.add(sid)
-                    skipped.append(_skip(path, pos, size, UNREGISTERED_STREAM,
+                    skipped.append(_skip(path, pos, 0, UNREGISTERED_STREAM,
                                          f"0.1.x stream {sid} has no usable sidecar "
                                          f"streams/{sid:08d}.json; its records skipped", sid))
                 continue
@@ -1178,10 +1185,9 @@ def read_directory(path: str | Path, stream_ids: Iterable[int] | None = None) ->
     builder = _Builder(None if stream_ids is None else frozenset(int(s) for s in stream_ids))
     ticks = _LegacyTicks()
     segments = _segment_files(path)
-    heads = [h for h in (_head(seg) for seg in segments) if h]
-    legacy_directory = bool(heads) and heads[0] == _LEGACY_HEAD
     for seg in segments:
-        if ticks.broken:
+        head = _head(seg)
+        if ticks.broken and head == _LEGACY_HEAD:
             skipped.append(_skip(seg, 0, _size(seg), LEGACY_CHAIN_BROKEN,
                                  "not read: an earlier 0.1.x segment is damaged and 0.1.x "
                                  "epochs are deltas that run across segments"))
@@ -1189,9 +1195,10 @@ def read_directory(path: str | Path, stream_ids: Iterable[int] | None = None) ->
         outcome = _read_one(seg, fallback, builder, ticks)
         skipped.extend(outcome.skipped)
         known.update(outcome.registrations)
-        if legacy_directory and outcome.version != 0 and _head(seg) != b"":
-            # In a 0.1.x directory, a segment that is not 0.1.x is a damaged one: the tick deltas
-            # of the segments after it start from unknown values, and would invent epochs.
+        unreadable = any(s["kind"] == UNREADABLE_FILE for s in outcome.skipped)
+        if outcome.version != 0 and (head != b"" or unreadable):
+            # A non-empty segment that is not 0.1.x: the tick deltas of any 0.1.x segment after
+            # it would start from unknown values and invent epochs (FORMAT.md section 9).
             ticks.broken = True
     return DirectoryResult(**builder.columns(), registrations=known, skipped=skipped,
                            path=path, segments=segments)

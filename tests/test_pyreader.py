@@ -340,3 +340,29 @@ def test_real_logger_read_by_both_readers(tmp_path):
         assert gepoch == quantise(epoch, 1e-3 if sid == q else 1e-6)
         want = vals if sid == x else np.array([quantise(v, 1e-2) for v in vals])
         np.testing.assert_array_equal(gvals.view(np.uint64), want.view(np.uint64))
+
+
+@both_readers
+@pytest.mark.parametrize("text", [b"[1, 2]", b"{not json", b"\xff\xfe", b"[" * 100_000])
+def test_registration_with_unreadable_json_keeps_its_scales(tmp_path, decode, text):
+    """FORMAT.md 8.1.2: the scales are fields of their own; only the labels are lost."""
+    import struct
+    import zlib
+
+    data = bytearray(v1.segment_header())
+    reg_at = len(data)
+    body = struct.pack("<HIddI", 0, 9, X.epoch_scale, 0.0, len(text)) + text
+    payload = b"DDL1" + bytes([2, 1]) + body
+    payload += struct.pack("<I", zlib.crc32(payload))
+    data += struct.pack("<II", 0x184D2A5D, len(payload)) + payload
+    data += v1.registration(3, {"stream_id": 3}, epoch_scale=Q.epoch_scale,
+                            value_scale=Q.value_scale)
+    data += v1.block(v1.encode_records(STREAMS, RECORDS), len(RECORDS))
+    write_segment(tmp_path, bytes(data))
+    got = decode(tmp_path)
+    check_records(got, RECORDS)
+    assert kinds(got) == [("00000.seg.zst", reg_at, "unresolved_label")]
+    assert got.skipped[0]["length"] == 0
+    if decode is decode_python:
+        assert pyreader.read_directory(tmp_path).registrations[9] == {
+            "stream_id": 9, "epoch_scale": X.epoch_scale, "value_scale": None}
