@@ -619,6 +619,11 @@ def _check_frame(data: bytes, view: memoryview, pos: int, magic: bytes) -> tuple
     return kind, end
 
 
+def _shows_ddl(data: bytes) -> bool:
+    """Whether a file's first bytes show format 2 or 1: the skippable magic, then DDL2 or DDL1."""
+    return data[:4] == _SKIPPABLE_BYTES and data[8:12] in VERSION_OF_MAGIC
+
+
 def _intact_skippable(data: bytes, view: memoryview, pos: int) -> bool:
     """A complete skippable frame at ``pos`` whose payload ends with the crc32 of the rest."""
     if len(data) - pos < 8:
@@ -720,20 +725,20 @@ class _Segment:
                         "reader knows versions 2 and 1 and the 0.1.x layout. Upgrade "
                         "disco-data-logger to read it.")
             return False
-        for magic in VERSION_OF_MAGIC:
+        if _shows_ddl(data):  # the first bytes tell, whether or not that frame is valid
+            self.magic = data[8:12]
             try:
-                kind, _ = _check_frame(data, view, 0, magic)
+                kind, _ = _check_frame(data, view, 0, self.magic)
             except _NotAFrame:
-                continue
-            if kind == KIND_SEGMENT_HEADER and data[13] != VERSION_OF_MAGIC[magic]:
+                kind = 0
+            if kind == KIND_SEGMENT_HEADER and data[13] != VERSION_OF_MAGIC[self.magic]:
                 self.report(0, n, UNSUPPORTED_VERSION,
                             f"{self.path}: segment format version {data[13]} "
-                            f"({magic.decode()}) is not supported; this reader knows versions 2 "
-                            "and 1 and the 0.1.x layout. Upgrade disco-data-logger to read it.")
+                            f"({self.magic.decode()}) is not supported; this reader knows "
+                            "versions 2 and 1 and the 0.1.x layout. Upgrade disco-data-logger "
+                            "to read it.")
                 return False
-            self.magic = magic
-            break
-        else:  # the first frame is damaged: the first valid frame of either format decides
+        else:  # the first bytes show no format: the first valid frame of either decides
             first = _next_valid(data, view, 1, tuple(VERSION_OF_MAGIC))
             if first is None:
                 try:
@@ -1158,11 +1163,11 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _head(path: Path) -> bytes:
-    """The first 4 bytes of a segment: which format it is in, if any."""
+def _head(path: Path, size: int) -> bytes:
+    """The first bytes of a segment: which format it is in, if any."""
     try:
         with open(path, "rb") as fh:
-            return fh.read(4)
+            return fh.read(size)
     except OSError:
         return b""
 
@@ -1186,8 +1191,8 @@ def read_directory(path: str | Path, stream_ids: Iterable[int] | None = None) ->
     ticks = _LegacyTicks()
     segments = _segment_files(path)
     for seg in segments:
-        head = _head(seg)
-        if ticks.broken and head == _LEGACY_HEAD:
+        head = _head(seg, 12)
+        if ticks.broken and head and not _shows_ddl(head):
             skipped.append(_skip(seg, 0, _size(seg), LEGACY_CHAIN_BROKEN,
                                  "not read: an earlier 0.1.x segment is damaged and 0.1.x "
                                  "epochs are deltas that run across segments"))
