@@ -809,16 +809,17 @@ class _Segment:
             missing = []
             for name_id, value_id in labels:
                 label, text = self.strings.get(name_id), self.strings.get(value_id)
-                try:
-                    if label is None or text is None:
-                        raise ValueError("unresolved")
-                    meta[label] = json.loads(text)
-                except (ValueError, RecursionError):  # not JSON, or nested beyond reason
+                if label is None or text is None:
                     missing.append(f"{name_id}={value_id}")
+                    continue
+                try:
+                    meta[label] = json.loads(text)
+                except (ValueError, RecursionError):  # not JSON: its text (FORMAT.md 3.3)
+                    meta[label] = text
             if missing:
                 self.report(pos, 0, UNRESOLVED_LABEL,
-                            f"stream {sid}: labels with unknown strings or values that are not "
-                            f"JSON dropped (string ids {', '.join(missing)})", sid)
+                            f"stream {sid}: labels with strings never defined in this segment "
+                            f"dropped (string ids {', '.join(missing)})", sid)
             meta.update(stream_id=sid, epoch_scale=epoch_scale,
                         value_scale=None if exact else value_scale)
             if sflags & FLAG_PERIODIC:
@@ -842,10 +843,8 @@ class _Segment:
             meta = json.loads(bytes(payload[32:32 + json_len]).decode("utf-8"))
             if not isinstance(meta, dict):
                 raise ValueError("not a JSON object")
-        except (ValueError, RecursionError) as exc:
+        except (ValueError, RecursionError):
             # the scales are fields of their own: the stream decodes, its labels are lost
-            self.report(pos, 0, UNRESOLVED_LABEL,
-                        f"stream {sid}: registration JSON unreadable ({exc}); labels dropped", sid)
             meta = {"stream_id": sid, "epoch_scale": epoch_scale,
                     "value_scale": stream.value_scale}
         self.streams[sid] = stream
@@ -1119,6 +1118,14 @@ class _SegmentOutcome:
 
 def _read_one(path: Path, fallback: Mapping[int, _Stream], builder: _Builder,
               ticks: _LegacyTicks) -> _SegmentOutcome:
+    # ticks and values times a scale may overflow to infinity: IEEE arithmetic, as the format
+    # says (float64), not an error
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _read_one_file(path, fallback, builder, ticks)
+
+
+def _read_one_file(path: Path, fallback: Mapping[int, _Stream], builder: _Builder,
+                   ticks: _LegacyTicks) -> _SegmentOutcome:
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -1190,13 +1197,16 @@ def read_directory(path: str | Path, stream_ids: Iterable[int] | None = None) ->
     builder = _Builder(None if stream_ids is None else frozenset(int(s) for s in stream_ids))
     ticks = _LegacyTicks()
     segments = _segment_files(path)
+    seen_legacy = False  # a 0.1.x segment came before
     for seg in segments:
         head = _head(seg, 12)
-        if ticks.broken and head and not _shows_ddl(head):
+        legacy = head[:4] == _LEGACY_HEAD
+        if ticks.broken and (legacy or (seen_legacy and head and not _shows_ddl(head))):
             skipped.append(_skip(seg, 0, _size(seg), LEGACY_CHAIN_BROKEN,
                                  "not read: an earlier 0.1.x segment is damaged and 0.1.x "
                                  "epochs are deltas that run across segments"))
             continue
+        seen_legacy = seen_legacy or legacy
         outcome = _read_one(seg, fallback, builder, ticks)
         skipped.extend(outcome.skipped)
         known.update(outcome.registrations)

@@ -345,7 +345,8 @@ def test_real_logger_read_by_both_readers(tmp_path):
 @both_readers
 @pytest.mark.parametrize("text", [b"[1, 2]", b"{not json", b"\xff\xfe", b"[" * 100_000])
 def test_registration_with_unreadable_json_keeps_its_scales(tmp_path, decode, text):
-    """FORMAT.md 8.1.2: the scales are fields of their own; only the labels are lost."""
+    """FORMAT.md 8.1.2: the scales are fields of their own; only the labels are lost (the JSON is
+    not parsed while decoding, so nothing is reported)."""
     import struct
     import zlib
 
@@ -361,8 +362,7 @@ def test_registration_with_unreadable_json_keeps_its_scales(tmp_path, decode, te
     write_segment(tmp_path, bytes(data))
     got = decode(tmp_path)
     check_records(got, RECORDS)
-    assert kinds(got) == [("00000.seg.zst", reg_at, "unresolved_label")]
-    assert got.skipped[0]["length"] == 0
+    assert got.skipped == [] and reg_at > 0
     if decode is decode_python:
         assert pyreader.read_directory(tmp_path).registrations[9] == {
             "stream_id": 9, "epoch_scale": X.epoch_scale, "value_scale": None}
