@@ -85,7 +85,8 @@ def test_golden_v2_is_format_2_with_what_it_promises():
         data = seg.read_bytes()
         assert data[8:12] == b"DDL2" and data[13] == pyreader.FORMAT_VERSION
         walk = pyreader.walk_frames(seg)
-        assert walk.blocks >= 2 and walk.footer and walk.skipped == []
+        assert walk.footer and walk.skipped == []
+        assert walk.blocks >= 2 or seg == segments[-1]
         pos = 0
         while pos < len(data):
             size = int.from_bytes(data[pos + 4:pos + 8], "little")
