@@ -728,3 +728,20 @@ def test_directory_mixing_formats(tmp_path, decode, layout):
         np.testing.assert_array_equal(gvals.view(np.uint64),
                                       np.array(vals, dtype=np.float64).view(np.uint64))
     assert [(name, kind) for name, _, kind in kinds(got)] == skipped
+
+
+@both_readers
+def test_a_segment_looking_like_0_1_x_costs_only_itself(tmp_path, decode):
+    """A format-2 directory with one segment whose first bytes became a zstd frame (a splice):
+    formats 2 and 1 do not depend on 0.1.x tick chains, so the other segments are read
+    (FORMAT.md section 9); the odd one is skipped as legacy_chain_broken."""
+    import zstandard
+
+    for k in range(4):
+        data = v2.segment(STREAMS, [RECORDS], number=k)
+        if k == 2:
+            data = zstandard.ZstdCompressor().compress(b"not records of any kind")[:30]
+        write(tmp_path, data, k)
+    got = decode(tmp_path)
+    check(got, [RECORDS] * 3)
+    assert kinds(got) == [("00002.seg.zst", 0, "legacy_chain_broken")]
