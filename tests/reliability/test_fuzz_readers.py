@@ -13,7 +13,7 @@ case is read in a separate worker process (``fuzz_worker.py``) by ``disco_data_l
 (native), by ``_core.decode_directory`` and by ``pyreader.read_directory``, with a timeout and a
 per-case peak-RSS measurement. A case passes when no reader crashes, hangs, raises anything but a
 project error, or grows the worker's peak RSS beyond ``RSS_BUDGET``, and both readers return the
-same records and report the same skipped parts: the same file, offset, kind and length
+same records and report the same skipped parts: the same file, offset, kind, length and stream
 (docs/FORMAT.md section 4.1 says what each must be).
 
 Short mode (the normal suite): ``DDL_FUZZ_CASES`` cases, default 300, derandomized. Long mode::
