@@ -34,6 +34,7 @@ struct ErrorTypes {
     PyObject* closed = PyExc_RuntimeError;
     PyObject* writer = PyExc_OSError;
     PyObject* format = PyExc_ValueError;
+    PyObject* forked = PyExc_RuntimeError;
 };
 ErrorTypes g_errors;
 
@@ -45,6 +46,7 @@ void load_error_types() {
     g_errors.closed = grab("LoggerClosedError");
     g_errors.writer = grab("WriterError");
     g_errors.format = grab("FormatError");
+    g_errors.forked = grab("LoggerForkedError");
 }
 
 uint32_t stream_arg(int64_t sid) {
@@ -116,56 +118,78 @@ py::array_t<double> values_arg(ddl::LoggerCore& core, uint32_t sid, py::handle h
     return out;
 }
 
-// Moves the column into a heap holder owned by the numpy array: no copy.
-template <class Vec>
-py::array_t<typename Vec::value_type> to_numpy(Vec&& v) {
-    auto* holder = new Vec(std::move(v));
-    py::capsule owner(holder, [](void* p) { delete static_cast<Vec*>(p); });
-    return py::array_t<typename Vec::value_type>(py::ssize_t(holder->size()), holder->data(), owner);
+// A numpy array over a decoded column, owning its malloc'd buffer: no copy.
+template <class T>
+py::array_t<T> to_numpy(ddl::Column<T>&& c) {
+    const size_t n = c.size();
+    T* p = c.release();
+    if (!p) return py::array_t<T>(0);
+    py::capsule owner(p, [](void* q) { std::free(q); });
+    return py::array_t<T>(py::ssize_t(n), p, owner);
 }
 
-py::dict registration_dict(const ddl::RegistrationInfo& r) {
+py::dict stream_info_dict(const ddl::StreamInfo& s) {
+    const ddl::Registration& r = s.reg;
     py::dict d;
     d["stream_id"] = r.stream_id;
     d["epoch_scale"] = r.epoch_scale;
     d["value_scale"] = r.exact ? py::object(py::none()) : py::object(py::float_(r.value_scale));
-    d["exact"] = r.exact;
-    d["periodic"] = r.periodic;
-    d["json"] = py::bytes(r.json);
+    d["periodicity"] = r.periodic && s.version == 2 ? py::object(py::float_(r.periodicity))
+                                                    : py::object(py::none());
+    d["kind"] = r.periodic && s.version == 2
+                    ? py::object(py::str(r.accumulator ? "accumulator" : "state"))
+                    : py::object(py::none());
+    d["version"] = s.version;
+    if (s.version == 2) {
+        py::list labels;
+        for (const auto& l : r.labels)
+            labels.append(py::make_tuple(py::str(l.name), py::str(l.value_json)));
+        d["labels"] = labels;
+        d["json"] = py::none();
+    } else {
+        d["labels"] = py::none();
+        d["json"] = py::bytes(s.json);
+    }
+    d["unresolved"] = s.unresolved;
     return d;
 }
 
-py::dict result_dict(ddl::DecodeResult&& r) {
-    py::dict out;
-    py::list parts;
-    for (auto& c : r.parts) {
-        py::dict part;
-        part["stream_id"] = to_numpy(std::move(c.stream_id));
-        part["epoch"] = to_numpy(std::move(c.epoch));
-        part["offsets"] = to_numpy(std::move(c.offsets));
-        part["indices"] = to_numpy(std::move(c.indices));
-        part["values"] = to_numpy(std::move(c.values));
-        parts.append(part);
-    }
-    out["parts"] = parts;
-    py::dict regs;
-    for (const auto& kv : r.registrations) regs[py::int_(kv.first)] = registration_dict(kv.second);
-    out["registrations"] = regs;
-    py::list skipped;
-    for (const auto& s : r.skipped) {
+py::list skipped_list(const std::vector<ddl::SkipReport>& skipped) {
+    py::list out;
+    for (const auto& s : skipped) {
         py::dict d;
         d["segment"] = s.segment;
         d["offset"] = s.offset;
         d["length"] = s.length;
+        d["kind"] = ddl::skip_kind_name(s.kind);
         d["reason"] = s.reason;
-        skipped.append(d);
+        if (s.stream_id >= 0) d["stream_id"] = s.stream_id;
+        out.append(d);
     }
-    out["skipped"] = skipped;
+    return out;
+}
+
+py::dict registrations_dict(const std::map<uint32_t, ddl::StreamInfo>& regs) {
+    py::dict out;
+    for (const auto& kv : regs) out[py::int_(kv.first)] = stream_info_dict(kv.second);
+    return out;
+}
+
+py::dict result_dict(ddl::DecodeResult&& r) {
+    py::dict out;
+    out["stream_id"] = to_numpy(std::move(r.stream_id));
+    out["epoch"] = to_numpy(std::move(r.epoch));
+    if (r.large_offsets) out["offsets"] = to_numpy(std::move(r.offsets64));
+    else out["offsets"] = to_numpy(std::move(r.offsets32));
+    out["indices"] = to_numpy(std::move(r.indices));
+    out["values"] = to_numpy(std::move(r.values));
+    out["registrations"] = registrations_dict(r.registrations);
+    out["skipped"] = skipped_list(r.skipped);
     py::list segments;
     for (const auto& s : r.segments) {
         py::dict d;
         d["path"] = s.path;
-        d["legacy"] = s.legacy;
+        d["version"] = s.version;
         d["has_footer"] = s.has_footer;
         d["torn"] = s.torn;
         d["bytes"] = s.bytes;
@@ -175,8 +199,7 @@ py::dict result_dict(ddl::DecodeResult&& r) {
         segments.append(d);
     }
     out["segments"] = segments;
-    std::set<uint32_t> unregistered(r.unregistered.begin(), r.unregistered.end());
-    out["unregistered"] = std::vector<uint32_t>(unregistered.begin(), unregistered.end());
+    out["unregistered"] = r.unregistered;
     return out;
 }
 
@@ -184,7 +207,7 @@ ddl::DecodeOptions decode_options(const py::dict& fallback, const py::object& st
                                   unsigned threads) {
     ddl::DecodeOptions o;
     for (auto item : fallback) {
-        ddl::RegistrationInfo r;
+        ddl::Registration r;
         r.stream_id = item.first.cast<uint32_t>();
         auto t = item.second.cast<py::tuple>();  // (epoch_scale, value_scale or None)
         r.epoch_scale = t[0].cast<double>();
@@ -200,13 +223,20 @@ ddl::DecodeOptions decode_options(const py::dict& fallback, const py::object& st
     return o;
 }
 
+// Loggers are owned through this: in a forked child the logger's thread and locks belong to the
+// parent, so it is never destroyed there (the child's exit leaves it as it is).
+std::shared_ptr<ddl::LoggerCore> make_core(const ddl::LoggerOptions& o) {
+    return std::shared_ptr<ddl::LoggerCore>(new ddl::LoggerCore(o), [](ddl::LoggerCore* c) {
+        if (!c->forked()) delete c;
+    });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "Native core of disco-data-logger (private: use the disco_data_logger package).";
     m.attr("__version__") = DDL_VERSION;
     m.attr("FORMAT_VERSION") = int(ddl::kFormatVersion);
-    m.attr("MAX_NNZ") = ddl::kMaxNnz;
 
     load_error_types();
     py::register_exception_translator([](std::exception_ptr p) {
@@ -216,6 +246,8 @@ PYBIND11_MODULE(_core, m) {
             PyErr_SetString(g_errors.invalid, e.what());
         } catch (const ddl::UnknownStream& e) {
             PyErr_SetObject(g_errors.unknown, py::make_tuple(e.what()).ptr());
+        } catch (const ddl::ForkedError& e) {
+            PyErr_SetString(g_errors.forked, e.what());
         } catch (const ddl::ClosedError& e) {
             PyErr_SetString(g_errors.closed, e.what());
         } catch (const ddl::WriterFailure& e) {
@@ -229,29 +261,57 @@ PYBIND11_MODULE(_core, m) {
     py::class_<ddl::LoggerCore, std::shared_ptr<ddl::LoggerCore>>(m, "LoggerCore")
         .def(py::init([](const std::string& dir, size_t ring_bytes, size_t block_bytes,
                          uint64_t rotate_bytes, int zstd_level, double flush_interval) {
-                 ddl::LoggerOptions o;
-                 o.dir = dir;
-                 o.ring_bytes = ring_bytes;
-                 o.block_bytes = block_bytes;
-                 o.rotate_bytes = rotate_bytes;
-                 o.zstd_level = zstd_level;
-                 o.flush_interval = flush_interval;
+                 const ddl::LoggerOptions o{dir,        ring_bytes, block_bytes,
+                                            rotate_bytes, zstd_level, flush_interval};
                  py::gil_scoped_release nogil;
-                 return std::make_shared<ddl::LoggerCore>(o);
+                 return make_core(o);
              }),
              py::arg("dir"), py::arg("ring_bytes"), py::arg("block_bytes"), py::arg("rotate_bytes"),
              py::arg("zstd_level"), py::arg("flush_interval"))
         .def(
             "register_stream",
             [](ddl::LoggerCore& c, const std::string& name, double epoch_scale,
-               py::object value_scale, bool periodic, const std::string& json) {
-                const bool exact = value_scale.is_none();
-                const double vs = exact ? 0.0 : value_scale.cast<double>();
+               py::object value_scale, py::object periodicity, py::object kind,
+               const std::vector<std::string>& label_names,
+               const std::vector<std::string>& label_values) {
+                if (label_names.size() != label_values.size())
+                    throw InvalidInput("stream " + name + ": label_names and label_values differ in length");
+                ddl::Registration reg;
+                reg.epoch_scale = epoch_scale;
+                reg.exact = value_scale.is_none();
+                reg.value_scale = reg.exact ? 0.0 : value_scale.cast<double>();
+                reg.periodic = !periodicity.is_none();
+                if (reg.periodic) {
+                    reg.periodicity = periodicity.cast<double>();
+                    const std::string k = kind.is_none() ? std::string() : kind.cast<std::string>();
+                    if (k != "state" && k != "accumulator")
+                        throw InvalidInput("stream " + name + ": kind must be 'state' or 'accumulator' (got '" + k + "')");
+                    reg.accumulator = k == "accumulator";
+                } else if (!kind.is_none()) {
+                    throw InvalidInput("stream " + name + ": kind is for periodic streams only");
+                }
+                reg.labels.reserve(label_names.size());
+                for (size_t i = 0; i < label_names.size(); ++i)
+                    reg.labels.push_back({label_names[i], label_values[i]});
                 py::gil_scoped_release nogil;
-                return c.register_stream(name, epoch_scale, vs, exact, periodic, json);
+                return c.register_stream(name, std::move(reg));
             },
-            py::arg("name"), py::arg("epoch_scale"), py::arg("value_scale"), py::arg("periodic"),
-            py::arg("json"), "Register a stream; value_scale=None stores values exactly.")
+            py::arg("name"), py::arg("epoch_scale"), py::arg("value_scale"), py::arg("periodicity"),
+            py::arg("kind"), py::arg("label_names"), py::arg("label_values"),
+            "Register a stream: labels as names and their values' JSON texts; value_scale=None "
+            "stores values exactly; periodicity and kind for periodic streams (else None).")
+        .def(
+            "retire_streams",
+            [](ddl::LoggerCore& c, const std::vector<int64_t>& ids) {
+                std::vector<uint32_t> sids;
+                sids.reserve(ids.size());
+                for (int64_t id : ids)
+                    if (id >= 0 && id <= int64_t(std::numeric_limits<uint32_t>::max()))
+                        sids.push_back(uint32_t(id));
+                py::gil_scoped_release nogil;
+                c.retire_streams(sids);
+            },
+            py::arg("ids"), "Release everything kept per stream for these ids (never reused).")
         .def(
             "record",
             [](ddl::LoggerCore& c, int64_t sid_arg, double epoch, py::handle indices,
@@ -302,7 +362,6 @@ PYBIND11_MODULE(_core, m) {
         .def("flush", &ddl::LoggerCore::flush, py::call_guard<py::gil_scoped_release>())
         .def("close", &ddl::LoggerCore::close, py::call_guard<py::gil_scoped_release>())
         .def_property_readonly("closed", &ddl::LoggerCore::closed)
-        .def("stream_count", &ddl::LoggerCore::stream_count)
         .def("stats",
              [](ddl::LoggerCore& c) {
                  ddl::LoggerStats s;
@@ -330,18 +389,20 @@ PYBIND11_MODULE(_core, m) {
                 const bool some = !ids.is_none();
                 if (some)
                     for (auto h : ids) wanted.push_back(stream_arg(h.cast<int64_t>()));
-                std::vector<ddl::StreamCounters> v;
+                std::vector<std::pair<uint32_t, ddl::StreamCounters>> v;
                 {
                     py::gil_scoped_release nogil;
                     v = c.stream_counters(some ? &wanted : nullptr);
                 }
                 py::list out;
                 for (const auto& s : v)
-                    out.append(py::make_tuple(s.records, s.min_epoch, s.max_epoch));
+                    out.append(py::make_tuple(s.first, s.second.records, s.second.min_epoch,
+                                              s.second.max_epoch));
                 return out;
             },
             py::arg("ids") = py::none(),
-            "(records, min_epoch, max_epoch) of every stream, or of the given ids in order.");
+            "(stream_id, records, min_epoch, max_epoch) of every live stream, or of the given ids "
+            "in order.");
 
     py::class_<ddl::PeriodicAggregator, std::shared_ptr<ddl::PeriodicAggregator>>(m, "PeriodicCore")
         .def(py::init([](std::shared_ptr<ddl::LoggerCore> core, int64_t sid, double periodicity,
@@ -358,6 +419,7 @@ PYBIND11_MODULE(_core, m) {
             "record",
             [](ddl::PeriodicAggregator& p, ddl::LoggerCore& c, double epoch, py::handle indices,
                py::handle values) {
+                c.check_fork();  // before the aggregator's lock, which the parent may hold
                 const uint32_t sid = p.stream_id();
                 auto idx = indices_arg(c, sid, indices);
                 auto vals = values_arg(c, sid, values);
@@ -369,10 +431,15 @@ PYBIND11_MODULE(_core, m) {
                 p.record(epoch, idx.data(), vals.data(), size_t(idx.size()));
             },
             py::arg("core"), py::arg("epoch"), py::arg("indices"), py::arg("values"))
-        .def("close", &ddl::PeriodicAggregator::close, py::arg("final_epoch"),
-             py::call_guard<py::gil_scoped_release>())
-        .def_property_readonly("closed", &ddl::PeriodicAggregator::closed)
-        .def_property_readonly("period_ticks", &ddl::PeriodicAggregator::period_ticks);
+        .def(
+            "close",
+            [](ddl::PeriodicAggregator& p, double final_epoch) {
+                p.core().check_fork();  // before the aggregator's lock, which the parent may hold
+                py::gil_scoped_release nogil;
+                p.close(final_epoch);
+            },
+            py::arg("final_epoch"))
+        .def_property_readonly("closed", &ddl::PeriodicAggregator::closed);
 
     m.def(
         "decode_directory",
@@ -389,18 +456,19 @@ PYBIND11_MODULE(_core, m) {
         py::arg("threads") = 0,
         "Decode every segment of a logger directory into columns (numpy arrays).");
     m.def(
-        "decode_files",
-        [](const std::vector<std::string>& paths, py::dict fallback, py::object stream_ids,
-           unsigned threads) {
-            ddl::DecodeOptions o = decode_options(fallback, stream_ids, threads);
-            ddl::DecodeResult r;
+        "read_registrations",
+        [](const std::string& dir) {
+            ddl::RegistrationsResult r;
             {
                 py::gil_scoped_release nogil;
-                r = ddl::decode_files(paths, o);
+                r = ddl::read_registrations(dir);
             }
-            return result_dict(std::move(r));
+            py::dict out;
+            out["registrations"] = registrations_dict(r.registrations);
+            out["skipped"] = skipped_list(r.skipped);
+            return out;
         },
-        py::arg("paths"), py::arg("fallback") = py::dict(), py::arg("stream_ids") = py::none(),
-        py::arg("threads") = 0, "Decode the given segment files, in order, into columns.");
+        py::arg("dir"),
+        "The in-band registrations of a logger directory, without decompressing any block.");
     m.def("list_segments", &ddl::list_segments, py::arg("dir"));
 }

@@ -1,7 +1,7 @@
 // The bounded hand-off between recording threads (producers) and the one writer thread of a
-// logger: a FIFO of sealed blocks and registration frames whose total size is capped at the ring
-// budget. A full queue blocks the producer on a condition variable (no spinning) and the wait is
-// counted; the writer's wake-ups are driven by the same lock.
+// logger: a FIFO of sealed blocks, registrations, retirements and sync marks whose total size is
+// capped at the ring budget. A full queue blocks the producer on a condition variable (no
+// spinning) and the wait is counted; the writer's wake-ups are driven by the same lock.
 #pragma once
 
 #include <chrono>
@@ -11,15 +11,21 @@
 #include <mutex>
 #include <vector>
 
-#include "codec.hpp"
+#include "block_encoder.hpp"
+#include "frames.hpp"
 
 namespace ddl {
 
 struct QueueItem {
-    enum class Kind : uint8_t { Block, Registration };
-    Kind kind = Kind::Block;
-    Bytes payload;  // raw block payload, or a complete registration frame
-    uint32_t n_records = 0;
+    // Block: `block`, then release `retired`. Registrations: new streams, written before the
+    // next block. Retire: release `retired`. Sync: nothing to write; done once everything before
+    // it is (flush()).
+    enum class Kind : uint8_t { Block, Registrations, Retire, Sync };
+    Kind kind = Kind::Sync;
+    SealedBlock block;
+    std::vector<Registration> registrations;
+    std::vector<uint32_t> retired;
+    size_t bytes = 0;     // counted against the ring budget
     uint64_t ticket = 0;  // position in the queue's total order, assigned by push()
 };
 
@@ -36,7 +42,7 @@ public:
     // when the queue has failed (the item is dropped; the caller reports the failure).
     uint64_t push(QueueItem&& item, bool bypass, double& waited_seconds) {
         std::unique_lock<std::mutex> lk(mu_);
-        const size_t size = item.payload.size();
+        const size_t size = item.bytes;
         if (!bypass && !failed_ && queued_bytes_ > 0 && queued_bytes_ + size > capacity_) {
             const auto t0 = Clock::now();
             space_cv_.wait(lk, [&] {
@@ -62,7 +68,7 @@ public:
         if (items_.empty()) return PopResult::Finished;
         out = std::move(items_.front());
         items_.pop_front();
-        queued_bytes_ -= out.payload.size();
+        queued_bytes_ -= out.bytes;
         space_cv_.notify_all();
         return PopResult::Item;
     }
@@ -102,21 +108,6 @@ public:
         item_cv_.notify_all();
     }
 
-    // Reuse of block buffers, so a steady producer does not allocate per block.
-    Bytes take_buffer() {
-        std::lock_guard<std::mutex> lk(mu_);
-        if (spare_.empty()) return Bytes();
-        Bytes b = std::move(spare_.back());
-        spare_.pop_back();
-        return b;
-    }
-    void give_back(Bytes&& b, size_t keep_capacity) {
-        b.clear();
-        b.shrink_to(keep_capacity);
-        std::lock_guard<std::mutex> lk(mu_);
-        if (spare_.size() < 4) spare_.push_back(std::move(b));
-    }
-
     size_t queued_bytes() {
         std::lock_guard<std::mutex> lk(mu_);
         return queued_bytes_;
@@ -130,7 +121,6 @@ private:
     std::mutex mu_;
     std::condition_variable item_cv_, space_cv_, done_cv_;
     std::deque<QueueItem> items_;
-    std::vector<Bytes> spare_;
     size_t capacity_;
     size_t queued_bytes_ = 0;
     size_t peak_bytes_ = 0;

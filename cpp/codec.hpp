@@ -1,6 +1,6 @@
-// Record codec of format v1 (docs/FORMAT.md section 4): varints, zigzag, quantisation and the
-// per-stream "predecessor" state that lets a record say "same indices as last time" and store
-// value deltas. Pure functions over byte buffers; no threads, no I/O.
+// The byte-level vocabulary of the format (docs/FORMAT.md): varints, zigzag, quantisation, the
+// constants and bounds every reader and the writer share, and the growable byte buffer the encoder
+// writes into. Pure functions over byte buffers; no threads, no I/O.
 #pragma once
 
 #include <cmath>
@@ -8,20 +8,22 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
-#include <vector>
 
 namespace ddl {
 
-constexpr uint8_t kFormatVersion = 1;
+constexpr uint8_t kFormatVersion = 2;   // what the writer writes
+constexpr uint8_t kFormatVersion1 = 1;  // read only (FORMAT.md section 8)
 constexpr uint32_t kSkippableMagic = 0x184D2A5Du;
 constexpr uint32_t kZstdMagic = 0xFD2FB528u;
 constexpr uint8_t kKindSegmentHeader = 1;
 constexpr uint8_t kKindRegistration = 2;
 constexpr uint8_t kKindBlockHeader = 3;
 constexpr uint8_t kKindSegmentFooter = 4;
-constexpr uint32_t kMaxRawBlock = 1u << 28;   // bound every reader enforces before allocating
-constexpr uint32_t kMaxJson = 1u << 24;
-constexpr size_t kMaxNnz = size_t(1) << 23;   // per record; keeps one record far below kMaxRawBlock
+constexpr uint32_t kMaxRawBlock = 1u << 28;          // bound every reader enforces before allocating
+constexpr uint32_t kMaxRegistrationBody = 1u << 26;  // format 2: raw registrations body
+constexpr uint32_t kMaxJson = 1u << 24;              // format 1: registration JSON text
+// Per record: keeps one record far below kMaxRawBlock (10 + 10 bytes per non-zero at worst).
+constexpr size_t kMaxRecordNnz = size_t(1) << 23;
 constexpr size_t kMaxVarint = 10;
 
 // A growable byte buffer written through raw pointers: the encoder reserves the worst case for a
@@ -57,7 +59,7 @@ public:
 
     // Make room for `extra` more bytes and return where they start.
     uint8_t* reserve_tail(size_t extra) {
-        if (size_ + extra > cap_) grow(size_ + extra);
+        if (extra > cap_ - size_) grow(size_ + extra);
         return data_ + size_;
     }
     void commit_to(uint8_t* end) { size_ = size_t(end - data_); }
@@ -73,6 +75,12 @@ public:
     // Give back memory of an oversized buffer (after one huge record) so idle buffers stay small.
     void shrink_to(size_t limit) {
         if (cap_ > limit && size_ <= limit) {
+            if (limit == 0) {
+                std::free(data_);
+                data_ = nullptr;
+                cap_ = 0;
+                return;
+            }
             void* p = std::realloc(data_, limit);
             if (p) {
                 data_ = static_cast<uint8_t*>(p);
@@ -83,7 +91,7 @@ public:
 
 private:
     void grow(size_t need) {
-        size_t cap = cap_ ? cap_ : 256;
+        size_t cap = cap_ ? cap_ : 64;
         while (cap < need) cap *= 2;
         void* p = std::realloc(data_, cap);
         if (!p) throw std::bad_alloc();
@@ -107,11 +115,22 @@ inline uint8_t* put_varint(uint8_t* p, uint64_t v) {
     return p;
 }
 
-// Returns nullptr on truncation or on a varint longer than 10 bytes.
+inline size_t varint_size(uint64_t v) {
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        ++n;
+    }
+    return n;
+}
+
+// Returns nullptr on truncation, on a varint longer than 10 bytes, or on one whose tenth byte
+// carries bits beyond 2^64.
 inline const uint8_t* get_varint(const uint8_t* p, const uint8_t* end, uint64_t& out) {
     uint64_t r = 0;
     for (int shift = 0; shift < 70 && p < end; shift += 7) {
         uint8_t c = *p++;
+        if (shift == 63 && c > 1) return nullptr;
         r |= uint64_t(c & 0x7F) << shift;
         if (!(c & 0x80)) {
             out = r;
@@ -166,56 +185,6 @@ inline bool quantise(double x, double scale, int64_t& out) {
     return true;
 }
 
-// The previous record of a stream in the block being written or read. `generation` says which
-// block it belongs to, so starting a new block invalidates every stream at once in O(1).
-struct Predecessor {
-    uint64_t generation = 0;
-    int64_t tick = 0;
-    std::vector<int64_t> indices;
-    std::vector<uint64_t> values;  // zigzag-free q as uint64 bits, or float64 bits
-};
-
-// Worst-case encoded size of one record with n non-zeros.
-inline size_t record_bound(size_t n) { return 3 * kMaxVarint + n * (kMaxVarint + kMaxVarint); }
-
-// Append one record. `values` holds q (quantised) or float64 bits (exact) as uint64.
-// `pred` is updated to this record.
-inline void encode_record(Bytes& out, uint32_t sid, bool exact, Predecessor& pred,
-                          uint64_t generation, int64_t tick, const int64_t* idx,
-                          const uint64_t* values, size_t n) {
-    const bool has_pred = pred.generation == generation;
-    const bool same = has_pred && pred.indices.size() == n &&
-                      (n == 0 || std::memcmp(pred.indices.data(), idx, n * sizeof(int64_t)) == 0);
-    uint8_t* p = out.reserve_tail(record_bound(n));
-    p = put_varint(p, (uint64_t(sid) << 1) | (same ? 1u : 0u));
-    p = put_varint(p, zigzag(has_pred ? int64_t(uint64_t(tick) - uint64_t(pred.tick)) : tick));
-    if (!same) {
-        p = put_varint(p, n);
-        if (n > 0) {
-            p = put_varint(p, uint64_t(idx[0]));
-            for (size_t i = 1; i < n; ++i) p = put_varint(p, uint64_t(idx[i] - idx[i - 1] - 1));
-        }
-    }
-    if (exact) {
-        if (same) {
-            for (size_t i = 0; i < n; ++i) {
-                put_u64(p, values[i] ^ pred.values[i]);
-                p += 8;
-            }
-        } else if (n > 0) {
-            std::memcpy(p, values, n * 8);
-            p += n * 8;
-        }
-    } else if (same) {
-        for (size_t i = 0; i < n; ++i) p = put_varint(p, zigzag(int64_t(values[i] - pred.values[i])));
-    } else {
-        for (size_t i = 0; i < n; ++i) p = put_varint(p, zigzag(int64_t(values[i])));
-    }
-    out.commit_to(p);
-    pred.generation = generation;
-    pred.tick = tick;
-    if (!same) pred.indices.assign(idx, idx + n);
-    pred.values.assign(values, values + n);
-}
+inline bool scale_ok(double s) { return std::isfinite(s) && s > 0; }
 
 }  // namespace ddl

@@ -12,9 +12,15 @@ struct InvalidInput : std::invalid_argument {
     using std::invalid_argument::invalid_argument;
 };
 
-// A stream id that was never registered.
+// A stream id that was never registered, or was retired.
 struct UnknownStream : std::out_of_range {
     using std::out_of_range::out_of_range;
+};
+
+// A logger used in a process forked from the one that created it: its writer thread and locks
+// belong to the parent.
+struct ForkedError : std::logic_error {
+    using std::logic_error::logic_error;
 };
 
 // Use after close().

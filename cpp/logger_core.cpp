@@ -9,10 +9,10 @@
 #include <sstream>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include "errors.hpp"
-#include "frames.hpp"
 
 namespace ddl {
 
@@ -23,13 +23,65 @@ std::string fmt_double(double v) {
     os << v;
     return os.str();
 }
+
+// Counts fork()s of this process image: a child sees a different value than its parent saw when
+// it created a logger. Checked with one relaxed load before any lock is taken, because in the
+// child the parent's threads are gone and any lock they held stays locked.
+std::atomic<uint64_t> g_fork_generation{0};
+std::once_flag g_atfork_once;
+void on_fork_child() { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
+
+uint64_t current_fork_generation() {
+    std::call_once(g_atfork_once, [] { ::pthread_atfork(nullptr, nullptr, on_fork_child); });
+    return g_fork_generation.load(std::memory_order_relaxed);
+}
+
+constexpr size_t kLabelsBytesMax = kMaxJson;  // labels of one stream (names + JSON values)
 }  // namespace
 
-LoggerCore::LoggerCore(LoggerOptions opts)
-    : opts_(std::move(opts)),
-      // A block never takes more than a quarter of the ring, so a tiny ring still pipelines.
-      block_target_(std::max<size_t>(std::min(opts_.block_bytes, opts_.ring_bytes / 4), 4096)),
-      queue_(opts_.ring_bytes) {
+uint32_t LoggerCore::StreamTable::add(std::unique_ptr<Stream> s) {
+    if (head_ == slots_.size()) {  // no live stream: start the window at the new id
+        slots_.clear();
+        head_ = 0;
+        base_ = next_;
+    }
+    slots_.push_back(std::move(s));
+    ++live_;
+    return next_++;
+}
+
+void LoggerCore::StreamTable::retire(uint32_t sid) {
+    if (sid < base_ || sid >= next_) return;
+    auto& slot = slots_[head_ + (sid - base_)];
+    if (!slot) return;
+    slot.reset();
+    --live_;
+    while (head_ < slots_.size() && !slots_[head_]) {
+        ++head_;
+        ++base_;
+    }
+    if (head_ == slots_.size()) {
+        slots_.clear();
+        head_ = 0;
+    } else if (head_ >= 1024 && head_ * 2 >= slots_.size()) {
+        slots_.erase(slots_.begin(), slots_.begin() + ptrdiff_t(head_));
+        head_ = 0;
+    }
+    if (slots_.capacity() > 4096 && slots_.capacity() > 4 * slots_.size()) slots_.shrink_to_fit();
+}
+
+LoggerCore::LoggerCore(const LoggerOptions& opts)
+    : opts_(opts),
+      fork_generation_(current_fork_generation()),
+      // FORMAT.md section 6: a block holds at most block_bytes, never more than rotate_bytes, and
+      // never more than the format's bound. The settings were checked by the caller.
+      block_target_(size_t(std::min<uint64_t>(
+          std::min<uint64_t>(opts_.block_bytes, opts_.rotate_bytes), kMaxRawBlock))),
+      queue_(opts_.ring_bytes),
+      pool_(2 * block_target_ + (size_t(1) << 20)),
+      block_(pool_) {
+    if (opts_.block_bytes == 0 || opts_.ring_bytes == 0 || opts_.rotate_bytes == 0)
+        throw InvalidInput("ring_bytes, block_bytes and rotate_bytes must be positive");
     // Opening the first segment here (not in the thread) makes an unwritable directory fail in
     // the constructor, with the path in the message.
     writer_ = std::make_unique<SegmentWriter>(opts_.dir, opts_.rotate_bytes, opts_.zstd_level);
@@ -39,12 +91,26 @@ LoggerCore::LoggerCore(LoggerOptions opts)
 }
 
 LoggerCore::~LoggerCore() {
+    // In a forked child the bindings never destroy a logger (its thread and locks are the
+    // parent's); this runs in the process that created it.
     try {
         close();
     } catch (...) {
         // A destructor cannot report; close() already kept _DONE from being written.
     }
     if (thread_.joinable()) thread_.join();
+}
+
+bool LoggerCore::forked() const {
+    return g_fork_generation.load(std::memory_order_relaxed) != fork_generation_;
+}
+
+void LoggerCore::check_fork() const {
+    if (forked())
+        throw ForkedError(
+            "this DataLogger was created in another process (process " + std::to_string(::getpid()) +
+            " is a fork of it): its writer thread exists only there. Create a new DataLogger in "
+            "this process, in its own directory; the parent's logger keeps writing");
 }
 
 void LoggerCore::set_failure(const std::string& msg, int err) {
@@ -70,12 +136,23 @@ void LoggerCore::writer_main() {
             const auto r = queue_.pop(item, deadline);
             if (r == BlockQueue::PopResult::Finished) break;
             if (r == BlockQueue::PopResult::Item) {
-                if (item.kind == QueueItem::Kind::Registration) {
-                    writer_->add_registration(item.payload);
-                } else {
-                    writer_->write_block(item.payload.data(), item.payload.size(), item.n_records);
-                    queue_.give_back(std::move(item.payload), block_target_ * 2);
+                switch (item.kind) {
+                    case QueueItem::Kind::Block:
+                        writer_->write_block(item.block);
+                        pool_.give_back(item.block.sections);
+                        if (!item.retired.empty()) writer_->retire(item.retired);
+                        break;
+                    case QueueItem::Kind::Registrations:
+                        for (auto& reg : item.registrations) writer_->add_registration(std::move(reg));
+                        break;
+                    case QueueItem::Kind::Retire:
+                        writer_->retire(item.retired);
+                        break;
+                    case QueueItem::Kind::Sync:
+                        writer_->write_pending();
+                        break;
                 }
+                item.retired.clear();
                 written_blocks_ = writer_->blocks();
                 written_bytes_ = writer_->bytes_written();
                 written_segments_ = writer_->segments();
@@ -85,13 +162,22 @@ void LoggerCore::writer_main() {
                 // Bounded loss: seal the partly filled block. try_lock, because a producer may
                 // hold the encoder lock while it waits for this thread to free queue space.
                 if (encode_mu_.try_lock()) {
+                    std::vector<Registration> regs;
                     try {
+                        regs.swap(new_registrations_);
+                        new_registration_bytes_ = 0;
                         seal_locked(true);
+                        hand_over_registrations_locked();  // retirements, if no block took them
                     } catch (...) {
                         encode_mu_.unlock();
                         throw;
                     }
                     encode_mu_.unlock();
+                    // Streams registered but not yet recorded are written now (bounded loss); a
+                    // block just queued comes after them in the file.
+                    for (auto& reg : regs) writer_->add_registration(std::move(reg));
+                    writer_->write_pending();
+                    written_bytes_ = writer_->bytes_written();
                     deadline = Clock::now() + interval;
                 } else {
                     deadline = Clock::now() + std::chrono::milliseconds(5);
@@ -121,56 +207,101 @@ void LoggerCore::throw_if_unusable() {
 }
 
 LoggerCore::Stream& LoggerCore::stream_locked(uint32_t sid) {
-    if (sid >= streams_.size())
-        throw UnknownStream("unknown stream id " + std::to_string(sid) + " (this logger has " +
-                            std::to_string(streams_.size()) + " streams; register it first)");
-    return streams_[sid];
+    Stream* s = streams_.find(sid);
+    if (s) return *s;
+    if (sid < streams_.next_id())
+        throw UnknownStream("stream " + std::to_string(sid) +
+                            " was retired (retire_streams) and cannot be recorded into any more; "
+                            "ids are never reused: register a new stream");
+    throw UnknownStream("unknown stream id " + std::to_string(sid) + " (this logger has handed out ids 0 to " +
+                        std::to_string(int64_t(streams_.next_id()) - 1) + "; register it first)");
 }
 
 void LoggerCore::invalid(uint32_t sid, const std::string& what) {
-    const std::string name = sid < streams_.size() ? streams_[sid].name : std::string();
+    const Stream* s = streams_.find(sid);
+    const std::string name = s ? s->name : std::string();
     throw InvalidInput("stream " + std::to_string(sid) + (name.empty() ? "" : " (" + name + ")") +
                        ": " + what);
 }
 
-uint32_t LoggerCore::register_stream(const std::string& name, double epoch_scale,
-                                     double value_scale, bool exact, bool periodic,
-                                     const std::string& json) {
+uint32_t LoggerCore::register_stream(const std::string& name, Registration reg) {
+    check_fork();
     std::lock_guard<std::mutex> lk(encode_mu_);
     throw_if_unusable();
-    if (!(std::isfinite(epoch_scale) && epoch_scale > 0))
+    if (!scale_ok(reg.epoch_scale))
         throw InvalidInput("stream " + name + ": epoch_scale must be a positive finite number (got " +
-                           fmt_double(epoch_scale) + ")");
-    if (!exact && !(std::isfinite(value_scale) && value_scale > 0))
+                           fmt_double(reg.epoch_scale) + ")");
+    if (!reg.exact && !scale_ok(reg.value_scale))
         throw InvalidInput("stream " + name + ": value_scale must be a positive finite number or None (got " +
-                           fmt_double(value_scale) + ")");
-    if (json.size() > kMaxJson) throw InvalidInput("stream " + name + ": labels are too large");
-    if (streams_.size() >= (size_t(1) << 31)) throw InvalidInput("too many streams in one logger");
-    const uint32_t sid = uint32_t(streams_.size());
-    RegistrationInfo info;
-    info.stream_id = sid;
-    info.epoch_scale = epoch_scale;
-    info.value_scale = value_scale;
-    info.exact = exact;
-    info.periodic = periodic;
-    info.json = json;
-    QueueItem item;
-    item.kind = QueueItem::Kind::Registration;
-    append_registration(item.payload, info);
-    double waited = 0;
-    // Before any block holding this stream's records: the current block is pushed later.
-    if (queue_.push(std::move(item), true, waited) == 0) throw_if_unusable();
-    streams_.push_back(Stream{name, epoch_scale, exact ? 0.0 : value_scale, exact, {}, {}});
+                           fmt_double(reg.value_scale) + ")");
+    if (reg.periodic && !scale_ok(reg.periodicity))
+        throw InvalidInput("stream " + name + ": periodicity must be a positive finite number (got " +
+                           fmt_double(reg.periodicity) + ")");
+    size_t label_bytes = 0;
+    for (const Label& l : reg.labels) label_bytes += l.name.size() + l.value_json.size() + 8;
+    if (label_bytes > kLabelsBytesMax)
+        throw InvalidInput("stream " + name + ": labels take " + std::to_string(label_bytes) +
+                           " bytes; the format allows " + std::to_string(kLabelsBytesMax >> 20) +
+                           " MiB per stream");
+    if (streams_.next_id() == UINT32_MAX) throw InvalidInput("too many streams in one logger");
+    if (reg.exact) reg.value_scale = 0.0;
+    auto s = std::make_unique<Stream>();
+    s->name = name;
+    s->epoch_scale = reg.epoch_scale;
+    s->value_scale = reg.value_scale;
+    s->exact = reg.exact;
+    const uint32_t sid = streams_.next_id();
+    reg.stream_id = sid;
+    new_registrations_.push_back(std::move(reg));
+    new_registration_bytes_ += label_bytes;
+    streams_.add(std::move(s));
+    // A logger that registers many streams and records little hands them over in batches.
+    if (new_registration_bytes_ > block_target_ || new_registrations_.size() >= 4096)
+        hand_over_registrations_locked();
     return sid;
 }
 
-int64_t LoggerCore::epoch_to_tick(uint32_t sid, double epoch) {
-    std::lock_guard<std::mutex> lk(encode_mu_);
-    return tick_locked(sid, epoch);
+void LoggerCore::hand_over_registrations_locked() {
+    double waited = 0;
+    if (!new_registrations_.empty()) {
+        QueueItem item;
+        item.kind = QueueItem::Kind::Registrations;
+        item.bytes = new_registration_bytes_;
+        item.registrations.swap(new_registrations_);
+        new_registration_bytes_ = 0;
+        // Registrations never wait for ring space; the writer writes them before the next block.
+        queue_.push(std::move(item), true, waited);
+    }
+    if (block_.empty() && !retire_after_block_.empty()) {
+        QueueItem item;
+        item.kind = QueueItem::Kind::Retire;
+        item.retired.swap(retire_after_block_);
+        queue_.push(std::move(item), true, waited);
+    }
 }
 
-int64_t LoggerCore::tick_locked(uint32_t sid, double epoch) {
-    const Stream& s = stream_locked(sid);
+void LoggerCore::retire_streams(const std::vector<uint32_t>& sids) {
+    check_fork();
+    std::lock_guard<std::mutex> lk(encode_mu_);
+    std::vector<uint32_t> gone;
+    for (uint32_t sid : sids) {
+        if (!streams_.find(sid)) continue;
+        streams_.retire(sid);
+        gone.push_back(sid);
+    }
+    if (gone.empty() || failed_.load() || closed_.load()) return;
+    // The open block may hold their records: the writer forgets them after writing it (or at the
+    // next flush). Nothing wakes the writer here.
+    retire_after_block_.insert(retire_after_block_.end(), gone.begin(), gone.end());
+}
+
+int64_t LoggerCore::epoch_to_tick(uint32_t sid, double epoch) {
+    check_fork();
+    std::lock_guard<std::mutex> lk(encode_mu_);
+    return tick_locked(stream_locked(sid), sid, epoch);
+}
+
+int64_t LoggerCore::tick_locked(Stream& s, uint32_t sid, double epoch) {
     int64_t tick;
     if (!std::isfinite(epoch)) invalid(sid, "epoch " + fmt_double(epoch) + " is not finite");
     if (!quantise(epoch, s.epoch_scale, tick))
@@ -181,17 +312,17 @@ int64_t LoggerCore::tick_locked(uint32_t sid, double epoch) {
 
 void LoggerCore::prepare(uint32_t sid, const int64_t* idx, const double* vals, size_t n,
                          PreparedRecord& out, bool quantise_values) {
+    check_fork();
     std::lock_guard<std::mutex> lk(encode_mu_);
-    prepare_locked(sid, idx, vals, n, out, quantise_values);
+    prepare_locked(stream_locked(sid), sid, idx, vals, n, out, quantise_values);
 }
 
-void LoggerCore::prepare_locked(uint32_t sid, const int64_t* idx, const double* vals, size_t n,
-                                PreparedRecord& out, bool quantise_values) {
-    const Stream& s = stream_locked(sid);
+void LoggerCore::prepare_locked(Stream& s, uint32_t sid, const int64_t* idx, const double* vals,
+                                size_t n, PreparedRecord& out, bool quantise_values) {
     const bool exact = s.exact;
     const double scale = s.value_scale;
-    if (n > kMaxNnz)
-        invalid(sid, "a record holds at most " + std::to_string(kMaxNnz) + " non-zeros (got " +
+    if (n > kMaxRecordNnz)
+        invalid(sid, "a record holds at most " + std::to_string(kMaxRecordNnz) + " non-zeros (got " +
                          std::to_string(n) + "); split it into several records");
     out.indices.resize(n);
     out.values.resize(n);
@@ -242,30 +373,31 @@ void LoggerCore::prepare_locked(uint32_t sid, const int64_t* idx, const double* 
 
 void LoggerCore::encode_locked(Stream& s, uint32_t sid, int64_t tick, const int64_t* idx,
                                const uint64_t* vals, size_t n) {
-    if (block_records_ > 0 && block_.size() + record_bound(n) > kMaxRawBlock) seal_locked(false);
-    const size_t before = block_.size();
-    encode_record(block_, sid, s.exact, s.pred, generation_, tick, idx, vals, n);
-    ++block_records_;
+    if (!block_.empty() &&
+        block_.raw_bound_after(n, !block_.has_section(s.section_gen)) > block_target_)
+        seal_locked(false);
+    Section& sec = block_.section_for(sid, s.section, s.section_gen);
+    const size_t added = sec.encode(tick, idx, vals, n, s.exact);
+    block_.added(added, n);
     ++records_;
     nonzeros_ += n;
-    raw_bytes_ += block_.size() - before;
+    raw_bytes_ += added;
     const double epoch = double(tick) * s.epoch_scale;
     StreamCounters& c = s.counters;
     if (c.records == 0 || epoch < c.min_epoch) c.min_epoch = epoch;
     if (c.records == 0 || epoch > c.max_epoch) c.max_epoch = epoch;
     ++c.records;
-    if (block_.size() >= block_target_) seal_locked(false);
+    if (block_.raw_bound() >= block_target_) seal_locked(false);
 }
 
 void LoggerCore::seal_locked(bool from_writer) {
-    if (block_records_ == 0) return;
+    if (block_.empty()) return;
+    hand_over_registrations_locked();  // the block's streams are described before it
     QueueItem item;
     item.kind = QueueItem::Kind::Block;
-    item.payload = std::move(block_);
-    item.n_records = block_records_;
-    block_ = queue_.take_buffer();
-    block_records_ = 0;
-    ++generation_;  // the next block starts without predecessors
+    item.block = block_.seal();
+    item.bytes = item.block.bytes;
+    item.retired.swap(retire_after_block_);
     double waited = 0;
     const uint64_t ticket = queue_.push(std::move(item), from_writer, waited);
     if (waited > 0) {
@@ -277,24 +409,29 @@ void LoggerCore::seal_locked(bool from_writer) {
 
 void LoggerCore::record(uint32_t sid, double epoch, const int64_t* idx, const double* vals,
                         size_t n) {
+    check_fork();
     std::lock_guard<std::mutex> lk(encode_mu_);
     throw_if_unusable();
-    const int64_t tick = tick_locked(sid, epoch);
-    prepare_locked(sid, idx, vals, n, scratch_, true);
-    encode_locked(streams_[sid], sid, tick, scratch_.indices.data(), scratch_.values.data(), n);
+    Stream& s = stream_locked(sid);
+    const int64_t tick = tick_locked(s, sid, epoch);
+    prepare_locked(s, sid, idx, vals, n, scratch_, true);
+    encode_locked(s, sid, tick, scratch_.indices.data(), scratch_.values.data(), n);
 }
 
 void LoggerCore::record_tick(uint32_t sid, int64_t tick, const int64_t* idx, const double* vals,
                              size_t n) {
+    check_fork();
     std::lock_guard<std::mutex> lk(encode_mu_);
     throw_if_unusable();
-    prepare_locked(sid, idx, vals, n, scratch_, true);
-    encode_locked(streams_[sid], sid, tick, scratch_.indices.data(), scratch_.values.data(), n);
+    Stream& s = stream_locked(sid);
+    prepare_locked(s, sid, idx, vals, n, scratch_, true);
+    encode_locked(s, sid, tick, scratch_.indices.data(), scratch_.values.data(), n);
 }
 
 void LoggerCore::record_many(const uint32_t* sids, size_t n_sids, const double* epochs,
                              size_t n_records, const int64_t* offsets, const int64_t* idx,
                              const double* vals) {
+    check_fork();
     if (n_sids != 1 && n_sids != n_records)
         throw InvalidInput("record_many: stream_ids must hold one id or one per record (got " +
                            std::to_string(n_sids) + " for " + std::to_string(n_records) +
@@ -315,9 +452,10 @@ void LoggerCore::record_many(const uint32_t* sids, size_t n_sids, const double* 
     for (size_t k = 0; k < n_records; ++k) {
         const uint32_t sid = n_sids == 1 ? sids[0] : sids[k];
         try {
-            ticks[k] = tick_locked(sid, epochs[k]);
+            Stream& s = stream_locked(sid);
+            ticks[k] = tick_locked(s, sid, epochs[k]);
             const size_t a = size_t(offsets[k]), n = size_t(offsets[k + 1] - offsets[k]);
-            prepare_locked(sid, idx + a, vals + a, n, scratch_, true);
+            prepare_locked(s, sid, idx + a, vals + a, n, scratch_, true);
         } catch (const InvalidInput& e) {
             throw InvalidInput(std::string(e.what()) + " (record " + std::to_string(k) +
                                " of the batch; nothing of the batch was recorded)");
@@ -325,34 +463,41 @@ void LoggerCore::record_many(const uint32_t* sids, size_t n_sids, const double* 
     }
     for (size_t k = 0; k < n_records; ++k) {
         const uint32_t sid = n_sids == 1 ? sids[0] : sids[k];
+        Stream& s = *streams_.find(sid);
         const size_t a = size_t(offsets[k]), n = size_t(offsets[k + 1] - offsets[k]);
-        prepare_locked(sid, idx + a, vals + a, n, scratch_, true);
-        encode_locked(streams_[sid], sid, ticks[k], scratch_.indices.data(),
-                      scratch_.values.data(), n);
+        prepare_locked(s, sid, idx + a, vals + a, n, scratch_, true);
+        encode_locked(s, sid, ticks[k], scratch_.indices.data(), scratch_.values.data(), n);
     }
     if (bulk_ticks_.size() > (size_t(1) << 20)) std::vector<int64_t>().swap(bulk_ticks_);
 }
 
 void LoggerCore::check_stream(uint32_t sid) {
+    check_fork();
     std::lock_guard<std::mutex> lk(encode_mu_);
     throw_if_unusable();
     stream_locked(sid);
 }
 
 void LoggerCore::flush() {
+    check_fork();
     uint64_t ticket;
     {
         std::lock_guard<std::mutex> lk(encode_mu_);
         throw_if_unusable();
         seal_locked(false);
-        ticket = queue_.last_ticket();
+        hand_over_registrations_locked();
+        QueueItem sync;
+        sync.kind = QueueItem::Kind::Sync;
+        double waited = 0;
+        ticket = queue_.push(std::move(sync), true, waited);
     }
-    queue_.wait_done(ticket);
+    if (ticket) queue_.wait_done(ticket);
     std::lock_guard<std::mutex> lk(encode_mu_);
     if (failed_.load()) throw_if_unusable();
 }
 
 void LoggerCore::close() {
+    check_fork();
     std::lock_guard<std::mutex> close_lk(close_mu_);
     if (closed_.load()) return;
     {
@@ -360,6 +505,7 @@ void LoggerCore::close() {
         if (!failed_.load()) {
             try {
                 seal_locked(false);
+                hand_over_registrations_locked();
             } catch (const WriterFailure&) {
                 // reported below, after the thread has stopped
             }
@@ -390,6 +536,7 @@ void LoggerCore::close() {
 }
 
 LoggerStats LoggerCore::stats() {
+    check_fork();
     LoggerStats st;
     {
         std::lock_guard<std::mutex> lk(encode_mu_);
@@ -398,7 +545,7 @@ LoggerStats LoggerCore::stats() {
         st.raw_bytes = raw_bytes_;
         st.stalls = stalls_;
         st.stall_seconds = stall_seconds_;
-        st.streams = streams_.size();
+        st.streams = streams_.live();
     }
     st.compressed_bytes = written_bytes_.load();
     st.blocks = written_blocks_.load();
@@ -407,30 +554,29 @@ LoggerStats LoggerCore::stats() {
     return st;
 }
 
-std::vector<StreamCounters> LoggerCore::stream_counters(const std::vector<uint32_t>* ids) {
+std::vector<std::pair<uint32_t, StreamCounters>> LoggerCore::stream_counters(
+    const std::vector<uint32_t>* ids) {
+    check_fork();
     std::lock_guard<std::mutex> lk(encode_mu_);
-    std::vector<StreamCounters> out;
+    std::vector<std::pair<uint32_t, StreamCounters>> out;
     if (ids) {
         out.reserve(ids->size());
-        for (uint32_t sid : *ids) out.push_back(stream_locked(sid).counters);
+        for (uint32_t sid : *ids) out.emplace_back(sid, stream_locked(sid).counters);
     } else {
-        out.reserve(streams_.size());
-        for (const auto& s : streams_) out.push_back(s.counters);
+        out.reserve(streams_.live());
+        streams_.for_each([&](uint32_t sid, const Stream& s) { out.emplace_back(sid, s.counters); });
     }
     return out;
 }
 
-size_t LoggerCore::stream_count() {
-    std::lock_guard<std::mutex> lk(encode_mu_);
-    return streams_.size();
-}
-
 std::string LoggerCore::stream_name(uint32_t sid) {
+    check_fork();
     std::lock_guard<std::mutex> lk(encode_mu_);
     return stream_locked(sid).name;
 }
 
 double LoggerCore::stream_epoch_scale(uint32_t sid) {
+    check_fork();
     std::lock_guard<std::mutex> lk(encode_mu_);
     return stream_locked(sid).epoch_scale;
 }

@@ -26,6 +26,7 @@ public:
     bool closed() const { return closed_; }
     uint32_t stream_id() const { return sid_; }
     int64_t period_ticks() const { return period_; }
+    const LoggerCore& core() const { return *core_; }
 
 private:
     void emit(int64_t tick, const std::vector<int64_t>& idx, const std::vector<double>& vals);

@@ -8,6 +8,8 @@ usual built-in handlers work. Messages name the stream, file or field and say wh
 
 from __future__ import annotations
 
+from enum import Enum
+
 
 class DataLoggerError(Exception):
     """Base class of every error raised by disco-data-logger."""
@@ -15,6 +17,15 @@ class DataLoggerError(Exception):
 
 class InvalidRecordError(DataLoggerError, ValueError):
     """A record was refused before anything was written (bad shape, dtype, NaN, overflow, ...)."""
+
+
+class InvalidSettingError(DataLoggerError, ValueError):
+    """A logger setting (``ring_bytes``, ``block_bytes``, ...) was refused; ``setting`` names it."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting} {problem}")
+        self.setting = setting
+        self.problem = problem
 
 
 class InvalidStreamError(DataLoggerError, ValueError):
@@ -30,6 +41,14 @@ class UnknownStreamError(DataLoggerError, KeyError):
 
 class LoggerClosedError(DataLoggerError, RuntimeError):
     """The logger (or periodic stream) was used after ``close()``."""
+
+
+class LoggerForkedError(DataLoggerError, RuntimeError):
+    """A DataLogger was used in a process forked from the one that created it.
+
+    Its writer thread exists only in the parent, which keeps writing; the child must create a
+    DataLogger of its own (in its own directory).
+    """
 
 
 class WriterError(DataLoggerError, OSError):
@@ -50,3 +69,36 @@ class ConfigError(DataLoggerError, ValueError):
 
 class CorruptDataWarning(UserWarning):
     """A reader skipped a torn or corrupt part of a segment; the intact data was returned."""
+
+
+class SkipKind(str, Enum):
+    """What a reader skipped (docs/FORMAT.md section 4): the ``kind`` of every skip report.
+
+    Decide on the kind, never on the wording of the ``reason`` next to it.
+    """
+
+    TORN_TAIL = "torn_tail"
+    """The file ends inside a frame: what ``kill -9`` of the writer leaves."""
+    CORRUPT_FRAME = "corrupt_frame"
+    """Bytes that are not a valid frame, skipped up to the next valid one."""
+    BAD_BLOCK = "bad_block"
+    """A block whose header is valid but whose data is not (checksum, size, directory)."""
+    BAD_SECTION = "bad_section"
+    """One stream's section of an otherwise intact block does not parse."""
+    UNREGISTERED_STREAM = "unregistered_stream"
+    """Records of a stream with neither an in-band registration nor a sidecar."""
+    INVALID_REGISTRATION = "invalid_registration"
+    """A registration (or a whole registrations frame) that cannot be used."""
+    UNRESOLVED_LABEL = "unresolved_label"
+    """A registration whose labels refer to strings of a lost frame; kept without them."""
+    AFTER_FOOTER = "after_footer"
+    """Data after a segment's footer."""
+    UNREADABLE_FILE = "unreadable_file"
+    """A segment file that could not be read at all."""
+    UNSUPPORTED_VERSION = "unsupported_version"
+    """A segment in a format version this package does not read."""
+    LEGACY_CHAIN_BROKEN = "legacy_chain_broken"
+    """0.1.x: a segment after a damaged one (its epochs depend on what was lost)."""
+
+    def __str__(self) -> str:
+        return self.value

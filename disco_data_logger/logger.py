@@ -22,7 +22,14 @@ from typing import Any, Literal
 import numpy as np
 
 from . import _core, _defaults
-from .errors import InvalidStreamError, LoggerClosedError, UnknownStreamError, WriterError
+from .errors import (
+    InvalidSettingError,
+    InvalidStreamError,
+    LoggerClosedError,
+    LoggerForkedError,
+    UnknownStreamError,
+    WriterError,
+)
 from .layout import DONE_MARKER, SEGMENT_GLOB, STREAMS_DIR, sidecar_name
 from .periodic import PeriodicStream
 
@@ -34,18 +41,16 @@ _open_loggers: weakref.WeakSet[DataLogger] = weakref.WeakSet()
 
 @atexit.register
 def _close_open_loggers() -> None:
-    # Interpreter exit: drain and close what the user left open so no record is lost.
+    # Interpreter exit: drain and close what the user left open so no record is lost. A forked
+    # child skips its parent's loggers: their writer threads and locks exist only in the parent.
+    pid = os.getpid()
     for logger in list(_open_loggers):
+        if logger._pid != pid:
+            continue
         try:
             logger.close()
         except Exception:  # noqa: BLE001 - nothing sensible to do at exit; _DONE stays absent
             pass
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer (got {value!r})")
-    return int(value)
 
 
 def _check_scale(labels_desc: str, name: str, value: Any, allow_none: bool) -> float | None:
@@ -83,6 +88,11 @@ class DataLogger:
     and, after a successful :meth:`close`, an empty ``_DONE`` marker. Safe to use from several
     threads. Everything recorded is on disk (in the OS) within ``flush_interval`` seconds, so a
     killed process loses at most that window.
+
+    The settings are checked by :func:`disco_data_logger._defaults.check_logger_settings`
+    (:class:`InvalidSettingError` names the one refused); ``block_bytes=None`` means 4 MiB, or a
+    quarter of ``ring_bytes`` when that is smaller. A logger belongs to the process that created
+    it: used in a child after ``os.fork()``, every call raises :class:`LoggerForkedError`.
     """
 
     def __init__(
@@ -93,24 +103,18 @@ class DataLogger:
         rotate_bytes: int = _defaults.ROTATE_BYTES,
         zstd_level: int = _defaults.ZSTD_LEVEL,
         flush_interval: float = _defaults.FLUSH_INTERVAL,
-        block_bytes: int = _defaults.BLOCK_BYTES,
+        block_bytes: int | None = None,
         sidecars: bool = True,
     ) -> None:
-        ring_bytes = _check_positive_int("ring_bytes", ring_bytes)
-        rotate_bytes = _check_positive_int("rotate_bytes", rotate_bytes)
-        block_bytes = _check_positive_int("block_bytes", block_bytes)
-        if (
-            isinstance(zstd_level, bool)
-            or not isinstance(zstd_level, (int, np.integer))
-            or not (-7 <= zstd_level <= 22)
-        ):
-            raise ValueError(f"zstd_level must be an integer from -7 to 22 (got {zstd_level!r})")
-        if not isinstance(flush_interval, (int, float)) or not (
-            math.isfinite(flush_interval) and flush_interval > 0
-        ):
-            raise ValueError(
-                f"flush_interval must be a positive number of seconds (got {flush_interval!r})"
-            )
+        if block_bytes is None and _defaults._is_int(ring_bytes):
+            block_bytes = _defaults.default_block_bytes(ring_bytes)
+        settings = _defaults.check_logger_settings(
+            ring_bytes=ring_bytes,
+            block_bytes=block_bytes,
+            rotate_bytes=rotate_bytes,
+            zstd_level=zstd_level,
+            flush_interval=flush_interval,
+        )
 
         self._path = Path(segments_dir)
         self._path.mkdir(parents=True, exist_ok=True)
@@ -128,12 +132,13 @@ class DataLogger:
             (self._path / STREAMS_DIR).mkdir(exist_ok=True)
         self._core = _core.LoggerCore(
             str(self._path),
-            ring_bytes,
-            block_bytes,
-            rotate_bytes,
-            int(zstd_level),
-            float(flush_interval),
+            settings["ring_bytes"],
+            settings["block_bytes"],
+            settings["rotate_bytes"],
+            settings["zstd_level"],
+            settings["flush_interval"],
         )
+        self._pid = os.getpid()  # the process whose writer thread this logger has
         self._streams: dict[int, dict[str, Any]] = {}
         self._next_sid = 0  # ids are never reused, even after retire_streams
         # The hot path goes straight to the native method: one Python frame less per record.
@@ -182,27 +187,30 @@ class DataLogger:
         es = _check_scale(desc, "epoch_scale", epoch_scale, allow_none=False)
         assert es is not None
         vs = _check_scale(desc, "value_scale", value_scale, allow_none=True)
-        meta: dict[str, Any] = {**labels, "stream_id": None, "epoch_scale": es, "value_scale": vs}
-        if periodic is not None:
-            meta["periodicity"], meta["kind"] = periodic
+        # The core stores each label as its name and its value's JSON text (FORMAT.md 3.1).
+        names = list(labels)
         try:
-            json.dumps(meta, allow_nan=False)
+            texts = [_json_text(labels[k]) for k in names]
         except (TypeError, ValueError) as exc:
             raise InvalidStreamError(
                 f"stream ({desc}): labels must be JSON-serialisable: {exc}"
             ) from None
+        size = sum(len(k.encode("utf-8")) + len(v.encode("utf-8")) + 4
+                   for k, v in zip(names, texts, strict=True))
+        if size > _defaults.MAX_LABELS_JSON:
+            raise InvalidStreamError(
+                f"stream ({desc}): labels take {size:,} bytes as JSON; the format allows "
+                f"{_defaults.MAX_LABELS_JSON >> 20} MiB: keep large metadata in a file of "
+                "your own and put its path in a label"
+            )
+        meta: dict[str, Any] = {**labels, "stream_id": None, "epoch_scale": es, "value_scale": vs}
+        if periodic is not None:
+            meta["periodicity"], meta["kind"] = periodic
         with self._register_lock:
             sid = self._next_sid
             meta["stream_id"] = sid
-            text = json.dumps(meta, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-            size = len(text.encode("utf-8"))
-            if size > _defaults.MAX_LABELS_JSON:
-                raise InvalidStreamError(
-                    f"stream ({desc}): labels take {size:,} bytes as JSON; the format allows "
-                    f"{_defaults.MAX_LABELS_JSON >> 20} MiB: keep large metadata in a file of "
-                    "your own and put its path in a label"
-                )
-            got = self._core.register_stream(desc, es, vs, periodic is not None, text)
+            period, kind = periodic if periodic is not None else (None, None)
+            got = self._core.register_stream(desc, es, vs, period, kind, names, texts)
             if got != sid:
                 raise RuntimeError(f"internal error: native stream id {got}, expected {sid}")
             if self._sidecars:
@@ -313,19 +321,21 @@ class DataLogger:
         segments; ``streams``, ``stream_info`` and ``stream_stats`` no longer list a retired
         stream, and recording into it raises :class:`UnknownStreamError`.
         """
+        ids = [int(sid) for sid in stream_ids]
         with self._register_lock:
-            for sid in stream_ids:
-                self._streams.pop(int(sid), None)
+            self._core.retire_streams(ids)
+            for sid in ids:
+                self._streams.pop(sid, None)
 
     def stream_stats(
         self, stream_ids: Iterable[int] | None = None
     ) -> dict[int, tuple[int, float, float]]:
         """Stream id -> (records, min epoch, max epoch) recorded so far, for all streams or only
         ``stream_ids`` (cost proportional to the streams asked for)."""
-        if stream_ids is None:
-            return {sid: tuple(c) for sid, c in enumerate(self._core.stream_counters())}  # type: ignore[misc]
-        ids = [int(s) for s in stream_ids]
-        return {sid: tuple(c) for sid, c in zip(ids, self._core.stream_counters(ids), strict=True)}  # type: ignore[misc]
+        counters = self._core.stream_counters(
+            None if stream_ids is None else [int(s) for s in stream_ids]
+        )
+        return {int(sid): (int(n), float(lo), float(hi)) for sid, n, lo, hi in counters}
 
     def __enter__(self) -> DataLogger:
         return self
@@ -349,16 +359,15 @@ class DataLogger:
 
         self._sync_for_reading()
         cols = decode_columns(self._path)
-        for part in cols.parts:
-            offsets = part.offsets
-            for k in range(len(part)):
-                a, b = offsets[k], offsets[k + 1]
-                yield (
-                    int(part.stream_id[k]),
-                    float(part.epoch[k]),
-                    part.indices[a:b].copy(),
-                    part.values[a:b].copy(),
-                )
+        offsets = cols.offsets
+        for k in range(len(cols)):
+            a, b = offsets[k], offsets[k + 1]
+            yield (
+                int(cols.stream_id[k]),
+                float(cols.epoch[k]),
+                cols.indices[a:b].copy(),
+                cols.values[a:b].copy(),
+            )
 
     def to_arrow(self) -> Any:
         """All records as a ``pyarrow.Table`` (stream_id, epoch, indices, values)."""
@@ -374,6 +383,10 @@ class DataLogger:
         pq.write_table(self.to_arrow(), str(out_path), compression="zstd")
 
 
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def _vector_parts(vector: Any) -> tuple[np.ndarray, np.ndarray]:
     from sparse_array import Vector
 
@@ -382,4 +395,4 @@ def _vector_parts(vector: Any) -> tuple[np.ndarray, np.ndarray]:
     return vector.indices, vector.values
 
 
-__all__ = ["DataLogger", "LoggerClosedError"]
+__all__ = ["DataLogger", "InvalidSettingError", "LoggerClosedError", "LoggerForkedError"]

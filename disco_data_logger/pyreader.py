@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import zstandard
 
+from .errors import SkipKind
 from .sidecars import read_sidecars
 
 __all__ = [
@@ -66,21 +67,8 @@ FLAG_EXACT = 1
 FLAG_PERIODIC = 2
 FLAG_ACCUMULATOR = 4
 
-# The kinds of a skip report (FORMAT.md section 4), defined here once as plain strings.
-TORN_TAIL = "torn_tail"
-CORRUPT_FRAME = "corrupt_frame"
-BAD_BLOCK = "bad_block"
-BAD_SECTION = "bad_section"
-UNREGISTERED_STREAM = "unregistered_stream"
-INVALID_REGISTRATION = "invalid_registration"
-UNRESOLVED_LABEL = "unresolved_label"
-AFTER_FOOTER = "after_footer"
-UNREADABLE_FILE = "unreadable_file"
-UNSUPPORTED_VERSION = "unsupported_version"
-LEGACY_CHAIN_BROKEN = "legacy_chain_broken"
-SKIP_KINDS = (TORN_TAIL, CORRUPT_FRAME, BAD_BLOCK, BAD_SECTION, UNREGISTERED_STREAM,
-              INVALID_REGISTRATION, UNRESOLVED_LABEL, AFTER_FOOTER, UNREADABLE_FILE,
-              UNSUPPORTED_VERSION, LEGACY_CHAIN_BROKEN)
+SKIP_KINDS = frozenset(kind.value for kind in SkipKind)
+"""The ``kind`` of every skip report (FORMAT.md section 4), as :class:`SkipKind` defines them."""
 
 _MASK64 = (1 << 64) - 1
 _SIGN64 = 1 << 63
@@ -240,11 +228,10 @@ class _Builder:
 # --------------------------------------------------------------------------- primitives
 
 
-def _skip(path: Path, offset: int, length: int, kind: str, reason: str,
+def _skip(path: Path, offset: int, length: int, kind: SkipKind, reason: str,
           stream_id: int | None = None) -> dict[str, Any]:
-    assert kind in SKIP_KINDS, kind
     out: dict[str, Any] = {"segment": str(path), "offset": int(offset), "length": int(length),
-                           "kind": kind, "reason": reason}
+                           "kind": kind.value, "reason": reason}
     if stream_id is not None:
         out["stream_id"] = int(stream_id)
     return out
@@ -555,7 +542,8 @@ def _check_scales(epoch_scale: float, value_scale: float | None) -> None:
 def load_sidecars(directory: str | Path) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
     """The sidecars ``streams/*.json`` of a logger directory, and those that could not be read."""
     sidecars, problems = read_sidecars(directory)
-    return sidecars, [_skip(file, 0, 0, UNREADABLE_FILE, f"unreadable stream sidecar: {why}")
+    return sidecars, [_skip(file, 0, 0, SkipKind.UNREADABLE_FILE,
+                            f"unreadable stream sidecar: {why}")
                       for file, why in problems]
 
 
@@ -677,7 +665,7 @@ class _Segment:
         self.unregistered: set[int] = set()
         self.skipped: list[dict[str, Any]] = []
 
-    def report(self, offset: int, length: int, kind: str, reason: str,
+    def report(self, offset: int, length: int, kind: SkipKind, reason: str,
                stream_id: int | None = None) -> None:
         self.skipped.append(_skip(self.path, offset, length, kind, reason, stream_id))
 
@@ -696,7 +684,8 @@ class _Segment:
                 continue
             if kind == KIND_SEGMENT_HEADER:
                 if pos != 0:
-                    self.report(pos, end - pos, CORRUPT_FRAME, "a segment header not at offset 0")
+                    self.report(pos, end - pos, SkipKind.CORRUPT_FRAME,
+                                "a segment header not at offset 0")
                 pos = end
             elif kind == KIND_REGISTRATION:
                 if self.frames_only:
@@ -711,7 +700,7 @@ class _Segment:
             else:  # the footer: once, last
                 self.footer = True
                 if end < n:
-                    self.report(end, n - end, AFTER_FOOTER,
+                    self.report(end, n - end, SkipKind.AFTER_FOOTER,
                                 f"{n - end} bytes after the segment footer")
                 return
 
@@ -720,7 +709,7 @@ class _Segment:
         data, view, n = self.data, self.view, len(self.data)
         if (data[8:11] == b"DDL" and data[8:12] not in VERSION_OF_MAGIC
                 and _intact_skippable(data, view, 0)):
-            self.report(0, n, UNSUPPORTED_VERSION,
+            self.report(0, n, SkipKind.UNSUPPORTED_VERSION,
                         f"{self.path}: segment of format {data[8:12]!r}, not supported; this "
                         "reader knows versions 2 and 1 and the 0.1.x layout. Upgrade "
                         "disco-data-logger to read it.")
@@ -732,7 +721,7 @@ class _Segment:
             except _NotAFrame:
                 kind = 0
             if kind == KIND_SEGMENT_HEADER and data[13] != VERSION_OF_MAGIC[self.magic]:
-                self.report(0, n, UNSUPPORTED_VERSION,
+                self.report(0, n, SkipKind.UNSUPPORTED_VERSION,
                             f"{self.path}: segment format version {data[13]} "
                             f"({self.magic.decode()}) is not supported; this reader knows "
                             "versions 2 and 1 and the 0.1.x layout. Upgrade disco-data-logger "
@@ -744,7 +733,7 @@ class _Segment:
                 try:
                     _check_frame(data, view, 0, DDL2)
                 except _NotAFrame as exc:
-                    self.report(0, n, TORN_TAIL if exc.torn else CORRUPT_FRAME,
+                    self.report(0, n, SkipKind.TORN_TAIL if exc.torn else SkipKind.CORRUPT_FRAME,
                                 f"no valid frame in the file ({exc})")
                 return False
             self.magic = first[1]
@@ -757,12 +746,12 @@ class _Segment:
         later = _next_valid(self.data, self.view, pos + 1, (self.magic,))
         if later is None:
             if exc.torn:
-                self.report(pos, n - pos, TORN_TAIL, f"torn tail: {exc}")
+                self.report(pos, n - pos, SkipKind.TORN_TAIL, f"torn tail: {exc}")
             else:
-                self.report(pos, n - pos, CORRUPT_FRAME, f"{exc}; no valid frame after it")
+                self.report(pos, n - pos, SkipKind.CORRUPT_FRAME, f"{exc}; no valid frame after it")
             return n
         nxt = later[0]
-        self.report(pos, nxt - pos, CORRUPT_FRAME,
+        self.report(pos, nxt - pos, SkipKind.CORRUPT_FRAME,
                     f"{exc}; resynchronised at the next valid frame, offset {nxt}")
         return nxt
 
@@ -788,7 +777,7 @@ class _Segment:
                 raise _BadData("crc mismatch of the raw body")
             strings, parsed = _registration_body(raw, entries)
         except _BadData as exc:
-            self.report(pos, end - pos, INVALID_REGISTRATION,
+            self.report(pos, end - pos, SkipKind.INVALID_REGISTRATION,
                         f"registrations frame ignored: {exc}")
             return
         for k, string in enumerate(strings):
@@ -802,7 +791,7 @@ class _Segment:
                 if sflags & FLAG_ACCUMULATOR and not sflags & FLAG_PERIODIC:
                     raise _BadData("the accumulator flag without the periodic flag")
             except _BadData as exc:
-                self.report(pos, 0, INVALID_REGISTRATION,
+                self.report(pos, 0, SkipKind.INVALID_REGISTRATION,
                             f"registration of stream {sid} ignored: {exc}", sid)
                 continue
             meta: dict[str, Any] = {}
@@ -817,7 +806,7 @@ class _Segment:
                 except (ValueError, RecursionError):  # not JSON: its text (FORMAT.md 3.3)
                     meta[label] = text
             if missing:
-                self.report(pos, 0, UNRESOLVED_LABEL,
+                self.report(pos, 0, SkipKind.UNRESOLVED_LABEL,
                             f"stream {sid}: labels with strings never defined in this segment "
                             f"dropped (string ids {', '.join(missing)})", sid)
             meta.update(stream_id=sid, epoch_scale=epoch_scale,
@@ -836,7 +825,7 @@ class _Segment:
         try:
             _check_scales(stream.epoch_scale, stream.value_scale)
         except _BadData as exc:
-            self.report(pos, end - pos, INVALID_REGISTRATION,
+            self.report(pos, end - pos, SkipKind.INVALID_REGISTRATION,
                         f"registration of stream {sid} ignored: {exc}", sid)
             return
         try:
@@ -862,7 +851,7 @@ class _Segment:
         n = len(self.data)
         data_end = end + comp_size
         if data_end > n:
-            self.report(pos, n - pos, TORN_TAIL,
+            self.report(pos, n - pos, SkipKind.TORN_TAIL,
                         f"torn tail: block {seq} needs {comp_size} compressed bytes, "
                         f"{n - end} left")
             return n
@@ -871,7 +860,7 @@ class _Segment:
             if zlib.crc32(self.view[end:data_end]) == comp_crc:
                 self.declared_records += count
             else:
-                self.report(pos, data_end - pos, BAD_BLOCK,
+                self.report(pos, data_end - pos, SkipKind.BAD_BLOCK,
                             f"block {seq}: compressed-data checksum (crc32) mismatch")
             return data_end
         if self.magic == DDL2:
@@ -898,10 +887,10 @@ class _Segment:
             else:
                 self.builder.extend(self.payload_v1(raw, count))
         except _Unregistered as exc:
-            self.report(pos, data_end - pos, UNREGISTERED_STREAM,
+            self.report(pos, data_end - pos, SkipKind.UNREGISTERED_STREAM,
                         f"block {seq} skipped: {exc}", exc.sid)
         except _BadData as exc:
-            self.report(pos, data_end - pos, BAD_BLOCK, f"block {seq} skipped: {exc}")
+            self.report(pos, data_end - pos, SkipKind.BAD_BLOCK, f"block {seq} skipped: {exc}")
         return data_end
 
     def payload_v2(self, pos: int, raw: bytes, count: int, nnz: int, n_streams: int, lo: int,
@@ -938,7 +927,7 @@ class _Segment:
             if stream is None:
                 if sid not in self.unregistered:
                     self.unregistered.add(sid)
-                    self.report(pos, 0, UNREGISTERED_STREAM,
+                    self.report(pos, 0, SkipKind.UNREGISTERED_STREAM,
                                 f"stream {sid} has no registration in this segment and no "
                                 "usable sidecar; its records are skipped", sid)
                 continue
@@ -948,7 +937,8 @@ class _Segment:
                     raw, varints, start, start + int(nbytes[k]), int(records[k]),
                     int(nonzeros[k]), stream)
             except _BadData as exc:
-                self.report(pos, 0, BAD_SECTION, f"section of stream {sid} skipped: {exc}", sid)
+                self.report(pos, 0, SkipKind.BAD_SECTION,
+                            f"section of stream {sid} skipped: {exc}", sid)
                 continue
             self.builder.add(np.full(len(lengths), sid, dtype=np.uint32), epochs, lengths,
                              indices, values)
@@ -1035,7 +1025,7 @@ def _read_legacy(path: Path, data: bytes, sidecars: Mapping[int, _Stream], ticks
             records = _legacy_records(raw, ticks)
         except (_BadData, zstandard.ZstdError) as exc:
             ticks.broken = True
-            kind = TORN_TAIL if isinstance(exc, _Truncated) else CORRUPT_FRAME
+            kind = SkipKind.TORN_TAIL if isinstance(exc, _Truncated) else SkipKind.CORRUPT_FRAME
             skipped.append(_skip(path, pos, end - pos, kind,
                                  f"0.1.x frame unreadable ({exc}); rest of the segment skipped"))
             return
@@ -1047,7 +1037,7 @@ def _read_legacy(path: Path, data: bytes, sidecars: Mapping[int, _Stream], ticks
             if stream is None or stream.exact:
                 if sid not in reported:
                     reported.add(sid)
-                    skipped.append(_skip(path, pos, 0, UNREGISTERED_STREAM,
+                    skipped.append(_skip(path, pos, 0, SkipKind.UNREGISTERED_STREAM,
                                          f"0.1.x stream {sid} has no usable sidecar "
                                          f"streams/{sid:08d}.json; its records skipped", sid))
                 continue
@@ -1129,7 +1119,7 @@ def _read_one_file(path: Path, fallback: Mapping[int, _Stream], builder: _Builde
     try:
         data = path.read_bytes()
     except OSError as exc:
-        return _SegmentOutcome({}, [_skip(path, 0, _size(path), UNREADABLE_FILE,
+        return _SegmentOutcome({}, [_skip(path, 0, _size(path), SkipKind.UNREADABLE_FILE,
                                           f"unreadable segment: {exc}")], None)
     if data[:4] == _LEGACY_HEAD:
         skipped: list[dict[str, Any]] = []
@@ -1202,7 +1192,7 @@ def read_directory(path: str | Path, stream_ids: Iterable[int] | None = None) ->
         head = _head(seg, 12)
         legacy = head[:4] == _LEGACY_HEAD
         if ticks.broken and (legacy or (seen_legacy and head and not _shows_ddl(head))):
-            skipped.append(_skip(seg, 0, _size(seg), LEGACY_CHAIN_BROKEN,
+            skipped.append(_skip(seg, 0, _size(seg), SkipKind.LEGACY_CHAIN_BROKEN,
                                  "not read: an earlier 0.1.x segment is damaged and 0.1.x "
                                  "epochs are deltas that run across segments"))
             continue
@@ -1210,7 +1200,7 @@ def read_directory(path: str | Path, stream_ids: Iterable[int] | None = None) ->
         outcome = _read_one(seg, fallback, builder, ticks)
         skipped.extend(outcome.skipped)
         known.update(outcome.registrations)
-        unreadable = any(s["kind"] == UNREADABLE_FILE for s in outcome.skipped)
+        unreadable = any(s["kind"] == SkipKind.UNREADABLE_FILE for s in outcome.skipped)
         if outcome.version != 0 and (head != b"" or unreadable):
             # A non-empty segment that is not 0.1.x: the tick deltas of any 0.1.x segment after
             # it would start from unknown values and invent epochs (FORMAT.md section 9).

@@ -1,9 +1,11 @@
 """Reading logger directories back: native decode into columns, then zero-copy into Arrow.
 
-Works on any logger directory: closed or still being written, killed mid-write, or written by the
-0.1.x library (one zstd frame per record, scales in the sidecars). Torn or corrupt parts are
-skipped and reported (a :class:`CorruptDataWarning` and
-``table.schema.metadata[b"disco.skipped"]``); every intact block is returned.
+Works on any logger directory: closed or still being written, killed mid-write, written by
+disco-data-logger 0.2.0 (format 1) or by the 0.1.x library (one zstd frame per record, scales in
+the sidecars). Torn or corrupt parts are skipped and reported (a :class:`CorruptDataWarning` and
+``table.schema.metadata[b"disco.skipped"]``, each part with its :class:`SkipKind`); every intact
+block is returned. The native decoder sizes its output from the block headers and writes every
+record once, into the buffers that become the Arrow arrays; blocks decode in parallel.
 """
 
 from __future__ import annotations
@@ -20,33 +22,36 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from .errors import CorruptDataWarning, FormatError
+from .errors import CorruptDataWarning, FormatError, SkipKind
+from .layout import EPOCH_SCALE, KIND, PERIODICITY, RECORD_COLUMNS, STREAM_ID, VALUE_SCALE
 from .sidecars import read_sidecars
 
-METADATA_FIELDS = ("stream_id", "epoch_scale", "value_scale", "periodicity", "kind")
+__all__ = [
+    "DecodedColumns",
+    "SkipKind",
+    "columns_to_arrow",
+    "decode_columns",
+    "load_sidecars",
+    "read",
+    "read_registrations",
+]
+
+METADATA_FIELDS = (STREAM_ID, EPOCH_SCALE, VALUE_SCALE, PERIODICITY, KIND)
 
 
 @dataclass
-class ColumnPart:
-    """Decoded records of one segment: record ``k`` owns ``indices[offsets[k]:offsets[k+1]]``."""
+class DecodedColumns:
+    """Decoded records of a directory: record ``k`` owns ``indices[offsets[k]:offsets[k+1]]``.
+
+    ``offsets`` are int32 when the non-zeros fit (Arrow's list layout), else int64. ``streams``
+    (labels and scales per stream id) is built on first use: plain decoding never parses a label.
+    """
 
     stream_id: np.ndarray
     epoch: np.ndarray
     offsets: np.ndarray
     indices: np.ndarray
     values: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.stream_id)
-
-
-@dataclass
-class DecodedColumns:
-    """Decoded records of a directory, kept as per-segment parts (no concatenation needed for
-    Arrow); the flat properties concatenate on first use. ``streams`` (labels and scales per
-    stream id) is built on first use too: plain decoding never parses a JSON text."""
-
-    parts: list[ColumnPart]
     skipped: list[dict[str, Any]] = field(default_factory=list)
     segments: list[dict[str, Any]] = field(default_factory=list)
     path: Path | None = None
@@ -61,47 +66,46 @@ class DecodedColumns:
             if self.sidecars is None:
                 self.sidecars = load_sidecars(self.path) if self.path is not None else {}
             streams = {sid: dict(meta) for sid, meta in self.sidecars.items()}
-            for sid, reg in self.registrations.items():
-                try:
-                    streams[int(sid)] = json.loads(reg["json"].decode("utf-8"))
-                except (UnicodeDecodeError, ValueError):
-                    streams.setdefault(int(sid), {"stream_id": int(sid),
-                                                  "epoch_scale": reg["epoch_scale"],
-                                                  "value_scale": reg["value_scale"]})
+            streams.update(_metadata(self.registrations))
             self._streams = streams
         return self._streams
 
     def __len__(self) -> int:
-        return sum(len(p) for p in self.parts)
+        return len(self.stream_id)
 
-    def _flat(self, name: str, dtype: Any) -> np.ndarray:
-        arrays = [getattr(p, name) for p in self.parts]
-        return np.concatenate(arrays) if arrays else np.empty(0, dtype=dtype)
 
-    @property
-    def stream_id(self) -> np.ndarray:
-        return self._flat("stream_id", np.uint32)
+def _label_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # not JSON (only a hand-made file holds such a label): its text as it is
 
-    @property
-    def epoch(self) -> np.ndarray:
-        return self._flat("epoch", np.float64)
 
-    @property
-    def indices(self) -> np.ndarray:
-        return self._flat("indices", np.int64)
+def stream_metadata(reg: Mapping[str, Any]) -> dict[str, Any]:
+    """A stream's metadata from its in-band registration (docs/FORMAT.md section 3.1): labels in
+    their stored order, then ``stream_id``, ``epoch_scale``, ``value_scale`` and, for periodic
+    streams, ``periodicity`` and ``kind`` (the keys of a sidecar)."""
+    sid = int(reg["stream_id"])
+    if reg["labels"] is None:  # format 1: the sidecar JSON text itself
+        try:
+            meta = json.loads(reg["json"].decode("utf-8"))
+            if isinstance(meta, dict):
+                return meta
+        except (UnicodeDecodeError, ValueError):
+            pass
+        return {STREAM_ID: sid, EPOCH_SCALE: reg["epoch_scale"], VALUE_SCALE: reg["value_scale"]}
+    out: dict[str, Any] = {name: _label_value(text) for name, text in reg["labels"]}
+    out[STREAM_ID] = sid
+    out[EPOCH_SCALE] = reg["epoch_scale"]
+    out[VALUE_SCALE] = reg["value_scale"]
+    if reg["kind"] is not None:
+        out[PERIODICITY] = reg["periodicity"]
+        out[KIND] = reg["kind"]
+    return out
 
-    @property
-    def values(self) -> np.ndarray:
-        return self._flat("values", np.float64)
 
-    @property
-    def offsets(self) -> np.ndarray:
-        out = [np.zeros(1, dtype=np.int64)]
-        base = 0
-        for p in self.parts:
-            out.append(p.offsets[1:] + base)
-            base += int(p.offsets[-1])
-        return np.concatenate(out)
+def _metadata(registrations: Mapping[int, Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
+    return {int(sid): stream_metadata(reg) for sid, reg in registrations.items()}
 
 
 def load_sidecars(path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
@@ -125,8 +129,8 @@ def _fallback_scales(
     out: dict[int, tuple[float, float | None]] = {}
     for sid, meta in sidecars.items():
         try:
-            es = float(meta["epoch_scale"])
-            raw_vs = meta.get("value_scale")
+            es = float(meta[EPOCH_SCALE])
+            raw_vs = meta.get(VALUE_SCALE)
             vs = None if raw_vs is None else float(raw_vs)
         except (KeyError, TypeError, ValueError, OverflowError):
             continue
@@ -136,13 +140,27 @@ def _fallback_scales(
 
 
 def _is_legacy_directory(path: Path) -> bool:
-    """True when the first non-empty segment starts with a bare zstd frame (the 0.1.x layout)."""
+    """True when any segment starts with a bare zstd frame: the 0.1.x layout (FORMAT.md 9)."""
     for segment in _core.list_segments(str(path)):
-        with open(segment, "rb") as fh:
-            head = fh.read(4)
-        if head:
-            return head == b"\x28\xb5\x2f\xfd"
+        try:
+            with open(segment, "rb") as fh:
+                if fh.read(4) == b"\x28\xb5\x2f\xfd":
+                    return True
+        except OSError:
+            continue
     return False
+
+
+def _warn_skipped(path: Path, skipped: list[dict[str, Any]], stacklevel: int) -> None:
+    first = skipped[0]
+    warnings.warn(
+        CorruptDataWarning(
+            f"{path}: skipped {len(skipped)} torn or corrupt part(s); every intact block was "
+            f"read. First: {first['segment']} at byte {first['offset']} ({first['kind']}): "
+            f"{first['reason']}"
+        ),
+        stacklevel=stacklevel,
+    )
 
 
 def decode_columns(
@@ -150,40 +168,56 @@ def decode_columns(
     *,
     stream_ids: Iterable[int] | None = None,
     warn: bool = True,
+    threads: int = 0,
 ) -> DecodedColumns:
-    """Decode every segment of a logger directory (in parallel) into flat numpy columns."""
+    """Decode every segment of a logger directory into flat numpy columns.
+
+    ``stream_ids`` keeps only those streams (their sections alone are decoded, and blocks without
+    any of them are not even decompressed); ``threads`` bounds the decoding threads (0: all cores).
+    """
     p = Path(path)
     if not p.is_dir():
         raise FormatError(f"'{p}' is not a logger directory")
-    # Format 1 carries its registrations in-band, so sidecars are read only for 0.1.x directories
-    # or, after a first pass, for the streams that turned out to have no registration.
+    # Formats 2 and 1 carry their registrations in-band, so sidecars are read only for 0.1.x
+    # directories or, after a first pass, for the streams that turned out to have none.
     sidecars = load_sidecars(p) if _is_legacy_directory(p) else None
     ids = None if stream_ids is None else sorted({int(s) for s in stream_ids})
-    raw = _core.decode_directory(str(p), _fallback_scales(sidecars or {}), ids)
+    raw = _core.decode_directory(str(p), _fallback_scales(sidecars or {}), ids, threads)
     if raw["unregistered"] and sidecars is None:
-        # A block stops at its first unregistered stream, so the list may be incomplete: take
-        # every sidecar for the second pass (rare: written by hand, or registrations damaged).
         sidecars = load_sidecars(p)
         if sidecars:
-            raw = _core.decode_directory(str(p), _fallback_scales(sidecars), ids)
+            raw = _core.decode_directory(str(p), _fallback_scales(sidecars), ids, threads)
     cols = DecodedColumns(
-        parts=[ColumnPart(**part) for part in raw["parts"]],
-        skipped=list(raw["skipped"]),
-        segments=list(raw["segments"]),
+        stream_id=raw["stream_id"],
+        epoch=raw["epoch"],
+        offsets=raw["offsets"],
+        indices=raw["indices"],
+        values=raw["values"],
+        skipped=[dict(s) for s in raw["skipped"]],
+        segments=[dict(s) for s in raw["segments"]],
         path=p,
-        registrations={int(k): v for k, v in raw["registrations"].items()},
+        registrations={int(k): dict(v) for k, v in raw["registrations"].items()},
         sidecars=sidecars,
     )
     if warn and cols.skipped:
-        first = cols.skipped[0]
-        warnings.warn(
-            CorruptDataWarning(
-                f"{p}: skipped {len(cols.skipped)} torn or corrupt part(s); every intact block was "
-                f"read. First: {first['segment']} at byte {first['offset']}: {first['reason']}"
-            ),
-            stacklevel=3,
-        )
+        _warn_skipped(p, cols.skipped, stacklevel=3)
     return cols
+
+
+def read_registrations(
+    path: str | os.PathLike[str], *, warn: bool = True
+) -> dict[int, dict[str, Any]]:
+    """Stream id -> metadata of every stream registered in-band in a logger directory, found
+    without decompressing a single block (for selecting streams by label where sidecars are
+    absent, as in a shard of the experiment service)."""
+    p = Path(path)
+    if not p.is_dir():
+        raise FormatError(f"'{p}' is not a logger directory")
+    raw = _core.read_registrations(str(p))
+    skipped = [dict(s) for s in raw["skipped"]]
+    if warn and skipped:
+        _warn_skipped(p, skipped, stacklevel=3)
+    return _metadata(raw["registrations"])
 
 
 def _arrow(array: np.ndarray, type_: Any) -> Any:
@@ -193,54 +227,41 @@ def _arrow(array: np.ndarray, type_: Any) -> Any:
     return pa.Array.from_buffers(type_, len(array), [None, pa.py_buffer(array)])
 
 
-def _part_arrays(part: ColumnPart) -> list[Any]:
+def _empty_table() -> Any:
     import pyarrow as pa
 
-    if len(part.indices) < 2**31:
-        offsets = _arrow(part.offsets.astype(np.int32), pa.int32())
-        list_type = pa.ListArray
-    else:
-        offsets = _arrow(part.offsets, pa.int64())
-        list_type = pa.LargeListArray
-    return [
-        _arrow(part.stream_id, pa.uint32()),
-        _arrow(part.epoch, pa.float64()),
-        list_type.from_arrays(offsets, _arrow(part.indices, pa.int64())),
-        list_type.from_arrays(offsets, _arrow(part.values, pa.float64())),
-    ]
+    return pa.table(
+        {
+            "stream_id": pa.array([], type=pa.uint32()),
+            "epoch": pa.array([], type=pa.float64()),
+            "indices": pa.array([], type=pa.list_(pa.int64())),
+            "values": pa.array([], type=pa.list_(pa.float64())),
+        }
+    )
 
 
 def columns_to_arrow(cols: DecodedColumns, *, label_columns: bool | Iterable[str] = False) -> Any:
-    """Arrow table (stream_id, epoch, indices, values [, labels]) sharing the columns' memory:
-    one record batch per segment."""
+    """Arrow table (stream_id, epoch, indices, values [, labels]) over the columns' memory: the
+    decoded buffers become the Arrow buffers as they are, list offsets included."""
     import pyarrow as pa
 
-    names = ["stream_id", "epoch", "indices", "values"]
-    batches = [
-        pa.RecordBatch.from_arrays(_part_arrays(p), names=names) for p in cols.parts if len(p)
-    ]
-    if batches:
-        # A huge segment may need large_list; unify so every batch has the same schema.
-        if any(b.schema != batches[0].schema for b in batches):
-            large = pa.schema(
-                [
-                    ("stream_id", pa.uint32()),
-                    ("epoch", pa.float64()),
-                    ("indices", pa.large_list(pa.int64())),
-                    ("values", pa.large_list(pa.float64())),
-                ]
-            )
-            batches = [b.cast(large) for b in batches]
-        table = pa.Table.from_batches(batches)
+    if len(cols):
+        if cols.offsets.dtype == np.int32:
+            offsets = _arrow(cols.offsets, pa.int32())
+            list_type = pa.ListArray
+        else:
+            offsets = _arrow(cols.offsets, pa.int64())
+            list_type = pa.LargeListArray
+        arrays = [
+            _arrow(cols.stream_id, pa.uint32()),
+            _arrow(cols.epoch, pa.float64()),
+            list_type.from_arrays(offsets, _arrow(cols.indices, pa.int64())),
+            list_type.from_arrays(offsets, _arrow(cols.values, pa.float64())),
+        ]
+        batch = pa.RecordBatch.from_arrays(arrays, names=list(RECORD_COLUMNS))
+        table = pa.Table.from_batches([batch])
     else:
-        table = pa.table(
-            {
-                "stream_id": pa.array([], type=pa.uint32()),
-                "epoch": pa.array([], type=pa.float64()),
-                "indices": pa.array([], type=pa.list_(pa.int64())),
-                "values": pa.array([], type=pa.list_(pa.float64())),
-            }
-        )
+        table = _empty_table()
     if label_columns:
         for key, arr in _label_arrays(cols, label_columns).items():
             table = table.append_column(key, arr)
@@ -252,15 +273,14 @@ def columns_to_arrow(cols: DecodedColumns, *, label_columns: bool | Iterable[str
 def _label_arrays(cols: DecodedColumns, which: bool | Iterable[str]) -> dict[str, Any]:
     import pyarrow as pa
 
-    sids = cols.stream_id
-    uniq, inverse = np.unique(sids, return_inverse=True)
+    uniq, inverse = np.unique(cols.stream_id, return_inverse=True)
     metas = [cols.streams.get(int(s), {}) for s in uniq]
     if which is True:
         keys: list[str] = []
         for m in metas:
             keys.extend(k for k in m if k not in METADATA_FIELDS and k not in keys)
     else:
-        keys = [k for k in which if k not in ("stream_id", "epoch", "indices", "values")]  # type: ignore[union-attr]
+        keys = [k for k in which if k not in RECORD_COLUMNS]  # type: ignore[union-attr]
     take = pa.array(inverse.astype(np.int64))
     out = {}
     for key in keys:
@@ -282,12 +302,14 @@ def read(
     *,
     stream_ids: Iterable[int] | None = None,
     label_columns: bool | Iterable[str] = False,
+    threads: int = 0,
 ) -> Any:
     """Read a logger directory into a ``pyarrow.Table``.
 
     ``rule`` selects streams by their labels (a mapping, a selector string such as
     ``"measure=stock,entity in (a,b)"``, or a callable on the labels dict); ``stream_ids``
-    selects by id. ``label_columns=True`` adds one column per label (or give the names).
+    selects by id. Only the selected streams are decoded. ``label_columns=True`` adds one column
+    per label (or give the names).
     """
     p = Path(path)
     ids: set[int] | None = None if stream_ids is None else {int(s) for s in stream_ids}
@@ -295,21 +317,10 @@ def read(
         from .selector import compile_rule
 
         match = compile_rule(rule)
-        sidecars = load_sidecars(p)
-        if sidecars:
-            chosen = {sid for sid, meta in sidecars.items() if match(meta)}
-            ids = chosen if ids is None else ids & chosen
-        else:  # sidecars lost: select on the in-band registrations after decoding
-            cols = decode_columns(p, stream_ids=ids)
-            chosen = {sid for sid, meta in cols.streams.items() if match(meta)}
-            return _filter(columns_to_arrow(cols, label_columns=label_columns), chosen)
-    cols = decode_columns(p, stream_ids=ids)
+        streams = load_sidecars(p)
+        if not streams:  # no sidecars (a service shard, or lost): the in-band registrations
+            streams = read_registrations(p, warn=False)
+        chosen = {sid for sid, meta in streams.items() if match(meta)}
+        ids = chosen if ids is None else ids & chosen
+    cols = decode_columns(p, stream_ids=ids, threads=threads)
     return columns_to_arrow(cols, label_columns=label_columns)
-
-
-def _filter(table: Any, stream_ids: set[int]) -> Any:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    mask = pc.is_in(table["stream_id"], value_set=pa.array(sorted(stream_ids), type=pa.uint32()))
-    return table.filter(mask)

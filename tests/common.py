@@ -150,6 +150,19 @@ def assert_same_records(a: Decoded, b: Decoded) -> None:
     np.testing.assert_array_equal(a.values.view(np.uint64), b.values.view(np.uint64))
 
 
+def by_stream(records: list[tuple[Any, ...]]) -> dict[int, list[tuple[Any, ...]]]:
+    """Records grouped by stream id, each stream's in their order.
+
+    A reader returns the records of one stream in the order they were recorded, but records of
+    different streams within a format-2 block come stream by stream (FORMAT.md section 7): tests
+    that record several streams compare stream by stream.
+    """
+    out: dict[int, list[tuple[Any, ...]]] = {}
+    for rec in records:
+        out.setdefault(int(rec[0]), []).append(rec)
+    return out
+
+
 def select_records(d: Decoded, keep: np.ndarray) -> Decoded:
     """The records ``keep`` (a boolean mask or index array) of ``d``, as columns again."""
     rows = np.arange(len(d))[keep]

@@ -233,7 +233,10 @@ DELETE = object()
         ("logger.zstd_level", 99, "logger.zstd_level: must be <= 22 (got 99)"),
         ("logger.ring_bytes", "lots", "logger.ring_bytes: must be a size in bytes"),
         ("logger.ring_bytes", 0, "logger.ring_bytes: must be > 0 (got 0)"),
-        ("logger.block_bytes", "128MiB", "logger.block_bytes: must not exceed ring_bytes"),
+        ("logger.block_bytes", "128MiB",
+         "logger.block_bytes: must be at most a quarter of ring_bytes (67108864)"),
+        ("logger.block_bytes", "17MiB", "logger.block_bytes: must be at most a quarter"),
+        ("logger.zstd_level", -50, "logger.zstd_level: must be >= -7 (got -50)"),
         ("logger.flush_interval", 0, "logger.flush_interval: must be > 0 (got 0)"),
         ("parameters", [1, 2], "parameters: must be a valid dictionary"),
         ("streams", {"name": "x"}, "streams: must be a valid list"),
@@ -356,6 +359,7 @@ def test_overrides(tmp_path: Path) -> None:
     assert cfg.parameters == {"n_skus": 30, "n_stores": 2, "label": "hello world"}
     assert cfg.points() == [{"s": 1}, {"s": 2}, {"s": 3}]
     assert cfg.logger.ring_bytes == 8 << 20
+    assert cfg.logger.block_bytes == 2 << 20  # the logger's default for that ring: a quarter
     assert cfg.execution.timeout is None
     # the file itself is untouched
     assert load_config(path).replications == 3

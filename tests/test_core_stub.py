@@ -30,4 +30,4 @@ def test_stub_matches_extension() -> None:
 
 def test_versions_come_from_one_source() -> None:
     assert _core.__version__ == disco_data_logger.__version__
-    assert _core.FORMAT_VERSION == 1
+    assert _core.FORMAT_VERSION == 2  # docs/FORMAT.md: the version the writer writes

@@ -13,7 +13,7 @@ import pytest
 from sparse_array import Vector
 
 from disco_data_logger import DataLogger, LoggerClosedError, WriterError, read
-from tests.common import both_readers, decode_native, decode_python, quantise
+from tests.common import both_readers, by_stream, decode_native, decode_python, quantise
 
 
 def test_round_trip_quantised_and_exact(tmp_path: Path) -> None:
@@ -35,10 +35,14 @@ def test_round_trip_quantised_and_exact(tmp_path: Path) -> None:
     for decode in (decode_native, decode_python):
         got = decode(d).records()
         assert len(got) == len(expected)
-        for (sid, ep, idx, vals), (gsid, gep, gidx, gvals) in zip(expected, got, strict=True):
-            assert (gsid, gep) == (sid, ep)
-            np.testing.assert_array_equal(gidx, idx)
-            np.testing.assert_array_equal(gvals, np.array(vals))
+        got_by, want_by = by_stream(got), by_stream(expected)
+        assert got_by.keys() == want_by.keys()
+        for sid in want_by:
+            pairs = zip(want_by[sid], got_by[sid], strict=True)
+            for (sid_, ep, idx, vals), (gsid, gep, gidx, gvals) in pairs:
+                assert (gsid, gep) == (sid_, ep)
+                np.testing.assert_array_equal(gidx, idx)
+                np.testing.assert_array_equal(gvals, np.array(vals))
 
 
 def test_exact_stream_keeps_bits(tmp_path: Path) -> None:
@@ -92,10 +96,13 @@ def test_many_streams_and_rotation(tmp_path: Path, decode) -> None:
     assert len(segments) >= 3 and stats["segments"] == len(segments)
     got = decode(tmp_path / "l").records()
     assert len(got) == len(expected)
-    for (sid, idx, vals), (gsid, _ep, gidx, gvals) in zip(expected, got, strict=True):
-        assert gsid == sid
-        np.testing.assert_array_equal(gidx, idx)
-        np.testing.assert_allclose(gvals, vals, atol=0.5e-3 + 1e-12)
+    got_by, want_by = by_stream(got), by_stream(expected)
+    assert got_by.keys() == want_by.keys()
+    for sid, want in want_by.items():
+        for (_, idx, vals), (gsid, _ep, gidx, gvals) in zip(want, got_by[sid], strict=True):
+            assert gsid == sid
+            np.testing.assert_array_equal(gidx, idx)
+            np.testing.assert_allclose(gvals, vals, atol=0.5e-3 + 1e-12)
 
 
 def test_unsorted_indices_are_sorted_with_values(tmp_path: Path) -> None:
@@ -157,14 +164,16 @@ def test_record_many_bulk(tmp_path: Path, decode) -> None:
         epochs = np.arange(500) * 0.5
         dl.record_many(sids, epochs, offsets, idx, vals)
         dl.record_many(a, [1000.0], [0, 2], [5, 6], [1.0, 2.0])  # one id for all records
-    got = decode(tmp_path / "l").records()
-    assert len(got) == 501
-    for k in range(500):
-        gsid, gep, gidx, gvals = got[k]
-        assert gsid == sids[k] and gep == epochs[k]
-        np.testing.assert_array_equal(gidx, idx[offsets[k] : offsets[k + 1]])
-        np.testing.assert_allclose(gvals, vals[offsets[k] : offsets[k + 1]], atol=1e-9)
-    assert got[500][0] == a and got[500][2].tolist() == [5, 6]
+    got = by_stream(decode(tmp_path / "l").records())
+    assert sum(map(len, got.values())) == 501
+    expected = by_stream([(int(sids[k]), k) for k in range(500)])
+    for sid, ks in expected.items():
+        for (_, k), (gsid, gep, gidx, gvals) in zip(ks, got[sid], strict=False):
+            assert gsid == sid and gep == epochs[k]
+            np.testing.assert_array_equal(gidx, idx[offsets[k] : offsets[k + 1]])
+            np.testing.assert_allclose(gvals, vals[offsets[k] : offsets[k + 1]], atol=1e-9)
+    assert len(got[b]) == len(expected[b]) and len(got[a]) == len(expected[a]) + 1
+    assert got[a][-1][2].tolist() == [5, 6]
 
 
 def test_sidecars_done_marker_and_streams(tmp_path: Path) -> None:
@@ -387,3 +396,143 @@ def test_retired_streams_are_forgotten_and_their_ids_never_reused(tmp_path):
         dl.record(second, 0.0, [1], [2.0])
     assert second == first + 1
     assert read(tmp_path / "d")["stream_id"].to_pylist() == [first, second]
+
+
+def test_recording_into_a_retired_stream_says_it_was_retired(tmp_path):
+    from disco_data_logger import UnknownStreamError
+
+    with DataLogger(tmp_path / "d", sidecars=False) as dl:
+        kept = dl.register_stream({"n": "kept"}, value_scale=1.0)
+        gone = dl.register_stream({"n": "gone"}, value_scale=1.0)
+        never = dl.register_stream({"n": "never recorded"}, value_scale=1.0)
+        dl.record(gone, 0.0, [1], [1.0])
+        dl.retire_streams([gone, never])
+        dl.retire_streams([gone])  # again: nothing happens
+        for sid in (gone, never):
+            with pytest.raises(UnknownStreamError, match=f"stream {sid} was retired"):
+                dl.record(sid, 1.0, [1], [1.0])
+            with pytest.raises(UnknownStreamError, match="retired"):
+                dl.record_many(sid, [1.0], [0, 1], [1], [1.0])
+        with pytest.raises(UnknownStreamError, match="unknown stream id 7"):
+            dl.record(7, 1.0, [1], [1.0])
+        dl.record(kept, 2.0, [2], [2.0])
+        assert dl.stream_stats() == {kept: (1, 2.0, 2.0)}
+        assert dl.stats()["streams"] == 1
+    # what was recorded before the retirement stays, and every stream is still described
+    got = decode_native(tmp_path / "d")
+    assert sorted(got.stream_id.tolist()) == [kept, gone]
+    from disco_data_logger.reader import read_registrations
+
+    names = {sid: meta["n"] for sid, meta in read_registrations(tmp_path / "d").items()}
+    assert names == {kept: "kept", gone: "gone", never: "never recorded"}
+
+
+RSS_SCRIPT = """
+import os, sys, tempfile
+import numpy as np
+from disco_data_logger import DataLogger
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+dl = DataLogger(sys.argv[1], sidecars=False, flush_interval=3600)
+idx, vals = np.arange(8), np.ones(8)
+
+def replications(first, count):
+    # as the experiment service does: 10 streams a replication, retired once it is committed
+    for r in range(first, first + count):
+        sids = [dl.register_stream({"organisation": "o", "model": "m", "replication": r,
+                                    "stream": f"s{k}"}, value_scale=0.01) for k in range(10)]
+        for sid in sids:
+            dl.record(sid, 1.0, idx, vals)
+            dl.record(sid, 2.0, idx, vals)
+        if r % 50 == 0:
+            dl.flush()
+        dl.retire_streams(sids)
+
+replications(0, 3_000)  # warm-up: allocator pools, the writer's string table at its bound
+before = rss()
+replications(2_000, int(sys.argv[2]))
+print((rss() - before) / (10 * int(sys.argv[2])))
+dl.close()
+"""
+
+
+def test_memory_stays_flat_when_streams_come_and_go(tmp_path):
+    """200,000 streams registered, recorded and retired: the logger's memory (native core,
+    writer and Python side) grows by a few bytes per stream at most (RSS, measured)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(tmp_path / "d"), "20000"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    per_stream = float(proc.stdout.strip())
+    assert per_stream <= 4.0, f"{per_stream:.1f} bytes of RSS per stream"
+    assert len(decode_native(tmp_path / "d")) == 2 * 10 * 23_000
+
+
+FORK_SCRIPT = """
+import os, sys
+import numpy as np
+from disco_data_logger import DataLogger, LoggerForkedError
+
+dl = DataLogger(sys.argv[1], flush_interval=0.05)
+sid = dl.register_stream({"m": "x"}, value_scale=None)
+ps = dl.register_periodic_stream({"m": "p"}, value_scale=None, periodicity=1.0)
+dl.record(sid, 0.0, [1], [1.0])
+ps.record(0.0, [1], [1.0])
+pid = os.fork()
+if pid == 0:
+    calls = {
+        "record": lambda: dl.record(sid, 1.0, [1], [1.0]),
+        "record_many": lambda: dl.record_many(sid, [1.0], [0, 1], [1], [1.0]),
+        "record_vector": lambda: dl._core.record(sid, 1.0, np.array([1]), np.array([1.0])),
+        "register_stream": lambda: dl.register_stream({"m": "child"}, value_scale=None),
+        "retire_streams": lambda: dl.retire_streams([sid]),
+        "flush": dl.flush,
+        "stats": dl.stats,
+        "stream_stats": dl.stream_stats,
+        "periodic record": lambda: ps.record(2.0, [1], [1.0]),
+        "periodic close": lambda: ps.close(3.0),
+        "close": dl.close,
+    }
+    failed = []
+    for name, call in calls.items():
+        try:
+            call()
+        except LoggerForkedError as exc:
+            assert "created in another process" in str(exc), exc
+        else:
+            failed.append(name)
+    if failed:
+        print("no error in the child:", failed, flush=True)
+        os._exit(3)
+    sys.exit(0)  # a normal interpreter exit: atexit handlers and finalisers run
+_, status = os.waitpid(pid, 0)
+assert os.WIFEXITED(status), status
+assert os.WEXITSTATUS(status) == 0, os.WEXITSTATUS(status)
+for k in range(2, 1000):  # the parent keeps writing
+    dl.record(sid, float(k), [k], [float(k)])
+ps.close(5.0)
+dl.close()
+print("parent ok")
+"""
+
+
+def test_a_forked_child_gets_a_clear_error_and_the_parent_keeps_writing(tmp_path):
+    """Issue 9 item 10: a real os.fork() of a process with an open logger (writer thread running,
+    a periodic stream open). In the child every call raises LoggerForkedError, nothing hangs,
+    and the child's interpreter exit neither hangs nor aborts; the parent loses nothing."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", FORK_SCRIPT, str(tmp_path / "d")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "parent ok" in proc.stdout
+    assert (tmp_path / "d" / "_DONE").exists()
+    got = by_stream(decode_native(tmp_path / "d").records())
+    assert [r[1] for r in got[0]] == [0.0, *map(float, range(2, 1000))]
+    assert [r[1] for r in got[1]] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]

@@ -43,7 +43,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from .. import _defaults
-from ..errors import ConfigError
+from ..errors import ConfigError, InvalidSettingError
 
 __all__ = [
     "ExperimentName",
@@ -165,19 +165,22 @@ class LoggerSettings(_Strict):
 
     ring_bytes: Size = _defaults.RING_BYTES
     rotate_bytes: Size = _defaults.ROTATE_BYTES
-    block_bytes: Size = _defaults.BLOCK_BYTES
-    zstd_level: int = Field(default=_defaults.ZSTD_LEVEL, ge=-(1 << 17), le=22)
+    # None: the logger's own default for this ring (_defaults.default_block_bytes).
+    block_bytes: Size | None = None
+    zstd_level: int = Field(
+        default=_defaults.ZSTD_LEVEL, ge=_defaults.ZSTD_LEVEL_MIN, le=_defaults.ZSTD_LEVEL_MAX
+    )
     flush_interval: float = Field(default=_defaults.FLUSH_INTERVAL, gt=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
-    def _block_fits_ring(self) -> LoggerSettings:
-        # A sealed block waits in the ring for the writer; a block larger than the ring could
-        # never be handed over.
-        if self.block_bytes > self.ring_bytes:
-            raise _field_error(
-                ".block_bytes",
-                f"must not exceed ring_bytes ({self.ring_bytes}) (got {self.block_bytes})",
-            )
+    def _what_the_logger_accepts(self) -> LoggerSettings:
+        # The logger's own check, so a config passes exactly when its workers' loggers start.
+        if self.block_bytes is None:
+            self.block_bytes = _defaults.default_block_bytes(self.ring_bytes)
+        try:
+            _defaults.check_logger_settings(**self.logger_kwargs())
+        except InvalidSettingError as exc:
+            raise _field_error("." + exc.setting, exc.problem) from None
         return self
 
     def logger_kwargs(self) -> dict[str, Any]:

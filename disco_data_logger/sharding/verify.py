@@ -35,15 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CorruptDataWarning
-from ..pyreader import (
-    AFTER_FOOTER,
-    BAD_BLOCK,
-    BAD_SECTION,
-    CORRUPT_FRAME,
-    TORN_TAIL,
-    walk_frames,
-)
+from ..errors import CorruptDataWarning, SkipKind
+from ..pyreader import walk_frames
 from .manifest import ShardManifest, fsync_directory
 from .shard import SHARDS_DIR
 
@@ -166,8 +159,9 @@ def walk_segment(path: Path) -> SegmentCheck:
     for item in walk.skipped:
         kind, at, length = item["kind"], int(item["offset"]), int(item["length"])
         to_the_end = at + length == len(data)
-        zeros = kind in (CORRUPT_FRAME, AFTER_FOOTER) and to_the_end and not any(data[at:])
-        if kind == TORN_TAIL or zeros:
+        zeros = (kind in (SkipKind.CORRUPT_FRAME, SkipKind.AFTER_FOOTER) and to_the_end
+                 and not any(data[at:]))
+        if kind == SkipKind.TORN_TAIL or zeros:
             later = _intact_frame_after(data, at)
             if later is None:
                 check.torn_tail = True
@@ -177,7 +171,7 @@ def walk_segment(path: Path) -> SegmentCheck:
                                   f"intact frame follows at offset {later}; "
                                   f"{len(data) - at} bytes skipped")
             continue
-        if kind in (BAD_BLOCK, CORRUPT_FRAME):
+        if kind in (SkipKind.BAD_BLOCK, SkipKind.CORRUPT_FRAME):
             check.checksum_failures += 1
         check.problems.append(f"{kind} at offset {at} ({length:,} bytes): {item['reason']}")
     return check
@@ -311,14 +305,14 @@ def _verify_dir(name: str, path: Path) -> ShardCheck:
         kind = item.get("kind")
         target = by_segment.get(seg_name)
         if target is not None and target.torn_tail and (
-                kind == TORN_TAIL or item.get("offset") == target.torn_offset):
+                kind == SkipKind.TORN_TAIL or item.get("offset") == target.torn_offset):
             continue  # already reported by the walk
         if target is not None and any(
                 (s["offset"], s["kind"]) == (item.get("offset"), kind) for s in target.skipped):
             continue  # the walk found the same part
         message = f"decoder skipped offset {item.get('offset')} ({kind}): {reason}"
         if target is not None:
-            if kind in (BAD_BLOCK, BAD_SECTION):
+            if kind in (SkipKind.BAD_BLOCK, SkipKind.BAD_SECTION):
                 target.checksum_failures += 1
             target.problems.append(message)
         else:
