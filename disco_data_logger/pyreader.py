@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import struct
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
@@ -62,6 +63,7 @@ FIXED_SIZES = {
 MAX_RAW_SIZE = 1 << 28
 MAX_REGISTRATION_BODY = 1 << 26
 MAX_JSON_SIZE = 1 << 24
+MAX_JSON_DEPTH = 4096  # arrays and objects in a label value or registration JSON (FORMAT.md 3.3)
 
 FLAG_EXACT = 1
 FLAG_PERIODIC = 2
@@ -474,6 +476,64 @@ def _section(raw: bytes, varints: _Varints, pos: int, end: int, count: int, nnz:
     return epochs, n, indices, values
 
 
+_JSON_TOKEN = re.compile(r"""
+    (?P<ws>[ \t\n\r]+)
+  | (?P<open>[\[{]) | (?P<close>[\]}]) | (?P<colon>:) | (?P<comma>,)
+  | (?P<string>"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*")
+  | (?P<scalar>-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?
+        |true|false|null|NaN|Infinity|-Infinity)
+""", re.VERBOSE)
+
+
+def _json_value(text: str) -> Any:
+    """The value of a JSON text as Python's ``json.loads`` reads it (FORMAT.md 3.3), or
+    ValueError. A text nested too deep for ``json.loads`` is checked without recursion and, when
+    valid, given as its text."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        if _is_json(text):
+            return text
+        raise ValueError("not JSON text") from None
+
+
+def _is_json(text: str) -> bool:
+    """Whether ``text`` is one JSON value (the grammar ``json.loads`` accepts), with a stack."""
+    closing = {"[": "]", "{": "}"}
+    stack: list[str] = []  # the open containers
+    # what may come next: a value, a value or "]" (just after "["), a key or "}" (just after
+    # "{"), a key, a colon, "," or a close (after a value in a container), nothing (done)
+    state = "value"
+    pos = 0
+    while pos < len(text):
+        m = _JSON_TOKEN.match(text, pos)
+        if m is None:
+            return False
+        pos, kind, token = m.end(), m.lastgroup, m.group()
+        if kind == "ws":
+            continue
+        if kind == "close" and (state in ("value_or_close", "key_or_close", "after")
+                                and stack and token == closing[stack[-1]]):
+            stack.pop()
+            state = "after" if stack else "done"
+        elif state in ("value", "value_or_close") and kind == "open":
+            if len(stack) == MAX_JSON_DEPTH:
+                return False
+            stack.append(token)
+            state = "value_or_close" if token == "[" else "key_or_close"
+        elif state in ("value", "value_or_close") and kind in ("string", "scalar"):
+            state = "after" if stack else "done"
+        elif state in ("key", "key_or_close") and kind == "string":
+            state = "colon"
+        elif state == "colon" and kind == "colon":
+            state = "value"
+        elif state == "after" and kind == "comma":
+            state = "key" if stack[-1] == "{" else "value"
+        else:
+            return False
+    return state == "done"
+
+
 def _registration_body(raw: bytes, entries: int) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Parse a registrations body (FORMAT.md 3.1): its strings and its stream entries."""
     end = len(raw)
@@ -798,17 +858,17 @@ class _Segment:
             missing = []
             for name_id, value_id in labels:
                 label, text = self.strings.get(name_id), self.strings.get(value_id)
-                if label is None or text is None:
-                    missing.append(f"{name_id}={value_id}")
-                    continue
                 try:
-                    meta[label] = json.loads(text)
-                except (ValueError, RecursionError):  # not JSON: its text (FORMAT.md 3.3)
-                    meta[label] = text
+                    if label is None or text is None:
+                        raise ValueError("a string never defined in this segment")
+                    meta[label] = _json_value(text)
+                except ValueError:
+                    missing.append(f"{name_id}={value_id}")
             if missing:
                 self.report(pos, 0, SkipKind.UNRESOLVED_LABEL,
-                            f"stream {sid}: labels with strings never defined in this segment "
-                            f"dropped (string ids {', '.join(missing)})", sid)
+                            f"stream {sid}: labels with strings never defined in this segment or "
+                            f"values that are not JSON dropped (string ids {', '.join(missing)})",
+                            sid)
             meta.update(stream_id=sid, epoch_scale=epoch_scale,
                         value_scale=None if exact else value_scale)
             if sflags & FLAG_PERIODIC:
@@ -829,13 +889,18 @@ class _Segment:
                         f"registration of stream {sid} ignored: {exc}", sid)
             return
         try:
-            meta = json.loads(bytes(payload[32:32 + json_len]).decode("utf-8"))
+            text = bytes(payload[32:32 + json_len]).decode("utf-8")
+            meta = _json_value(text)
+            if isinstance(meta, str) and text.lstrip(" \t\n\r").startswith("{"):
+                # valid, but nested beyond what json.loads builds: the scales serve, no labels
+                meta = {"stream_id": sid, "epoch_scale": epoch_scale,
+                        "value_scale": stream.value_scale}
             if not isinstance(meta, dict):
-                raise ValueError("not a JSON object")
-        except (ValueError, RecursionError):
-            # the scales are fields of their own: the stream decodes, its labels are lost
-            meta = {"stream_id": sid, "epoch_scale": epoch_scale,
-                    "value_scale": stream.value_scale}
+                raise ValueError("the registration JSON is not an object")
+        except ValueError as exc:  # UnicodeDecodeError is a ValueError too
+            self.report(pos, end - pos, SkipKind.INVALID_REGISTRATION,
+                        f"registration of stream {sid} ignored: {exc}", sid)
+            return
         self.streams[sid] = stream
         self.registrations[sid] = meta
 

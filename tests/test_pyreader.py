@@ -343,10 +343,42 @@ def test_real_logger_read_by_both_readers(tmp_path):
 
 
 @both_readers
-@pytest.mark.parametrize("text", [b"[1, 2]", b"{not json", b"\xff\xfe", b"[" * 100_000])
-def test_registration_with_unreadable_json_keeps_its_scales(tmp_path, decode, text):
-    """FORMAT.md 8.1.2: the scales are fields of their own; only the labels are lost (the JSON is
-    not parsed while decoding, so nothing is reported)."""
+@pytest.mark.parametrize("text", [b"[1, 2]", b"{not json", b"\xff\xfe", b"[" * 100_000,
+                                  b'{"a": "\x1d"}', b'{"a": 1,}'],
+                         ids=["array", "broken", "not utf-8", "unclosed", "control character",
+                              "trailing comma"])
+def test_registration_whose_json_is_not_an_object_is_ignored(tmp_path, decode, text):
+    """FORMAT.md 8.1.2: ignored and reported; without a sidecar the blocks holding the stream
+    are skipped whole (format 1 interleaves streams in a block)."""
+    data, reg_at, block_at = v1_registration_with_json(text)
+    write_segment(tmp_path, data)
+    got = decode(tmp_path)
+    assert len(got) == 0
+    assert kinds(got) == [("00000.seg.zst", reg_at, "invalid_registration"),
+                          ("00000.seg.zst", block_at, "unregistered_stream")]
+
+
+@both_readers
+@pytest.mark.parametrize("depth", [3000, 4096, 4097])
+def test_registration_json_nesting_up_to_4096_deep(tmp_path, decode, depth):
+    """FORMAT.md 3.3: nested at most 4096 deep, deeper than Python's json recursion goes."""
+    inner = depth - 1  # the object itself is one level
+    text = b'{"a": ' + b"[" * inner + b"]" * inner + b', "b": NaN}'
+    data, reg_at, block_at = v1_registration_with_json(text)
+    write_segment(tmp_path, data)
+    got = decode(tmp_path)
+    if depth <= 4096:
+        check_records(got, RECORDS)
+        assert got.skipped == []
+    else:
+        assert len(got) == 0
+        assert kinds(got) == [("00000.seg.zst", reg_at, "invalid_registration"),
+                              ("00000.seg.zst", block_at, "unregistered_stream")]
+
+
+def v1_registration_with_json(text: bytes) -> tuple[bytes, int, int]:
+    """A format-1 segment registering stream 9 with ``text`` as its JSON, then stream 3, then a
+    block of RECORDS; with the offsets of the registration and of the block."""
     import struct
     import zlib
 
@@ -358,11 +390,6 @@ def test_registration_with_unreadable_json_keeps_its_scales(tmp_path, decode, te
     data += struct.pack("<II", 0x184D2A5D, len(payload)) + payload
     data += v1.registration(3, {"stream_id": 3}, epoch_scale=Q.epoch_scale,
                             value_scale=Q.value_scale)
+    block_at = len(data)
     data += v1.block(v1.encode_records(STREAMS, RECORDS), len(RECORDS))
-    write_segment(tmp_path, bytes(data))
-    got = decode(tmp_path)
-    check_records(got, RECORDS)
-    assert got.skipped == [] and reg_at > 0
-    if decode is decode_python:
-        assert pyreader.read_directory(tmp_path).registrations[9] == {
-            "stream_id": 9, "epoch_scale": X.epoch_scale, "value_scale": None}
+    return bytes(data), reg_at, block_at

@@ -12,6 +12,7 @@ indices sorted with their values following them.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -188,3 +189,26 @@ def test_built_format_2_segments_decode_to_what_was_encoded(decode, case):
         s = streams_[sid]
         assert gsid == sid
         check_record((s.epoch_scale, s.value_scale), epoch, idx, vals, gepoch, gidx, gvals)
+
+
+JSON_TEXT = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(),
+    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner), max_leaves=20,
+).map(json.dumps)
+
+
+@settings(max_examples=500, deadline=None)
+@given(JSON_TEXT, st.integers(0, 300),
+       st.sampled_from(["", "x", ",", "]", "}", "[", "{", ":", " ", '"', "\x01", "0", "-", "\\"]))
+def test_the_iterative_json_check_accepts_what_json_loads_accepts(text, at, edit):
+    """The reader checks JSON nested deeper than ``json.loads`` can recurse with its own
+    grammar (FORMAT.md 3.3); on what ``json.loads`` can read, the two agree."""
+    from disco_data_logger.pyreader import _is_json
+
+    for candidate in (text, text[:at] + edit + text[at:], text[:at] + text[at + 1:]):
+        try:
+            json.loads(candidate)
+            accepted = True
+        except ValueError:
+            accepted = False
+        assert _is_json(candidate) == accepted, candidate

@@ -23,6 +23,7 @@ from tests.common import (
     assert_same_records,
     both_readers,
     decode_python,
+    put_varint,
     quantise,
 )
 
@@ -745,3 +746,57 @@ def test_a_segment_looking_like_0_1_x_costs_only_itself(tmp_path, decode):
     got = decode(tmp_path)
     check(got, [RECORDS] * 3)
     assert kinds(got) == [("00002.seg.zst", 0, "legacy_chain_broken")]
+
+
+@both_readers
+@pytest.mark.parametrize("value", ['"\x1d"', '{"x":1,}', "01", "nan", '"unclosed'],
+                         ids=["control character", "trailing comma", "leading zero", "nan",
+                              "unclosed"])
+def test_label_value_that_is_not_json_is_dropped(tmp_path, decode, value):
+    """FORMAT.md 3.3: valid JSON as Python's json reads it; anything else is an unresolved
+    label (the entry is kept without it)."""
+    body = bytearray()
+    put_varint(body, 3)
+    for text in ("a", value, "1"):
+        raw = text.encode()
+        put_varint(body, len(raw))
+        body += raw
+    put_varint(body, Q.sid)  # the one entry
+    body += bytes([0]) + struct.pack("<dd", Q.epoch_scale, Q.value_scale)
+    put_varint(body, 2)  # labels: a=<value>, a=1 (the later one stays)
+    for pair in ((0, 1), (0, 2)):
+        for sid in pair:
+            put_varint(body, sid)
+    data = bytearray(v2.segment_header())
+    reg_at = len(data)
+    data += v2.registrations_frame(bytes(body), 1, 0)
+    data += v2.block(v2.block_payload(STREAMS, [r for r in RECORDS if r[0] == 3]))
+    write(tmp_path, bytes(data))
+    got = decode(tmp_path)
+    check(got, [[r for r in RECORDS if r[0] == 3]])
+    assert kinds(got) == [(NAME, reg_at, "unresolved_label")]
+    assert pyreader.read_directory(tmp_path).registrations[3]["a"] == 1
+
+
+@both_readers
+@pytest.mark.parametrize("value", ["NaN", "-Infinity", ' [1, {"b": null}] ', '"\\ud800"',
+                                  "[" * 3000 + "]" * 3000],
+                         ids=["NaN", "-Infinity", "whitespace", "lone surrogate", "deep"])
+def test_label_values_json_accepts(tmp_path, decode, value):
+    body = bytearray()
+    put_varint(body, 2)
+    for text in ("a", value):
+        raw = text.encode()
+        put_varint(body, len(raw))
+        body += raw
+    put_varint(body, Q.sid)  # the one entry, one label a=<value>
+    body += bytes([0]) + struct.pack("<dd", Q.epoch_scale, Q.value_scale)
+    for v in (1, 0, 1):
+        put_varint(body, v)
+    data = v2.segment_header() + v2.registrations_frame(bytes(body), 1, 0)
+    data += v2.block(v2.block_payload(STREAMS, [r for r in RECORDS if r[0] == 3]))
+    write(tmp_path, data)
+    got = decode(tmp_path)
+    check(got, [[r for r in RECORDS if r[0] == 3]])
+    assert got.skipped == []
+
