@@ -4,7 +4,7 @@ The corpus is written by the real logger (closed, killed with SIGKILL, a shard-l
 without sidecars and with many streams, several segments, quantised, exact and periodic streams),
 a format-2 directory built byte by byte (tests/format_v2.py: registrations over several frames
 with interned strings, compressed and raw bodies, blocks of many streams), plus the committed
-golden and 0.1.x fixtures. Hypothesis draws a directory and up to four mutations (bit flips, byte
+golden (formats 2 and 1) and 0.1.x fixtures. Hypothesis draws a directory and up to four mutations (bit flips, byte
 overwrites, truncation, splices of two segments, huge size fields with or without a recomputed
 checksum, wrong format versions, zero runs, and edits of a block payload or a registrations body
 *under* recomputed checksums, which reach the directory, section and registration checks that
@@ -79,8 +79,7 @@ def _load(name: str, path: Path) -> Corpus:
 
 
 def _write_corpus(root: Path) -> list[Corpus]:
-    corpus = [_load("golden_v1", FIXTURES / "golden_v1"),
-              _load("legacy_0_1", FIXTURES / "legacy_0_1")]
+    corpus = [_load(name, FIXTURES / name) for name in ("golden_v2", "golden_v1", "legacy_0_1")]
     rng = np.random.default_rng(11)
     closed = root / "closed"
     with DataLogger(closed, rotate_bytes=5000, block_bytes=900) as dl:
