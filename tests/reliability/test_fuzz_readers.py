@@ -1,20 +1,20 @@
 """Property-based fuzzing of both readers with damaged copies of REAL segment files and sidecars.
 
 The corpus is written by the real logger (closed, killed with SIGKILL, a shard-like directory
-without sidecars and with many streams, several segments, quantised, exact and periodic streams),
-a format-2 directory built byte by byte (tests/format_v2.py: registrations over several frames
-with interned strings, compressed and raw bodies, blocks of many streams), plus the committed
-golden (formats 2 and 1) and 0.1.x fixtures. Hypothesis draws a directory and up to four mutations (bit flips, byte
-overwrites, truncation, splices of two segments, huge size fields with or without a recomputed
-checksum, wrong format versions, zero runs, and edits of a block payload or a registrations body
-*under* recomputed checksums, which reach the directory, section and registration checks that
-random flips stop short of; garbage, truncated or mistyped JSON sidecars, lost sidecars). Every
-case is read in a separate worker process (``fuzz_worker.py``) by ``disco_data_logger.read``
-(native), by ``_core.decode_directory`` and by ``pyreader.read_directory``, with a timeout and a
-per-case peak-RSS measurement. A case passes when no reader crashes, hangs, raises anything but a
-project error, or grows the worker's peak RSS beyond ``RSS_BUDGET``, and both readers return the
-same records and report the same skipped parts: the same file, offset, kind, length and stream
-(docs/FORMAT.md section 4.1 says what each must be).
+without sidecars and with many streams, several segments, quantised, exact and periodic streams), a
+format-2 directory built byte by byte (tests/format_v2.py: registrations over several frames with
+interned strings, compressed and raw bodies, blocks of many streams), plus the committed golden
+(formats 2 and 1) and 0.1.x fixtures. Hypothesis draws a directory and up to four mutations (bit
+flips, byte overwrites, truncation, splices of two segments, huge size fields with or without a
+recomputed checksum, wrong format versions, zero runs, and edits of a block payload or a
+registrations body *under* recomputed checksums, which reach the directory, section and registration
+checks that random flips stop short of; garbage, truncated or mistyped JSON sidecars, lost
+sidecars). Every case is read in a separate worker process (``fuzz_worker.py``) by
+``disco_data_logger.read`` (native), by ``_core.decode_directory`` and by
+``pyreader.read_directory``, with a timeout and a per-case peak-RSS measurement. A case passes when
+no reader crashes, hangs, raises anything but a project error, or grows the worker's peak RSS beyond
+``RSS_BUDGET``, and both readers return the same records and report the same skipped parts: the same
+file, offset, kind, length and stream (docs/FORMAT.md section 4.1 says what each must be).
 
 Short mode (the normal suite): ``DDL_FUZZ_CASES`` cases, default 300, derandomized. Long mode::
 
