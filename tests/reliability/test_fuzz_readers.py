@@ -339,6 +339,8 @@ def edit_under_crcs(data: bytes, op: tuple[Any, ...]) -> bytes:
                                                                             u.offset + 4)[0]])
     ddl2 = payload[:4] == b"DDL2"
     tail = b""
+    if len(payload) < {3: 56 if ddl2 else 36, 2: 28 if ddl2 else 36}[u.kind]:
+        return data  # a frame an earlier mutation cut short: nothing to edit under
     try:
         if u.kind == 3:
             hdr = 56 if ddl2 else 36
@@ -360,7 +362,7 @@ def edit_under_crcs(data: bytes, op: tuple[Any, ...]) -> bytes:
             text = _edit(bytes(payload[32:-4]), at, how, byte)
             struct.pack_into("<I", payload, 28, len(text))
             payload = payload[:32] + text + payload[-4:]
-    except zstandard.ZstdError:
+    except (zstandard.ZstdError, struct.error):
         return data
     struct.pack_into("<I", payload, len(payload) - 4, zlib.crc32(bytes(payload[:-4])))
     frame = struct.pack("<II", 0x184D2A5D, len(payload)) + bytes(payload) + tail
