@@ -774,20 +774,20 @@ class _Segment:
                         "reader knows versions 2 and 1 and the 0.1.x layout. Upgrade "
                         "disco-data-logger to read it.")
             return False
-        if _shows_ddl(data):  # the first bytes tell, whether or not that frame is valid
-            self.magic = data[8:12]
+        for magic in VERSION_OF_MAGIC:
             try:
-                kind, _ = _check_frame(data, view, 0, self.magic)
+                kind, _ = _check_frame(data, view, 0, magic)
             except _NotAFrame:
-                kind = 0
-            if kind == KIND_SEGMENT_HEADER and data[13] != VERSION_OF_MAGIC[self.magic]:
+                continue
+            if kind == KIND_SEGMENT_HEADER and data[13] != VERSION_OF_MAGIC[magic]:
                 self.report(0, n, SkipKind.UNSUPPORTED_VERSION,
                             f"{self.path}: segment format version {data[13]} "
-                            f"({self.magic.decode()}) is not supported; this reader knows "
-                            "versions 2 and 1 and the 0.1.x layout. Upgrade disco-data-logger "
-                            "to read it.")
+                            f"({magic.decode()}) is not supported; this reader knows versions 2 "
+                            "and 1 and the 0.1.x layout. Upgrade disco-data-logger to read it.")
                 return False
-        else:  # the first bytes show no format: the first valid frame of either decides
+            self.magic = magic
+            break
+        else:  # the first frame is damaged: the first valid frame of either format decides
             first = _next_valid(data, view, 1, tuple(VERSION_OF_MAGIC))
             if first is None:
                 try:
@@ -1102,7 +1102,7 @@ def _read_legacy(path: Path, data: bytes, sidecars: Mapping[int, _Stream], ticks
             if stream is None or stream.exact:
                 if sid not in reported:
                     reported.add(sid)
-                    skipped.append(_skip(path, pos, 0, SkipKind.UNREGISTERED_STREAM,
+                    skipped.append(_skip(path, pos, size, SkipKind.UNREGISTERED_STREAM,
                                          f"0.1.x stream {sid} has no usable sidecar "
                                          f"streams/{sid:08d}.json; its records skipped", sid))
                 continue

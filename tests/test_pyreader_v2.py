@@ -800,3 +800,27 @@ def test_label_values_json_accepts(tmp_path, decode, value):
     check(got, [[r for r in RECORDS if r[0] == 3]])
     assert got.skipped == []
 
+
+
+@both_readers
+def test_damaged_first_frame_the_first_valid_frame_tells_the_format(tmp_path, decode):
+    """FORMAT.md 4.1: whatever the damaged first frame's bytes say (here DDL2), the first valid
+    frame (here a spliced format-1 segment) tells the format; frames of the other format are then
+    damage."""
+    import format_v1 as v1
+
+    s1 = {sid: v1.Stream(sid, s.epoch_scale, s.value_scale) for sid, s in STREAMS.items()}
+    header = bytearray(v2.segment_header())
+    header[-1] ^= 0xFF  # its crc
+    spliced = v1.segment(s1, [RECORDS], closed=False)
+    tail = v2.block(v2.block_payload(STREAMS, RECORDS))
+    write(tmp_path, bytes(header) + spliced + tail)
+    got = decode(tmp_path)
+    records = [(sid, epoch, idx, vals) for sid, epoch, idx, vals in RECORDS]
+    assert len(got) == len(records)
+    assert got.stream_id.tolist() == [r[0] for r in records]  # format 1: recording order
+    at = len(header)
+    assert kinds(got) == [(NAME, 0, "corrupt_frame"), (NAME, at, "corrupt_frame"),
+                          (NAME, at + len(spliced), "corrupt_frame")]
+    assert [s["length"] for s in sorted(got.skipped, key=lambda s: s["offset"])] == [
+        at, len(v1.segment_header()), len(tail)]
