@@ -28,6 +28,7 @@ import numpy as np
 import zstandard
 
 from .errors import SkipKind
+from .layout import SEGMENT_GLOB, SEGMENT_SUFFIX
 from .sidecars import read_sidecars
 
 __all__ = [
@@ -74,7 +75,6 @@ SKIP_KINDS = frozenset(kind.value for kind in SkipKind)
 
 _MASK64 = (1 << 64) - 1
 _SIGN64 = 1 << 63
-_SEGMENT_SUFFIX = ".seg.zst"
 _DECOMPRESS_CHUNK = 1 << 20
 _SKIPPABLE_BYTES = struct.pack("<I", SKIPPABLE_MAGIC)
 _LEGACY_HEAD = struct.pack("<I", ZSTD_MAGIC)
@@ -619,10 +619,10 @@ def _sidecar_streams(sidecars: Mapping[int, Mapping[str, Any]]) -> dict[int, _St
 
 def _segment_files(directory: Path) -> list[Path]:
     def number(p: Path) -> tuple[int, str]:
-        stem = p.name[: -len(_SEGMENT_SUFFIX)]
+        stem = p.name[: -len(SEGMENT_SUFFIX)]
         return (int(stem), p.name) if stem.isdigit() else (1 << 62, p.name)
 
-    return sorted(directory.glob("*" + _SEGMENT_SUFFIX), key=number)
+    return sorted(directory.glob(SEGMENT_GLOB), key=number)
 
 
 # --------------------------------------------------------------------------- frames
