@@ -560,3 +560,29 @@ def test_arrays_used_in_place_only_when_their_layout_allows(tmp_path: Path) -> N
     for (idx, vals), (_, _, gidx, gvals) in zip(cases, got, strict=True):
         assert gidx.tolist() == np.asarray(idx).tolist()
         assert gvals.tolist() == np.asarray(vals).tolist()
+
+
+def test_read_threads_and_selection_give_the_same_records(tmp_path: Path) -> None:
+    """One segment decoded on one thread, on two, and for a selection of streams: the same
+    records (the selection's are exactly those of the full read)."""
+    rng = np.random.default_rng(11)
+    with DataLogger(tmp_path / "l", block_bytes=8192) as dl:
+        sids = [dl.register_stream({"s": k}, epoch_scale=1e-3, value_scale=1e-2)
+                for k in range(12)]
+        for t in range(3000):
+            sid = sids[int(rng.integers(0, 12))]
+            idx = np.sort(rng.choice(500, int(rng.integers(0, 20)), replace=False))
+            dl.record(sid, t * 0.01, idx, rng.normal(0, 100, len(idx)))
+    assert len(list((tmp_path / "l").glob("*.seg.zst"))) == 1
+    one = read(tmp_path / "l", threads=1)
+    two = read(tmp_path / "l", threads=2)
+    assert one.equals(two) and one.num_rows == 3000
+    picked = [sids[3], sids[7]]
+    some = read(tmp_path / "l", stream_ids=picked)
+    mask = np.isin(one["stream_id"].to_numpy(), picked)
+    assert some.equals(one.filter(mask))
+    by_label = read(tmp_path / "l", {"s": 3}, threads=1)
+    expected = int((one["stream_id"].to_numpy() == sids[3]).sum())
+    assert by_label["stream_id"].to_pylist() == [sids[3]] * expected
+    with pytest.raises(ValueError, match="threads"):
+        read(tmp_path / "l", threads=-1)
