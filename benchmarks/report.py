@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-ANCHORS = ("seed", "arrow_ipc")
-CONTENDERS = ("ours", "seed", "arrow_ipc")
+ANCHORS = ("seed", "arrow_ipc", "arrow_parquet")
+CONTENDERS = ("ours", "seed", "arrow_ipc", "arrow_parquet")
+BASELINE = "baseline"
 
 ROWS = [
     ("record_records_per_s", "record() records/s, incl. close", "{:,.0f}"),
@@ -15,6 +16,9 @@ ROWS = [
     ("total_bytes_per_record", "bytes on disk per record (dir total)", "{:,.2f}"),
     ("decode_records_per_s", "decode to Arrow, records/s", "{:,.0f}"),
     ("decode_nonzeros_per_s", "decode to Arrow, nonzeros/s", "{:,.0f}"),
+    ("decode1_nonzeros_per_s", "decode, one thread (ours), nonzeros/s", "{:,.0f}"),
+    ("decode2_nonzeros_per_s", "decode, two threads (ours), nonzeros/s", "{:,.0f}"),
+    ("select_one_over_all", "one stream of ten: time / all ten (ours)", "{:.3f}"),
     ("periodic_updates_per_s", "periodic stream updates/s, incl. close", "{:,.0f}"),
     ("sweep_records_per_s", "sweep records/s", "{:,.0f}"),
     ("sweep_cores_busy", "sweep: CPU seconds per wall second", "{:.2f}"),
@@ -43,24 +47,43 @@ def markdown(doc: dict[str, Any]) -> str:
         "anything above ~0.2 means other processes shared the 2 cores.",
         "",
     ]
-    for name in CONTENDERS:
+    for name in (*CONTENDERS, BASELINE):
         info = doc["contenders"].get(name)
         if info is None:
             continue
         state = f"version {info['version']}" if info["available"] else f"skipped: {info['reason']}"
         lines.append(f"- `{name}`: {state}")
-    lines += ["", "| measure | workload | ours | seed 0.1.5 | arrow_ipc | ours/seed | ours/arrow |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += ["", "| measure | workload | ours | seed 0.1.5 | arrow_ipc | arrow_parquet "
+                  "| ours/seed | ours/ipc | ours/parquet |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for key, label, fmt in ROWS:
         for wl, per_c in doc["results"].get(key, {}).items():
             vals = [_fmt(fmt, per_c.get(c, {}).get("median")) for c in CONTENDERS]
             rat = doc["ratios"].get(key, {}).get(wl, {})
             rs = [_fmt("{:.2f}×", rat.get(f"ours/{a}")) for a in ANCHORS]
             lines.append(f"| {label} | {wl} | " + " | ".join(vals + rs) + " |")
+    if any(BASELINE in per_c for per_wl in doc["results"].values() for per_c in per_wl.values()):
+        lines += ["", "Before and after: `baseline` is an earlier build of ours "
+                      f"({doc['contenders'].get(BASELINE, {}).get('version', '?')}, "
+                      f"`{doc['contenders'].get(BASELINE, {}).get('python', '?')}`), run the same "
+                      "way in the same repetitions.", "",
+                  "| measure | workload | baseline | ours | ours/baseline |",
+                  "| --- | --- | ---: | ---: | ---: |"]
+        for key, label, fmt in ROWS:
+            for wl, per_c in doc["results"].get(key, {}).items():
+                if BASELINE not in per_c:
+                    continue
+                rat = doc["ratios"].get(key, {}).get(wl, {}).get(f"ours/{BASELINE}")
+                lines.append(f"| {label} | {wl} | {_fmt(fmt, per_c[BASELINE].get('median'))} | "
+                             f"{_fmt(fmt, per_c.get('ours', {}).get('median'))} | "
+                             f"{_fmt('{:.2f}×', rat)} |")
+    for wl, rat in doc["ratios"].get("decode2_nonzeros_per_s", {}).items():
+        lines.append(f"| decode scaling (ours) | {wl} | {rat['2 threads/1 thread']:.2f}× "
+                     "| | | | | | |")
     scaling = doc["ratios"].get("sweep_records_per_s", {}).get("scaling", {})
     if scaling:
         lines.append(f"| sweep scaling | 2 workers / 1 | {scaling['workers2/workers1']:.2f}× "
-                     "| | | | |")
+                     "| | | | | | |")
     mem = doc.get("memory")
     if mem and mem.get("ok"):
         lines += ["", f"Memory (ours, {mem['seconds']:.0f} s, {mem['records']:,} records, "

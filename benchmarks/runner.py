@@ -27,20 +27,31 @@ HERE = Path(__file__).resolve().parent
 WORKER = HERE / "worker" / "run.py"
 PLOTTER = HERE / "plot.py"
 DEFAULT_OUT = HERE / "results"
-ANCHORS = ("seed", "arrow_ipc")
-CONTENDER_ORDER = ("ours", "seed", "arrow_ipc")
-ALL_TASKS = ("record", "record_many", "periodic", "memory", "sweep")
+ANCHORS = ("seed", "arrow_ipc", "arrow_parquet", "baseline")
+CONTENDER_ORDER = ("ours", "baseline", "seed", "arrow_ipc", "arrow_parquet")
+ALL_TASKS = ("record", "record_many", "periodic", "memory", "sweep", "select")
+CHURN_STREAMS = 200
+"""Streams of the churning and new-entity workloads (issue 12's shape)."""
+CHURN_SIGMA = 150.0
+"""Grid steps of the random walk every value of a churning workload takes every record."""
+NEW_ENTITY_P = 0.05
+"""New-entity workload: per entity and record, chance of being replaced by a new entity."""
 
 MODES: dict[str, dict[str, Any]] = {
-    "smoke": {"reps": 1, "records": {8: 1500, 64: 300, 1024: 30}, "periodic_updates": 2000,
+    "smoke": {"reps": 1, "records": {8: 1500, 64: 300, 1024: 30},
+              "churn": {"churn8": 1500, "churn64": 300, "new64": 300}, "select": 300,
+              "periodic_updates": 2000,
               "bulk_chunk": 256, "memory_seconds": 0.5, "memory_nnz": 8,
               "sweep": {"replications": 4, "records": 200, "streams": 8, "nnz": 8, "reps": 1}},
     "quick": {"reps": 3, "records": {8: 40_000, 64: 15_000, 1024: 3_000},
+              "churn": {"churn8": 40_000, "churn64": 15_000, "new64": 15_000}, "select": 15_000,
               "periodic_updates": 30_000, "bulk_chunk": 4096, "memory_seconds": 6,
               "memory_nnz": 64,
               "sweep": {"replications": 32, "records": 20_000, "streams": 16, "nnz": 8,
                         "reps": 3}},
     "full": {"reps": 5, "records": {8: 400_000, 64: 100_000, 1024: 12_000},
+             "churn": {"churn8": 600_000, "churn64": 200_000, "new64": 200_000},
+             "select": 200_000,
              "periodic_updates": 200_000, "bulk_chunk": 4096, "memory_seconds": 45,
              "memory_nnz": 64,
              "sweep": {"replications": 96, "records": 50_000, "streams": 16, "nnz": 8,
@@ -50,16 +61,19 @@ MODES: dict[str, dict[str, Any]] = {
 # Which tasks each contender can run (the pyarrow anchor has no periodic streams; the seed has
 # no bulk call; only ours has a sharded service).
 CAPABILITIES = {
-    "ours": {"record", "record_many", "periodic", "memory", "sweep"},
+    "ours": {"record", "record_many", "periodic", "memory", "sweep", "select"},
+    "baseline": {"record", "record_many", "periodic", "select"},
     "seed": {"record", "periodic"},
     "arrow_ipc": {"record", "record_many"},
+    "arrow_parquet": {"record", "record_many"},
 }
 
 
-def _interpreters() -> dict[str, Path | None]:
+def _interpreters(baseline: Path | None = None) -> dict[str, Path | None]:
     """Which interpreter runs each contender; None when it is not installed."""
     seed_python = anchors.venv_python()
-    return {"ours": Path(sys.executable), "arrow_ipc": Path(sys.executable), "seed": seed_python}
+    return {"ours": Path(sys.executable), "arrow_ipc": Path(sys.executable),
+            "arrow_parquet": Path(sys.executable), "seed": seed_python, "baseline": baseline}
 
 
 def _probe(name: str, python: Path | None) -> dict[str, Any]:
@@ -151,12 +165,18 @@ def _collect(raw: list[dict[str, Any]]) -> dict[str, Any]:
             if "decode_records_per_s" in res:
                 add("decode_records_per_s", wl, who, res["decode_records_per_s"])
                 add("decode_nonzeros_per_s", wl, who, res["decode_nonzeros_per_s"])
+                for threads in (1, 2):
+                    key = f"decode{threads}_nonzeros_per_s"
+                    if key in res:
+                        add(key, wl, who, res[key])
                 dec = res["decoded"]
                 ok = (dec["rows"] == res["records"] and dec["nonzeros"] == res["nonzeros"]
                       and abs(dec["value_sum"] - res["input_value_sum"])
                       <= 1e-9 * max(1.0, abs(res["input_value_sum"])))
                 checks.append({"contender": who, "workload": wl, "round_trip_ok": ok,
                                "decoded": dec, "input_value_sum": res["input_value_sum"]})
+        elif task == "select":
+            add("select_one_over_all", wl, who, res["one_over_all"])
         elif task == "record_many":
             add("record_many_records_per_s", wl, who, res["records_per_s"])
         elif task == "periodic":
@@ -189,6 +209,12 @@ def _ratios(results: dict[str, Any]) -> dict[str, Any]:
                 if ours and theirs:
                     ratios.setdefault(measure, {}).setdefault(wl, {})[f"ours/{anchor}"] = (
                         ours / theirs)
+    for wl, per_c in results.get("decode2_nonzeros_per_s", {}).items():
+        one = results.get("decode1_nonzeros_per_s", {}).get(wl, {}).get("ours", {}).get("median")
+        two = per_c.get("ours", {}).get("median")
+        if one and two:
+            ratios.setdefault("decode2_nonzeros_per_s", {}).setdefault(wl, {})[
+                "2 threads/1 thread"] = two / one
     sweep = results.get("sweep_records_per_s", {})
     one = sweep.get("workers1", {}).get("ours", {}).get("median")
     two = sweep.get("workers2", {}).get("ours", {}).get("median")
@@ -198,7 +224,7 @@ def _ratios(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def _targets(ratios: dict[str, Any], memory: dict[str, Any] | None,
-             nnz_keys: list[str]) -> list[dict[str, Any]]:
+             nnz_keys: list[str], results: dict[str, Any]) -> list[dict[str, Any]]:
     def r(measure: str, wl: str, key: str) -> float | None:
         return ratios.get(measure, {}).get(wl, {}).get(key)
 
@@ -221,8 +247,18 @@ def _targets(ratios: dict[str, Any], memory: dict[str, Any] | None,
     for wl in nnz_keys:
         target(f"decode {wl}: ours/seed records/s", r("decode_records_per_s", wl, "ours/seed"),
                ">=", 50)
-        target(f"decode {wl}: ours/arrow_ipc records/s",
-               r("decode_records_per_s", wl, "ours/arrow_ipc"), ">=", 0.5)
+        target(f"decode {wl}: ours/arrow_parquet nonzeros/s",
+               r("decode_nonzeros_per_s", wl, "ours/arrow_parquet"), ">=", 1)
+        target(f"bytes/record {wl}: ours/arrow_parquet",
+               r("bytes_per_record", wl, "ours/arrow_parquet"), "<=", 1.0)
+    one_core = results.get("decode1_nonzeros_per_s", {}).get("churn64", {}).get("ours", {})
+    target("decode churn64, one thread: nonzeros/s", one_core.get("median"), ">=", 100e6)
+    target("decode churn64: 2 threads / 1 thread",
+           r("decode2_nonzeros_per_s", "churn64", "2 threads/1 thread"), ">=", 1.7)
+    target("select one stream of ten: time / all ten",
+           results.get("select_one_over_all", {}).get("select10", {}).get("ours", {})
+           .get("median"),
+           "<=", 0.3)
     for wl in ("state", "accumulator"):
         target(f"periodic {wl}: ours/seed updates/s",
                    r("periodic_updates_per_s", wl, "ours/seed"), ">=", 5)
@@ -256,12 +292,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--setup-anchors", action="store_true",
                     help="create benchmarks/.anchors/venv with disco-data-logger 0.1.5 first")
     ap.add_argument("--out", type=Path, default=None, help="output directory")
-    ap.add_argument("--contenders", default=",".join(CONTENDER_ORDER),
+    ap.add_argument("--contenders", default=",".join(c for c in CONTENDER_ORDER if c != "baseline"),
                     help="comma-separated subset of " + ",".join(CONTENDER_ORDER))
     ap.add_argument("--reps", type=int, default=None, help="override the mode's repetitions")
     ap.add_argument("--tasks", default=",".join(ALL_TASKS),
                     help="comma-separated subset of " + ",".join(ALL_TASKS))
     ap.add_argument("--keep", action="store_true", help="keep the written logger directories")
+    ap.add_argument("--baseline", type=Path, default=None, metavar="PYTHON",
+                    help="also run an earlier build of ours, installed for this interpreter "
+                         "(contender 'baseline'): before and after in one run")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     args.mode = args.mode or "quick"
@@ -283,12 +322,21 @@ def main(argv: list[str] | None = None) -> int:
     sparse = {f"nnz{nnz}": workloads.build(
         workloads.SparseSpec(name=f"nnz{nnz}", nnz=nnz, n_records=n), wl_dir)
         for nnz, n in cfg["records"].items()}
+    for key, n in cfg["churn"].items():
+        nnz = int(key.removeprefix("churn").removeprefix("new"))
+        sparse[key] = workloads.build(workloads.SparseSpec(
+            name=key, nnz=nnz, n_records=n, n_streams=CHURN_STREAMS, step_sigma=CHURN_SIGMA,
+            p_entity_replaced=NEW_ENTITY_P if key.startswith("new") else 0.0), wl_dir)
+    selection = workloads.build(workloads.SparseSpec(
+        name="select10", nnz=64, n_records=cfg["select"], n_streams=10,
+        step_sigma=CHURN_SIGMA), wl_dir)
     periodic = {kind: workloads.build(workloads.PeriodicSpec(
         name=f"periodic-{kind}", kinds=kind, n_updates=cfg["periodic_updates"]), wl_dir)
         for kind in ("state", "accumulator")}
 
-    interpreters = _interpreters()
-    wanted = [c for c in CONTENDER_ORDER if c in args.contenders.split(",")]
+    interpreters = _interpreters(args.baseline)
+    chosen = args.contenders.split(",") + (["baseline"] if args.baseline else [])
+    wanted = [c for c in CONTENDER_ORDER if c in chosen and (c != "baseline" or args.baseline)]
     contenders = {c: _probe(c, interpreters[c]) for c in wanted}
     available = [c for c in wanted if contenders[c]["available"]]
     wanted_tasks = set(args.tasks.split(","))
@@ -315,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
                         tasks.append({"task": "record_many", "key": key, "workload": str(path),
                                       "workdir": str(scratch / "data"),
                                       "chunk": cfg["bulk_chunk"]})
+                if "select" in caps:
+                    tasks.append({"task": "select", "key": "select10", "workload": str(selection),
+                                  "workdir": str(scratch / "data")})
                 if "periodic" in caps:
                     for key, path in periodic.items():
                         tasks.append({"task": "periodic", "key": key, "workload": str(path),
@@ -361,7 +412,11 @@ def main(argv: list[str] | None = None) -> int:
         "contenders": contenders,
         "workloads": {"sparse": {k: str(v.name) for k, v in sparse.items()},
                       "periodic": {k: v.name for k, v in periodic.items()}, "config": {
-                          "records": {f"nnz{k}": v for k, v in cfg["records"].items()},
+                          "records": {**{f"nnz{k}": v for k, v in cfg["records"].items()},
+                                      **cfg["churn"]},
+                          "select": {"records": cfg["select"], "streams": 10, "nnz": 64},
+                          "churn": {"streams": CHURN_STREAMS, "step_sigma": CHURN_SIGMA,
+                                    "new_entity_p": NEW_ENTITY_P},
                           "periodic_updates": cfg["periodic_updates"],
                           "streams": workloads.SparseSpec("x", 1, 1).n_streams,
                           "sweep": sweep_cfg}},
@@ -371,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         "checks": collected["checks"],
         "failures": collected["failures"],
     }
-    doc["targets"] = _targets(ratios, memory, list(sparse))
+    doc["targets"] = _targets(ratios, memory, list(sparse), collected["results"])
     (out / "results.json").write_text(json.dumps(doc, indent=1))
     md = report.markdown(doc)
     (out / "results.md").write_text(md)

@@ -11,6 +11,11 @@ every record, with values doing a random walk of small integer steps on the ``va
 replaced by a new one. Values and epochs lie exactly on their quantisation grids, so the
 quantising contenders and the float64 pyarrow anchor store the same information.
 
+Churning workloads (``step_sigma``): every value takes a random-walk step every record, of
+normal size ``step_sigma`` grid steps (state that changes all the time). New-entity workloads
+(``p_entity_replaced``): on top of that, each entity of a record is replaced by a new one (a new
+index with a fresh value) with this probability, so index lists change too.
+
 Periodic workloads: ``state`` streams (a random-walk state of a few entities, updated several
 times per period) and ``accumulator`` streams (small demand-like increments on a few entities
 drawn from a larger set), in separate workloads or alternating by stream.
@@ -40,6 +45,11 @@ class SparseSpec:
     p_step: float = 0.3
     """Per value and record: chance that the value moves one grid step or two."""
     seed: int = 20240611
+    step_sigma: float = 0.0
+    """Churning: when > 0, every value moves every record, by a normal step of this many grid
+    steps (rounded); ``p_step`` and ``p_new_entity`` are then not used."""
+    p_entity_replaced: float = 0.0
+    """Churning only: per entity and record, chance that it is replaced by a new entity."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +68,54 @@ class PeriodicSpec:
     seed: int = 20240612
 
 
+def _churning_arrays(spec: SparseSpec) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(spec.seed)
+    n, nnz = spec.n_records, spec.nnz
+    stream_ids = rng.integers(0, spec.n_streams, size=n)
+    ticks = np.cumsum(rng.integers(1, 8, size=n))
+    idx = np.empty((n, nnz), dtype=np.int64)
+    q = np.empty((n, nnz), dtype=np.int64)
+    universe = 16 * nnz + 64
+    lane = np.arange(nnz)
+    for s in range(spec.n_streams):
+        rows = np.flatnonzero(stream_ids == s)
+        m = rows.size
+        if m == 0:
+            continue
+        slots = np.sort(rng.choice(universe, size=nnz, replace=False))
+        steps = np.rint(rng.normal(0.0, spec.step_sigma, size=(m, nnz))).astype(np.int64)
+        steps[0] = rng.integers(0, 100_000, size=nnz)
+        walk = np.cumsum(steps, axis=0)
+        if spec.p_entity_replaced > 0:
+            # A replaced entity gets an index never used before and a fresh value; its walk
+            # starts again from there.
+            new = rng.random((m, nnz)) < spec.p_entity_replaced
+            new[0] = False
+            last = np.maximum.accumulate(np.where(new, np.arange(m)[:, None], 0), axis=0)
+            count = np.cumsum(new, axis=0)
+            fresh = rng.integers(0, 100_000, size=(m, nnz))
+            at_last = np.take_along_axis(walk, last, axis=0)
+            restart = np.take_along_axis(fresh, last, axis=0)
+            walk = np.where(count > 0, restart + walk - at_last, walk)
+            sidx = np.where(count > 0, universe + (count - 1) * nnz + lane, slots)
+            order = np.argsort(sidx, axis=1, kind="stable")
+            idx[rows] = np.take_along_axis(sidx, order, axis=1)
+            q[rows] = np.take_along_axis(walk, order, axis=1)
+        else:
+            idx[rows] = slots
+            q[rows] = walk
+    return {
+        "stream_ids": stream_ids.astype(np.int64),
+        "epochs": (ticks * EPOCH_SCALE).astype(np.float64),
+        "offsets": np.arange(n + 1, dtype=np.int64) * nnz,
+        "indices": idx.reshape(-1),
+        "values": q.reshape(-1).astype(np.float64) * VALUE_SCALE,
+    }
+
+
 def _sparse_arrays(spec: SparseSpec) -> dict[str, np.ndarray]:
+    if spec.step_sigma > 0:
+        return _churning_arrays(spec)
     rng = np.random.default_rng(spec.seed)
     n, nnz = spec.n_records, spec.nnz
     stream_ids = rng.integers(0, spec.n_streams, size=n)

@@ -47,20 +47,27 @@ struct Section {
     // Appends one record (indices sorted and unique, values quantised or float64 bits) and returns
     // the bytes it added.
     size_t encode(int64_t tick, const int64_t* idx, const uint64_t* vals, size_t n, bool exact) {
-        const size_t before = bytes();
         const bool first = records == 0;
         const bool same = !first && pred_idx.size() == n &&
                           (n == 0 || std::memcmp(pred_idx.data(), idx, n * sizeof(int64_t)) == 0);
-        uint8_t* t = ticks.reserve_tail(kMaxVarint);
-        ticks.commit_to(put_varint(
-            t, zigzag(first ? tick : int64_t(uint64_t(tick) - uint64_t(last_tick)))));
-        uint8_t* c = counts.reserve_tail(kMaxVarint);
-        counts.commit_to(put_varint(c, same ? 0 : uint64_t(n) + 1));
+        size_t added = 0;
+        {
+            uint8_t* t = ticks.reserve_tail(kMaxVarint);
+            uint8_t* e = put_varint(
+                t, zigzag(first ? tick : int64_t(uint64_t(tick) - uint64_t(last_tick))));
+            ticks.commit_to(e);
+            added += size_t(e - t);
+            uint8_t* c = counts.reserve_tail(kMaxVarint);
+            e = put_varint(c, same ? 0 : uint64_t(n) + 1);
+            counts.commit_to(e);
+            added += size_t(e - c);
+        }
         if (!same && n > 0) {
-            uint8_t* p = indices.reserve_tail(n * kMaxVarint);
-            p = put_varint(p, uint64_t(idx[0]));
+            uint8_t* const start = indices.reserve_tail(n * kMaxVarint);
+            uint8_t* p = put_varint(start, uint64_t(idx[0]));
             for (size_t i = 1; i < n; ++i) p = put_varint(p, uint64_t(idx[i] - idx[i - 1] - 1));
             indices.commit_to(p);
+            added += size_t(p - start);
         }
         if (n > 0) {
             if (exact) {
@@ -72,8 +79,10 @@ struct Section {
                     std::memcpy(p, vals, n * 8);
                 }
                 values.commit_to(p + n * 8);
+                added += n * 8;
             } else {
-                uint8_t* p = values.reserve_tail(n * kMaxVarint);
+                uint8_t* const start = values.reserve_tail(n * kMaxVarint);
+                uint8_t* p = start;
                 if (same) {
                     const uint64_t* prev = pred_vals.data();
                     for (size_t i = 0; i < n; ++i)
@@ -82,6 +91,7 @@ struct Section {
                     for (size_t i = 0; i < n; ++i) p = put_varint(p, zigzag(int64_t(vals[i])));
                 }
                 values.commit_to(p);
+                added += size_t(p - start);
             }
         }
         last_tick = tick;
@@ -89,7 +99,7 @@ struct Section {
         pred_vals.assign(vals, vals + n);
         ++records;
         nnz += n;
-        return bytes() - before;
+        return added;
     }
 };
 

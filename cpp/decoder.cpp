@@ -1182,13 +1182,23 @@ void read_segment(SegmentWork& seg, const Selection& sel,
     walk_segment(seg.data.data(), seg.data.size(), version, rep, sum, on_registration, on_block);
 }
 
-// The first bytes of a file (up to 4): how many were read, -1 if it cannot be opened.
-int file_head(const std::string& path, uint8_t head[4]) {
+// The first bytes of a file (up to n): how many were read, -1 if it cannot be read.
+int file_head(const std::string& path, uint8_t* head, size_t n) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -1;
-    const ssize_t r = ::read(fd, head, 4);
+    size_t got = 0;
+    while (got < n) {
+        const ssize_t r = ::read(fd, head + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            ::close(fd);
+            return -1;
+        }
+        if (r == 0) break;
+        got += size_t(r);
+    }
     ::close(fd);
-    return int(r < 0 ? -1 : r);
+    return int(got);
 }
 
 uint64_t file_size(const std::string& path) {
@@ -1256,54 +1266,51 @@ DecodeResult decode_directory(const std::string& dir, const DecodeOptions& opts)
     for (size_t i = 0; i < n; ++i) segs[i].path = paths[i];
     DecodeResult result;
 
-    // 0.1.x segments are decoded in order: their ticks are deltas that run across segments, and a
-    // damaged one breaks the chain for everything after it (FORMAT.md section 9).
-    std::vector<bool> legacy_head(n, false);
-    bool any_legacy = false;
-    for (size_t i = 0; i < n; ++i) {
-        uint8_t head[4];
-        const int r = file_head(paths[i], head);
-        legacy_head[i] = r == 4 && get_u32(head) == kZstdMagic;
-        any_legacy = any_legacy || legacy_head[i];
-    }
-    if (any_legacy) {
-        // A 0.1.x directory (FORMAT.md section 9): any of its segments is 0.1.x.
+    // Phase 1. 0.1.x segments are decoded here, in order: their ticks are deltas that run across
+    // segments, so one is read only while the chain before it is unbroken (FORMAT.md section 9).
+    // The other segments are read, walked (registrations parsed, block headers collected) and,
+    // for format 1, decoded after that, in parallel.
+    {
         LegacyDecoder dec(sel, opts.fallback);
-        Worker w;
-        bool broken = false;
+        std::vector<size_t> others;
+        bool broken = false, seen_legacy = false;
         for (size_t i = 0; i < n; ++i) {
             SegmentWork& seg = segs[i];
             seg.summary.path = seg.path;
-            if (broken) {
+            uint8_t head[12];
+            const int got = file_head(seg.path, head, sizeof(head));
+            const bool legacy = got >= 4 && get_u32(head) == kZstdMagic;
+            const bool shows_ddl = got >= 12 && get_u32(head) == kSkippableMagic &&
+                                   (std::memcmp(head + 8, "DDL2", 4) == 0 ||
+                                    std::memcmp(head + 8, "DDL1", 4) == 0);
+            if (broken && (legacy || (seen_legacy && got > 0 && !shows_ddl))) {
                 seg.reports.push_back({seg.path, 0, file_size(seg.path), SkipKind::LegacyChainBroken,
                                        "not read: an earlier 0.1.x segment is damaged and 0.1.x "
                                        "epochs are deltas that run across segments"});
+                continue;
+            }
+            seen_legacy = seen_legacy || legacy;
+            if (!legacy) {
+                others.push_back(i);
+                // Any later 0.1.x segment would start its tick chains from unknown values.
+                if (got != 0) broken = true;
                 continue;
             }
             std::string err;
             if (!read_file(seg.path, seg.data, err)) {
                 seg.reports.push_back({seg.path, 0, file_size(seg.path), SkipKind::UnreadableFile,
                                        "cannot read: " + err});
+                broken = true;
                 continue;
             }
             seg.summary.bytes = seg.data.size();
-            if (seg.data.size() >= 4 && get_u32(seg.data.data()) == kZstdMagic) {
-                broken = !dec.decode(seg, seg.columns);
-            } else {
-                read_segment(seg, sel, opts.fallback, false, w.dctx);
-                // In a 0.1.x directory a segment that is not 0.1.x is a damaged one: the tick
-                // deltas of the segments after it start from unknown values.
-                if (!seg.data.empty()) broken = true;
-            }
+            broken = !dec.decode(seg, seg.columns) || broken;
+            seg.data = ByteBuffer();
         }
-    } else {
-        // Phase 1, per segment in parallel: read, walk the frames, parse registrations; format-1
-        // segments are decoded whole here.
-        parallel_for(n, threads, workers, [&](size_t i, Worker& w) {
-            SegmentWork& seg = segs[i];
+        parallel_for(others.size(), threads, workers, [&](size_t k, Worker& w) {
+            SegmentWork& seg = segs[others[k]];
             std::string err;
             if (!read_file(seg.path, seg.data, err)) {
-                seg.summary.path = seg.path;
                 seg.reports.push_back({seg.path, 0, file_size(seg.path), SkipKind::UnreadableFile,
                                        "cannot read: " + err});
                 return;
@@ -1409,27 +1416,26 @@ DecodeResult decode_directory(const std::string& dir, const DecodeOptions& opts)
 
     // Phase 4: close the gaps left by blocks and sections that were skipped, in file order.
     size_t rec_w = 0, nnz_w = 0;
-    for (auto& seg : segs) {
-        if (seg.columns.records()) {
-            rec_w += seg.columns.records();
-            nnz_w += seg.columns.indices.size();
-        }
-        for (auto& b : seg.blocks) {
-            if (b.skip) continue;
-            if (b.rec0 != rec_w || b.nnz0 != nnz_w) {
-                const int64_t shift = int64_t(b.nnz0) - int64_t(nnz_w);
-                std::memmove(out.stream_id + rec_w, out.stream_id + b.rec0, b.rec_n * sizeof(uint32_t));
-                std::memmove(out.epoch + rec_w, out.epoch + b.rec0, b.rec_n * sizeof(double));
-                for (size_t k = 0; k < b.rec_n; ++k) {
-                    if (out.offsets32) out.offsets32[rec_w + k] = int32_t(out.offsets32[b.rec0 + k] - shift);
-                    else out.offsets64[rec_w + k] = out.offsets64[b.rec0 + k] - shift;
-                }
-                std::memmove(out.indices + nnz_w, out.indices + b.nnz0, b.nnz_n * sizeof(int64_t));
-                std::memmove(out.values + nnz_w, out.values + b.nnz0, b.nnz_n * sizeof(double));
+    auto settle = [&](size_t rec0, size_t rec_n, size_t nnz0, size_t nnz_n) {
+        if (rec0 != rec_w || nnz0 != nnz_w) {
+            const int64_t shift = int64_t(nnz0) - int64_t(nnz_w);
+            std::memmove(out.stream_id + rec_w, out.stream_id + rec0, rec_n * sizeof(uint32_t));
+            std::memmove(out.epoch + rec_w, out.epoch + rec0, rec_n * sizeof(double));
+            for (size_t k = 0; k < rec_n; ++k) {
+                if (out.offsets32) out.offsets32[rec_w + k] = int32_t(out.offsets32[rec0 + k] - shift);
+                else out.offsets64[rec_w + k] = out.offsets64[rec0 + k] - shift;
             }
-            rec_w += b.rec_n;
-            nnz_w += b.nnz_n;
+            std::memmove(out.indices + nnz_w, out.indices + nnz0, nnz_n * sizeof(int64_t));
+            std::memmove(out.values + nnz_w, out.values + nnz0, nnz_n * sizeof(double));
         }
+        rec_w += rec_n;
+        nnz_w += nnz_n;
+    };
+    for (auto& seg : segs) {
+        if (seg.columns.records())
+            settle(seg.rec0, seg.columns.records(), seg.nnz0, seg.columns.indices.size());
+        for (auto& b : seg.blocks)
+            if (!b.skip) settle(b.rec0, b.rec_n, b.nnz0, b.nnz_n);
     }
     if (out.offsets32) out.offsets32[rec_w] = int32_t(nnz_w);
     else out.offsets64[rec_w] = int64_t(nnz_w);

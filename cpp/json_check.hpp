@@ -22,7 +22,7 @@ public:
     }
 
 private:
-    static constexpr int kMaxDepth = 4096;
+    static constexpr int kMaxDepth = 4096;  // arrays and objects nested (FORMAT.md 3.3)
 
     JsonCheck(const char* text, size_t n) : p_(text), end_(text + n) {}
 
@@ -87,11 +87,13 @@ private:
         return false;
     }
 
+    // `depth`: the arrays and objects this value is inside of.
     bool value(int depth) {
-        if (p_ >= end_ || depth > kMaxDepth) return false;
+        if (p_ >= end_) return false;
         switch (*p_) {
             case '"': return string();
             case '{': {
+                if (depth >= kMaxDepth) return false;
                 ++p_;
                 ws();
                 if (p_ < end_ && *p_ == '}') {
@@ -117,6 +119,7 @@ private:
                 }
             }
             case '[': {
+                if (depth >= kMaxDepth) return false;
                 ++p_;
                 ws();
                 if (p_ < end_ && *p_ == ']') {

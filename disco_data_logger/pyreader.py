@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import struct
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
@@ -26,15 +27,19 @@ from typing import Any
 import numpy as np
 import zstandard
 
+from .errors import SkipKind
+from .layout import SEGMENT_GLOB, SEGMENT_SUFFIX
 from .sidecars import read_sidecars
 
 __all__ = [
     "FORMAT_VERSION",
     "SKIP_KINDS",
     "DirectoryResult",
+    "FrameWalk",
     "SegmentResult",
     "read_directory",
     "read_segment",
+    "walk_frames",
 ]
 
 FORMAT_VERSION = 2
@@ -59,30 +64,17 @@ FIXED_SIZES = {
 MAX_RAW_SIZE = 1 << 28
 MAX_REGISTRATION_BODY = 1 << 26
 MAX_JSON_SIZE = 1 << 24
+MAX_JSON_DEPTH = 4096  # arrays and objects in a label value or registration JSON (FORMAT.md 3.3)
 
 FLAG_EXACT = 1
 FLAG_PERIODIC = 2
 FLAG_ACCUMULATOR = 4
 
-# The kinds of a skip report (FORMAT.md section 4), defined here once as plain strings.
-TORN_TAIL = "torn_tail"
-CORRUPT_FRAME = "corrupt_frame"
-BAD_BLOCK = "bad_block"
-BAD_SECTION = "bad_section"
-UNREGISTERED_STREAM = "unregistered_stream"
-INVALID_REGISTRATION = "invalid_registration"
-UNRESOLVED_LABEL = "unresolved_label"
-AFTER_FOOTER = "after_footer"
-UNREADABLE_FILE = "unreadable_file"
-UNSUPPORTED_VERSION = "unsupported_version"
-LEGACY_CHAIN_BROKEN = "legacy_chain_broken"
-SKIP_KINDS = (TORN_TAIL, CORRUPT_FRAME, BAD_BLOCK, BAD_SECTION, UNREGISTERED_STREAM,
-              INVALID_REGISTRATION, UNRESOLVED_LABEL, AFTER_FOOTER, UNREADABLE_FILE,
-              UNSUPPORTED_VERSION, LEGACY_CHAIN_BROKEN)
+SKIP_KINDS = frozenset(kind.value for kind in SkipKind)
+"""The ``kind`` of every skip report (FORMAT.md section 4), as :class:`SkipKind` defines them."""
 
 _MASK64 = (1 << 64) - 1
 _SIGN64 = 1 << 63
-_SEGMENT_SUFFIX = ".seg.zst"
 _DECOMPRESS_CHUNK = 1 << 20
 _SKIPPABLE_BYTES = struct.pack("<I", SKIPPABLE_MAGIC)
 _LEGACY_HEAD = struct.pack("<I", ZSTD_MAGIC)
@@ -238,11 +230,10 @@ class _Builder:
 # --------------------------------------------------------------------------- primitives
 
 
-def _skip(path: Path, offset: int, length: int, kind: str, reason: str,
+def _skip(path: Path, offset: int, length: int, kind: SkipKind, reason: str,
           stream_id: int | None = None) -> dict[str, Any]:
-    assert kind in SKIP_KINDS, kind
     out: dict[str, Any] = {"segment": str(path), "offset": int(offset), "length": int(length),
-                           "kind": kind, "reason": reason}
+                           "kind": kind.value, "reason": reason}
     if stream_id is not None:
         out["stream_id"] = int(stream_id)
     return out
@@ -485,6 +476,64 @@ def _section(raw: bytes, varints: _Varints, pos: int, end: int, count: int, nnz:
     return epochs, n, indices, values
 
 
+_JSON_TOKEN = re.compile(r"""
+    (?P<ws>[ \t\n\r]+)
+  | (?P<open>[\[{]) | (?P<close>[\]}]) | (?P<colon>:) | (?P<comma>,)
+  | (?P<string>"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*")
+  | (?P<scalar>-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?
+        |true|false|null|NaN|Infinity|-Infinity)
+""", re.VERBOSE)
+
+
+def _json_value(text: str) -> Any:
+    """The value of a JSON text as Python's ``json.loads`` reads it (FORMAT.md 3.3), or
+    ValueError. A text nested too deep for ``json.loads`` is checked without recursion and, when
+    valid, given as its text."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        if _is_json(text):
+            return text
+        raise ValueError("not JSON text") from None
+
+
+def _is_json(text: str) -> bool:
+    """Whether ``text`` is one JSON value (the grammar ``json.loads`` accepts), with a stack."""
+    closing = {"[": "]", "{": "}"}
+    stack: list[str] = []  # the open containers
+    # what may come next: a value, a value or "]" (just after "["), a key or "}" (just after
+    # "{"), a key, a colon, "," or a close (after a value in a container), nothing (done)
+    state = "value"
+    pos = 0
+    while pos < len(text):
+        m = _JSON_TOKEN.match(text, pos)
+        if m is None:
+            return False
+        pos, kind, token = m.end(), m.lastgroup, m.group()
+        if kind == "ws":
+            continue
+        if kind == "close" and (state in ("value_or_close", "key_or_close", "after")
+                                and stack and token == closing[stack[-1]]):
+            stack.pop()
+            state = "after" if stack else "done"
+        elif state in ("value", "value_or_close") and kind == "open":
+            if len(stack) == MAX_JSON_DEPTH:
+                return False
+            stack.append(token)
+            state = "value_or_close" if token == "[" else "key_or_close"
+        elif state in ("value", "value_or_close") and kind in ("string", "scalar"):
+            state = "after" if stack else "done"
+        elif state in ("key", "key_or_close") and kind == "string":
+            state = "colon"
+        elif state == "colon" and kind == "colon":
+            state = "value"
+        elif state == "after" and kind == "comma":
+            state = "key" if stack[-1] == "{" else "value"
+        else:
+            return False
+    return state == "done"
+
+
 def _registration_body(raw: bytes, entries: int) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Parse a registrations body (FORMAT.md 3.1): its strings and its stream entries."""
     end = len(raw)
@@ -553,7 +602,8 @@ def _check_scales(epoch_scale: float, value_scale: float | None) -> None:
 def load_sidecars(directory: str | Path) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
     """The sidecars ``streams/*.json`` of a logger directory, and those that could not be read."""
     sidecars, problems = read_sidecars(directory)
-    return sidecars, [_skip(file, 0, 0, UNREADABLE_FILE, f"unreadable stream sidecar: {why}")
+    return sidecars, [_skip(file, 0, 0, SkipKind.UNREADABLE_FILE,
+                            f"unreadable stream sidecar: {why}")
                       for file, why in problems]
 
 
@@ -569,10 +619,10 @@ def _sidecar_streams(sidecars: Mapping[int, Mapping[str, Any]]) -> dict[int, _St
 
 def _segment_files(directory: Path) -> list[Path]:
     def number(p: Path) -> tuple[int, str]:
-        stem = p.name[: -len(_SEGMENT_SUFFIX)]
+        stem = p.name[: -len(SEGMENT_SUFFIX)]
         return (int(stem), p.name) if stem.isdigit() else (1 << 62, p.name)
 
-    return sorted(directory.glob("*" + _SEGMENT_SUFFIX), key=number)
+    return sorted(directory.glob(SEGMENT_GLOB), key=number)
 
 
 # --------------------------------------------------------------------------- frames
@@ -617,6 +667,11 @@ def _check_frame(data: bytes, view: memoryview, pos: int, magic: bytes) -> tuple
     return kind, end
 
 
+def _shows_ddl(data: bytes) -> bool:
+    """Whether a file's first bytes show format 2 or 1: the skippable magic, then DDL2 or DDL1."""
+    return data[:4] == _SKIPPABLE_BYTES and data[8:12] in VERSION_OF_MAGIC
+
+
 def _intact_skippable(data: bytes, view: memoryview, pos: int) -> bool:
     """A complete skippable frame at ``pos`` whose payload ends with the crc32 of the rest."""
     if len(data) - pos < 8:
@@ -652,7 +707,11 @@ class _Segment:
     """Walks the frames of one format-2 or format-1 segment (FORMAT.md sections 2 to 5, 8)."""
 
     def __init__(self, path: Path, data: bytes, fallback: Mapping[int, _Stream],
-                 builder: _Builder) -> None:
+                 builder: _Builder, *, frames_only: bool = False) -> None:
+        self.frames_only = frames_only  # walk and check crcs, decompress nothing (verify)
+        self.blocks = 0  # blocks whose zstd frame is complete
+        self.declared_records = 0  # records declared by those whose compressed crc matches
+        self.footer = False
         self.path = path
         self.data = data
         self.view = memoryview(data)
@@ -666,7 +725,7 @@ class _Segment:
         self.unregistered: set[int] = set()
         self.skipped: list[dict[str, Any]] = []
 
-    def report(self, offset: int, length: int, kind: str, reason: str,
+    def report(self, offset: int, length: int, kind: SkipKind, reason: str,
                stream_id: int | None = None) -> None:
         self.skipped.append(_skip(self.path, offset, length, kind, reason, stream_id))
 
@@ -685,10 +744,13 @@ class _Segment:
                 continue
             if kind == KIND_SEGMENT_HEADER:
                 if pos != 0:
-                    self.report(pos, end - pos, CORRUPT_FRAME, "a segment header not at offset 0")
+                    self.report(pos, end - pos, SkipKind.CORRUPT_FRAME,
+                                "a segment header not at offset 0")
                 pos = end
             elif kind == KIND_REGISTRATION:
-                if self.magic == DDL2:
+                if self.frames_only:
+                    pass
+                elif self.magic == DDL2:
                     self.registrations_v2(pos, end)
                 else:
                     self.registration_v1(pos, end)
@@ -696,8 +758,9 @@ class _Segment:
             elif kind == KIND_BLOCK_HEADER:
                 pos = self.block(pos, end)
             else:  # the footer: once, last
+                self.footer = True
                 if end < n:
-                    self.report(end, n - end, AFTER_FOOTER,
+                    self.report(end, n - end, SkipKind.AFTER_FOOTER,
                                 f"{n - end} bytes after the segment footer")
                 return
 
@@ -706,7 +769,7 @@ class _Segment:
         data, view, n = self.data, self.view, len(self.data)
         if (data[8:11] == b"DDL" and data[8:12] not in VERSION_OF_MAGIC
                 and _intact_skippable(data, view, 0)):
-            self.report(0, n, UNSUPPORTED_VERSION,
+            self.report(0, n, SkipKind.UNSUPPORTED_VERSION,
                         f"{self.path}: segment of format {data[8:12]!r}, not supported; this "
                         "reader knows versions 2 and 1 and the 0.1.x layout. Upgrade "
                         "disco-data-logger to read it.")
@@ -717,7 +780,7 @@ class _Segment:
             except _NotAFrame:
                 continue
             if kind == KIND_SEGMENT_HEADER and data[13] != VERSION_OF_MAGIC[magic]:
-                self.report(0, n, UNSUPPORTED_VERSION,
+                self.report(0, n, SkipKind.UNSUPPORTED_VERSION,
                             f"{self.path}: segment format version {data[13]} "
                             f"({magic.decode()}) is not supported; this reader knows versions 2 "
                             "and 1 and the 0.1.x layout. Upgrade disco-data-logger to read it.")
@@ -730,7 +793,7 @@ class _Segment:
                 try:
                     _check_frame(data, view, 0, DDL2)
                 except _NotAFrame as exc:
-                    self.report(0, n, TORN_TAIL if exc.torn else CORRUPT_FRAME,
+                    self.report(0, n, SkipKind.TORN_TAIL if exc.torn else SkipKind.CORRUPT_FRAME,
                                 f"no valid frame in the file ({exc})")
                 return False
             self.magic = first[1]
@@ -743,12 +806,12 @@ class _Segment:
         later = _next_valid(self.data, self.view, pos + 1, (self.magic,))
         if later is None:
             if exc.torn:
-                self.report(pos, n - pos, TORN_TAIL, f"torn tail: {exc}")
+                self.report(pos, n - pos, SkipKind.TORN_TAIL, f"torn tail: {exc}")
             else:
-                self.report(pos, n - pos, CORRUPT_FRAME, f"{exc}; no valid frame after it")
+                self.report(pos, n - pos, SkipKind.CORRUPT_FRAME, f"{exc}; no valid frame after it")
             return n
         nxt = later[0]
-        self.report(pos, nxt - pos, CORRUPT_FRAME,
+        self.report(pos, nxt - pos, SkipKind.CORRUPT_FRAME,
                     f"{exc}; resynchronised at the next valid frame, offset {nxt}")
         return nxt
 
@@ -774,7 +837,7 @@ class _Segment:
                 raise _BadData("crc mismatch of the raw body")
             strings, parsed = _registration_body(raw, entries)
         except _BadData as exc:
-            self.report(pos, end - pos, INVALID_REGISTRATION,
+            self.report(pos, end - pos, SkipKind.INVALID_REGISTRATION,
                         f"registrations frame ignored: {exc}")
             return
         for k, string in enumerate(strings):
@@ -788,7 +851,7 @@ class _Segment:
                 if sflags & FLAG_ACCUMULATOR and not sflags & FLAG_PERIODIC:
                     raise _BadData("the accumulator flag without the periodic flag")
             except _BadData as exc:
-                self.report(pos, 0, INVALID_REGISTRATION,
+                self.report(pos, 0, SkipKind.INVALID_REGISTRATION,
                             f"registration of stream {sid} ignored: {exc}", sid)
                 continue
             meta: dict[str, Any] = {}
@@ -797,14 +860,15 @@ class _Segment:
                 label, text = self.strings.get(name_id), self.strings.get(value_id)
                 try:
                     if label is None or text is None:
-                        raise ValueError("unresolved")
-                    meta[label] = json.loads(text)
+                        raise ValueError("a string never defined in this segment")
+                    meta[label] = _json_value(text)
                 except ValueError:
                     missing.append(f"{name_id}={value_id}")
             if missing:
-                self.report(pos, 0, UNRESOLVED_LABEL,
-                            f"stream {sid}: labels with unknown strings or values that are not "
-                            f"JSON dropped (string ids {', '.join(missing)})", sid)
+                self.report(pos, 0, SkipKind.UNRESOLVED_LABEL,
+                            f"stream {sid}: labels with strings never defined in this segment or "
+                            f"values that are not JSON dropped (string ids {', '.join(missing)})",
+                            sid)
             meta.update(stream_id=sid, epoch_scale=epoch_scale,
                         value_scale=None if exact else value_scale)
             if sflags & FLAG_PERIODIC:
@@ -817,14 +881,24 @@ class _Segment:
         payload = self.view[pos + 8:end]
         flags = payload[5]
         sid, epoch_scale, value_scale, json_len = struct.unpack_from("<IddI", payload, 8)
+        stream = _Stream(epoch_scale, None if flags & FLAG_EXACT else value_scale)
         try:
-            meta = json.loads(bytes(payload[32:32 + json_len]).decode("utf-8"))
-            if not isinstance(meta, dict):
-                raise _BadData("registration JSON is not an object")
-            stream = _Stream(epoch_scale, None if flags & FLAG_EXACT else value_scale)
             _check_scales(stream.epoch_scale, stream.value_scale)
-        except (ValueError, _BadData) as exc:
-            self.report(pos, end - pos, INVALID_REGISTRATION,
+        except _BadData as exc:
+            self.report(pos, end - pos, SkipKind.INVALID_REGISTRATION,
+                        f"registration of stream {sid} ignored: {exc}", sid)
+            return
+        try:
+            text = bytes(payload[32:32 + json_len]).decode("utf-8")
+            meta = _json_value(text)
+            if isinstance(meta, str) and text.lstrip(" \t\n\r").startswith("{"):
+                # valid, but nested beyond what json.loads builds: the scales serve, no labels
+                meta = {"stream_id": sid, "epoch_scale": epoch_scale,
+                        "value_scale": stream.value_scale}
+            if not isinstance(meta, dict):
+                raise ValueError("the registration JSON is not an object")
+        except ValueError as exc:  # UnicodeDecodeError is a ValueError too
+            self.report(pos, end - pos, SkipKind.INVALID_REGISTRATION,
                         f"registration of stream {sid} ignored: {exc}", sid)
             return
         self.streams[sid] = stream
@@ -842,10 +916,18 @@ class _Segment:
         n = len(self.data)
         data_end = end + comp_size
         if data_end > n:
-            self.report(pos, n - pos, TORN_TAIL,
+            self.report(pos, n - pos, SkipKind.TORN_TAIL,
                         f"torn tail: block {seq} needs {comp_size} compressed bytes, "
                         f"{n - end} left")
             return n
+        self.blocks += 1
+        if self.frames_only:
+            if zlib.crc32(self.view[end:data_end]) == comp_crc:
+                self.declared_records += count
+            else:
+                self.report(pos, data_end - pos, SkipKind.BAD_BLOCK,
+                            f"block {seq}: compressed-data checksum (crc32) mismatch")
+            return data_end
         if self.magic == DDL2:
             nnz, n_streams, lo, hi = struct.unpack_from("<QIII", payload, 32)
             if not self.builder.wants_range(lo, hi):
@@ -866,18 +948,18 @@ class _Segment:
             if zlib.crc32(raw) != raw_crc:
                 raise _BadData("crc mismatch of the decompressed payload")
             if self.magic == DDL2:
-                self.payload_v2(pos, data_end - pos, raw, count, nnz, n_streams, lo, hi)
+                self.payload_v2(pos, raw, count, nnz, n_streams, lo, hi)
             else:
                 self.builder.extend(self.payload_v1(raw, count))
         except _Unregistered as exc:
-            self.report(pos, data_end - pos, UNREGISTERED_STREAM,
+            self.report(pos, data_end - pos, SkipKind.UNREGISTERED_STREAM,
                         f"block {seq} skipped: {exc}", exc.sid)
         except _BadData as exc:
-            self.report(pos, data_end - pos, BAD_BLOCK, f"block {seq} skipped: {exc}")
+            self.report(pos, data_end - pos, SkipKind.BAD_BLOCK, f"block {seq} skipped: {exc}")
         return data_end
 
-    def payload_v2(self, pos: int, length: int, raw: bytes, count: int, nnz: int,
-                   n_streams: int, lo: int, hi: int) -> None:
+    def payload_v2(self, pos: int, raw: bytes, count: int, nnz: int, n_streams: int, lo: int,
+                   hi: int) -> None:
         """The directory and the sections of one block (FORMAT.md 5.1 and 5.3)."""
         end = len(raw)
         varints = _Varints(raw)
@@ -910,7 +992,7 @@ class _Segment:
             if stream is None:
                 if sid not in self.unregistered:
                     self.unregistered.add(sid)
-                    self.report(pos, 0, UNREGISTERED_STREAM,
+                    self.report(pos, 0, SkipKind.UNREGISTERED_STREAM,
                                 f"stream {sid} has no registration in this segment and no "
                                 "usable sidecar; its records are skipped", sid)
                 continue
@@ -920,7 +1002,8 @@ class _Segment:
                     raw, varints, start, start + int(nbytes[k]), int(records[k]),
                     int(nonzeros[k]), stream)
             except _BadData as exc:
-                self.report(pos, 0, BAD_SECTION, f"section of stream {sid} skipped: {exc}", sid)
+                self.report(pos, 0, SkipKind.BAD_SECTION,
+                            f"section of stream {sid} skipped: {exc}", sid)
                 continue
             self.builder.add(np.full(len(lengths), sid, dtype=np.uint32), epochs, lengths,
                              indices, values)
@@ -1007,7 +1090,7 @@ def _read_legacy(path: Path, data: bytes, sidecars: Mapping[int, _Stream], ticks
             records = _legacy_records(raw, ticks)
         except (_BadData, zstandard.ZstdError) as exc:
             ticks.broken = True
-            kind = TORN_TAIL if isinstance(exc, _Truncated) else CORRUPT_FRAME
+            kind = SkipKind.TORN_TAIL if isinstance(exc, _Truncated) else SkipKind.CORRUPT_FRAME
             skipped.append(_skip(path, pos, end - pos, kind,
                                  f"0.1.x frame unreadable ({exc}); rest of the segment skipped"))
             return
@@ -1019,7 +1102,7 @@ def _read_legacy(path: Path, data: bytes, sidecars: Mapping[int, _Stream], ticks
             if stream is None or stream.exact:
                 if sid not in reported:
                     reported.add(sid)
-                    skipped.append(_skip(path, pos, size, UNREGISTERED_STREAM,
+                    skipped.append(_skip(path, pos, size, SkipKind.UNREGISTERED_STREAM,
                                          f"0.1.x stream {sid} has no usable sidecar "
                                          f"streams/{sid:08d}.json; its records skipped", sid))
                 continue
@@ -1056,6 +1139,32 @@ def _legacy_records(raw: bytes,
 
 
 @dataclass
+class FrameWalk:
+    """What a walk over a segment's frames finds without decompressing (``verify``)."""
+
+    version: int | None  # 2, 1, 0 for 0.1.x (not walked), None when no format could be told
+    blocks: int = 0  # block headers whose zstd frame is complete
+    records: int = 0  # records those blocks declare, for those whose compressed crc matches
+    footer: bool = False
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+
+def walk_frames(path: str | Path, data: bytes | None = None) -> FrameWalk:
+    """Walk one segment's frames as a reader does (FORMAT.md 4.1), checking the frames and the
+    compressed crcs of blocks but decompressing nothing; skipped parts as in ``read_segment``
+    (``bad_block`` only for a compressed-crc mismatch). 0.1.x segments are not walked."""
+    path = Path(path)
+    if data is None:
+        data = path.read_bytes()
+    if data[:4] == _LEGACY_HEAD:
+        return FrameWalk(0)
+    segment = _Segment(path, data, {}, _Builder(None), frames_only=True)
+    segment.run()
+    return FrameWalk(segment.version, segment.blocks, segment.declared_records, segment.footer,
+                     segment.skipped)
+
+
+@dataclass
 class _SegmentOutcome:
     registrations: dict[int, dict[str, Any]]
     skipped: list[dict[str, Any]]
@@ -1064,10 +1173,18 @@ class _SegmentOutcome:
 
 def _read_one(path: Path, fallback: Mapping[int, _Stream], builder: _Builder,
               ticks: _LegacyTicks) -> _SegmentOutcome:
+    # ticks and values times a scale may overflow to infinity: IEEE arithmetic, as the format
+    # says (float64), not an error
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _read_one_file(path, fallback, builder, ticks)
+
+
+def _read_one_file(path: Path, fallback: Mapping[int, _Stream], builder: _Builder,
+                   ticks: _LegacyTicks) -> _SegmentOutcome:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        return _SegmentOutcome({}, [_skip(path, 0, _size(path), UNREADABLE_FILE,
+        return _SegmentOutcome({}, [_skip(path, 0, _size(path), SkipKind.UNREADABLE_FILE,
                                           f"unreadable segment: {exc}")], None)
     if data[:4] == _LEGACY_HEAD:
         skipped: list[dict[str, Any]] = []
@@ -1108,11 +1225,11 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _head(path: Path) -> bytes:
-    """The first 4 bytes of a segment: which format it is in, if any."""
+def _head(path: Path, size: int) -> bytes:
+    """The first bytes of a segment: which format it is in, if any."""
     try:
         with open(path, "rb") as fh:
-            return fh.read(4)
+            return fh.read(size)
     except OSError:
         return b""
 
@@ -1135,20 +1252,23 @@ def read_directory(path: str | Path, stream_ids: Iterable[int] | None = None) ->
     builder = _Builder(None if stream_ids is None else frozenset(int(s) for s in stream_ids))
     ticks = _LegacyTicks()
     segments = _segment_files(path)
-    heads = [h for h in (_head(seg) for seg in segments) if h]
-    legacy_directory = _LEGACY_HEAD in heads  # FORMAT.md section 9
+    seen_legacy = False  # a 0.1.x segment came before
     for seg in segments:
-        if ticks.broken:
-            skipped.append(_skip(seg, 0, _size(seg), LEGACY_CHAIN_BROKEN,
+        head = _head(seg, 12)
+        legacy = head[:4] == _LEGACY_HEAD
+        if ticks.broken and (legacy or (seen_legacy and head and not _shows_ddl(head))):
+            skipped.append(_skip(seg, 0, _size(seg), SkipKind.LEGACY_CHAIN_BROKEN,
                                  "not read: an earlier 0.1.x segment is damaged and 0.1.x "
                                  "epochs are deltas that run across segments"))
             continue
+        seen_legacy = seen_legacy or legacy
         outcome = _read_one(seg, fallback, builder, ticks)
         skipped.extend(outcome.skipped)
         known.update(outcome.registrations)
-        if legacy_directory and outcome.version != 0 and _head(seg) != b"":
-            # In a 0.1.x directory, a segment that is not 0.1.x is a damaged one: the tick deltas
-            # of the segments after it start from unknown values, and would invent epochs.
+        unreadable = any(s["kind"] == SkipKind.UNREADABLE_FILE for s in outcome.skipped)
+        if outcome.version != 0 and (head != b"" or unreadable):
+            # A non-empty segment that is not 0.1.x: the tick deltas of any 0.1.x segment after
+            # it would start from unknown values and invent epochs (FORMAT.md section 9).
             ticks.broken = True
     return DirectoryResult(**builder.columns(), registrations=known, skipped=skipped,
                            path=path, segments=segments)

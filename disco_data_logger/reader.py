@@ -178,6 +178,10 @@ def decode_columns(
     p = Path(path)
     if not p.is_dir():
         raise FormatError(f"'{p}' is not a logger directory")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ValueError(
+            f"threads must be a non-negative integer, 0 for all cores (got {threads!r})"
+        )
     # Formats 2 and 1 carry their registrations in-band, so sidecars are read only for 0.1.x
     # directories or, after a first pass, for the streams that turned out to have none.
     sidecars = load_sidecars(p) if _is_legacy_directory(p) else None

@@ -28,7 +28,8 @@ if [ "$#" -eq 0 ]; then
   set -- tests/test_logger.py tests/test_bad_input.py tests/test_periodic.py \
     tests/test_periodic_property.py tests/test_writer_failure.py tests/test_pyreader.py \
     tests/test_corruption.py tests/test_legacy.py tests/test_crash.py tests/test_golden.py \
-    tests/test_pyreader_property.py tests/test_collector.py
+    tests/test_pyreader_property.py tests/test_collector.py tests/test_pyreader_v2.py \
+    tests/test_settings.py
 fi
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}"

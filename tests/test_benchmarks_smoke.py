@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NNZ_KEYS = {"nnz8", "nnz64", "nnz1024"}
+NNZ_KEYS = {"nnz8", "nnz64", "nnz1024", "churn8", "churn64", "new64"}
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +43,12 @@ def test_top_level_keys(smoke):
 
 def test_every_contender_is_reported_available_or_skipped(smoke):
     doc, _ = smoke
-    assert set(doc["contenders"]) == {"ours", "seed", "arrow_ipc"}
+    assert set(doc["contenders"]) == {"ours", "seed", "arrow_ipc", "arrow_parquet"}
     for info in doc["contenders"].values():
         assert isinstance(info["available"], bool)
         assert info.get("version") if info["available"] else info.get("reason")
-    # pyarrow is a dependency of the project, so the hand-written anchor always runs.
-    assert "arrow_ipc" in _available(doc)
+    # pyarrow is a dependency of the project, so the hand-written anchors always run.
+    assert {"arrow_ipc", "arrow_parquet"} <= _available(doc)
 
 
 def test_measures_present_for_available_contenders(smoke):
@@ -73,12 +73,15 @@ def test_ratios_present_for_available_anchors(smoke):
         assert doc["ratios"] == {} or all(
             "ours/" not in k for per in doc["ratios"].values() for v in per.values() for k in v)
         return
-    anchors = _available(doc) & {"seed", "arrow_ipc"}
+    anchors = _available(doc) & {"seed", "arrow_ipc", "arrow_parquet"}
     for wl in NNZ_KEYS:
         got = doc["ratios"]["record_records_per_s"][wl]
         assert {f"ours/{a}" for a in anchors} <= got.keys()
         assert {f"ours/{a}" for a in anchors} <= doc["ratios"]["bytes_per_record"][wl].keys()
     assert "workers2/workers1" in doc["ratios"]["sweep_records_per_s"]["scaling"]
+    for wl in NNZ_KEYS:  # ours decodes with one and with two threads too
+        assert "2 threads/1 thread" in doc["ratios"]["decode2_nonzeros_per_s"][wl]
+    assert isinstance(doc["results"]["select_one_over_all"]["select10"]["ours"]["median"], float)
     assert doc["memory"]["ok"] and doc["memory"]["samples"]
 
 

@@ -15,10 +15,10 @@ import pyarrow as pa
 import pytest
 
 from disco_data_logger import DataLogger, pyreader
+from disco_data_logger.errors import SkipKind
 from tests.common import (
     assert_same_records,
     both_readers,
-    by_stream,
     decode_native,
     decode_python,
     frame_units,
@@ -285,7 +285,8 @@ def test_to_arrow_lists_skipped_parts(tmp_path):
     table = pyreader.read_directory(tmp_path).to_arrow()
     skipped = json.loads(table.schema.metadata[b"disco.skipped"])
     assert skipped[0]["offset"] == frame_units(data)[-1].offset
-    assert skipped[0]["segment"].endswith("00000.seg.zst") and "torn" in skipped[0]["reason"]
+    assert skipped[0]["segment"].endswith("00000.seg.zst")
+    assert skipped[0]["kind"] == SkipKind.TORN_TAIL
 
 
 def test_record_accessor(tmp_path):
@@ -325,13 +326,72 @@ def test_real_logger_read_by_both_readers(tmp_path):
     py, native = decode_python(tmp_path), decode_native(tmp_path)
     assert_same_records(py, native)
     assert py.skipped == [] and native.skipped == []
-    # records of one stream come in the order they were recorded (FORMAT.md section 7)
-    got = by_stream(py.records())
-    pairs = [pair for sid in (q, x)
-             for pair in zip(by_stream(expected)[sid], got[sid], strict=True)]
-    assert len(pairs) == len(expected)
-    for (sid, epoch, idx, vals), (gsid, gepoch, gidx, gvals) in pairs:
+    # FORMAT.md 7: block by block; within a format-2 block stream by stream, each in recorded order
+    ordered, at = [], 0
+    for seg in sorted(tmp_path.glob("*.seg.zst")):
+        data = seg.read_bytes()
+        for unit in frame_units(data):
+            if unit.kind == 3:
+                block = expected[at:at + unit.records]
+                at += unit.records
+                ordered += sorted(block, key=lambda r: r[0]) if data[8:12] == b"DDL2" else block
+    assert at == len(expected)
+    for (sid, epoch, idx, vals), (gsid, gepoch, gidx, gvals) in zip(
+            ordered, py.records(), strict=True):
         assert gsid == sid and np.array_equal(gidx, idx)
         assert gepoch == quantise(epoch, 1e-3 if sid == q else 1e-6)
         want = vals if sid == x else np.array([quantise(v, 1e-2) for v in vals])
         np.testing.assert_array_equal(gvals.view(np.uint64), want.view(np.uint64))
+
+
+@both_readers
+@pytest.mark.parametrize("text", [b"[1, 2]", b"{not json", b"\xff\xfe", b"[" * 100_000,
+                                  b'{"a": "\x1d"}', b'{"a": 1,}'],
+                         ids=["array", "broken", "not utf-8", "unclosed", "control character",
+                              "trailing comma"])
+def test_registration_whose_json_is_not_an_object_is_ignored(tmp_path, decode, text):
+    """FORMAT.md 8.1.2: ignored and reported; without a sidecar the blocks holding the stream
+    are skipped whole (format 1 interleaves streams in a block)."""
+    data, reg_at, block_at = v1_registration_with_json(text)
+    write_segment(tmp_path, data)
+    got = decode(tmp_path)
+    assert len(got) == 0
+    assert kinds(got) == [("00000.seg.zst", reg_at, "invalid_registration"),
+                          ("00000.seg.zst", block_at, "unregistered_stream")]
+
+
+@both_readers
+@pytest.mark.parametrize("depth", [3000, 4096, 4097])
+def test_registration_json_nesting_up_to_4096_deep(tmp_path, decode, depth):
+    """FORMAT.md 3.3: nested at most 4096 deep, deeper than Python's json recursion goes."""
+    inner = depth - 1  # the object itself is one level
+    text = b'{"a": ' + b"[" * inner + b"]" * inner + b', "b": NaN}'
+    data, reg_at, block_at = v1_registration_with_json(text)
+    write_segment(tmp_path, data)
+    got = decode(tmp_path)
+    if depth <= 4096:
+        check_records(got, RECORDS)
+        assert got.skipped == []
+    else:
+        assert len(got) == 0
+        assert kinds(got) == [("00000.seg.zst", reg_at, "invalid_registration"),
+                              ("00000.seg.zst", block_at, "unregistered_stream")]
+
+
+def v1_registration_with_json(text: bytes) -> tuple[bytes, int, int]:
+    """A format-1 segment registering stream 9 with ``text`` as its JSON, then stream 3, then a
+    block of RECORDS; with the offsets of the registration and of the block."""
+    import struct
+    import zlib
+
+    data = bytearray(v1.segment_header())
+    reg_at = len(data)
+    body = struct.pack("<HIddI", 0, 9, X.epoch_scale, 0.0, len(text)) + text
+    payload = b"DDL1" + bytes([2, 1]) + body
+    payload += struct.pack("<I", zlib.crc32(payload))
+    data += struct.pack("<II", 0x184D2A5D, len(payload)) + payload
+    data += v1.registration(3, {"stream_id": 3}, epoch_scale=Q.epoch_scale,
+                            value_scale=Q.value_scale)
+    block_at = len(data)
+    data += v1.block(v1.encode_records(STREAMS, RECORDS), len(RECORDS))
+    return bytes(data), reg_at, block_at

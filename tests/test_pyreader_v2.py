@@ -23,6 +23,7 @@ from tests.common import (
     assert_same_records,
     both_readers,
     decode_python,
+    put_varint,
     quantise,
 )
 
@@ -689,3 +690,137 @@ def test_every_skip_has_a_known_kind(tmp_path):
     assert r.skipped
     for s in r.skipped:
         assert s["kind"] in pyreader.SKIP_KINDS and s["reason"] and s["length"] >= 0
+
+
+@both_readers
+@pytest.mark.parametrize("layout", [("v2 skipped", "v1"), ("v1", "v2 skipped", "v1"),
+                                    ("v2 skipped", "v2"), ("v1", "v2")])
+def test_directory_mixing_formats(tmp_path, decode, layout):
+    """Segments of formats 2 and 1 in one directory (a format-1 directory resumed by this writer,
+    or damage): each is read on its own. Found by the fuzzer: a format-2 segment with a skipped
+    section followed by a format-1 segment made the native reader return uninitialised values."""
+    import format_v1 as v1
+
+    s1 = {sid: v1.Stream(sid, s.epoch_scale, s.value_scale) for sid, s in STREAMS.items()}
+    expected_blocks, skipped = [], []
+    for k, kind in enumerate(layout):
+        if kind == "v1":
+            data = v1.segment(s1, [RECORDS], number=k)
+            expected_blocks.append(list(RECORDS))  # format 1 keeps the order of recording
+        elif kind == "v2":
+            data = v2.segment(STREAMS, [RECORDS], number=k)
+            expected_blocks.append(v2.spec_order(RECORDS))
+        else:
+            data = v2.segment(STREAMS, [RECORDS], number=k, registered=[3, 40])
+            expected_blocks.append(v2.spec_order([r for r in RECORDS if r[0] != 9]))
+            skipped.append((f"{k:05d}.seg.zst", "unregistered_stream"))
+        write(tmp_path, data, k)
+    got = decode(tmp_path)
+    want = []
+    for block in expected_blocks:
+        for sid, epoch, idx, vals in block:
+            s = STREAMS[sid]
+            want.append((sid, quantise(epoch, s.epoch_scale), list(idx), [
+                v if s.value_scale is None else quantise(v, s.value_scale) for v in vals]))
+    assert len(got) == len(want)
+    for (sid, epoch, idx, vals), (gsid, gepoch, gidx, gvals) in zip(want, got.records(),
+                                                                     strict=True):
+        assert (gsid, gepoch, gidx.tolist()) == (sid, epoch, idx)
+        np.testing.assert_array_equal(gvals.view(np.uint64),
+                                      np.array(vals, dtype=np.float64).view(np.uint64))
+    assert [(name, kind) for name, _, kind in kinds(got)] == skipped
+
+
+@both_readers
+def test_a_segment_looking_like_0_1_x_costs_only_itself(tmp_path, decode):
+    """A format-2 directory with one segment whose first bytes became a zstd frame (a splice):
+    formats 2 and 1 do not depend on 0.1.x tick chains, so the other segments are read
+    (FORMAT.md section 9); the odd one is skipped as legacy_chain_broken."""
+    import zstandard
+
+    for k in range(4):
+        data = v2.segment(STREAMS, [RECORDS], number=k)
+        if k == 2:
+            data = zstandard.ZstdCompressor().compress(b"not records of any kind")[:30]
+        write(tmp_path, data, k)
+    got = decode(tmp_path)
+    check(got, [RECORDS] * 3)
+    assert kinds(got) == [("00002.seg.zst", 0, "legacy_chain_broken")]
+
+
+@both_readers
+@pytest.mark.parametrize("value", ['"\x1d"', '{"x":1,}', "01", "nan", '"unclosed'],
+                         ids=["control character", "trailing comma", "leading zero", "nan",
+                              "unclosed"])
+def test_label_value_that_is_not_json_is_dropped(tmp_path, decode, value):
+    """FORMAT.md 3.3: valid JSON as Python's json reads it; anything else is an unresolved
+    label (the entry is kept without it)."""
+    body = bytearray()
+    put_varint(body, 3)
+    for text in ("a", value, "1"):
+        raw = text.encode()
+        put_varint(body, len(raw))
+        body += raw
+    put_varint(body, Q.sid)  # the one entry
+    body += bytes([0]) + struct.pack("<dd", Q.epoch_scale, Q.value_scale)
+    put_varint(body, 2)  # labels: a=<value>, a=1 (the later one stays)
+    for pair in ((0, 1), (0, 2)):
+        for sid in pair:
+            put_varint(body, sid)
+    data = bytearray(v2.segment_header())
+    reg_at = len(data)
+    data += v2.registrations_frame(bytes(body), 1, 0)
+    data += v2.block(v2.block_payload(STREAMS, [r for r in RECORDS if r[0] == 3]))
+    write(tmp_path, bytes(data))
+    got = decode(tmp_path)
+    check(got, [[r for r in RECORDS if r[0] == 3]])
+    assert kinds(got) == [(NAME, reg_at, "unresolved_label")]
+    assert pyreader.read_directory(tmp_path).registrations[3]["a"] == 1
+
+
+@both_readers
+@pytest.mark.parametrize("value", ["NaN", "-Infinity", ' [1, {"b": null}] ', '"\\ud800"',
+                                  "[" * 3000 + "]" * 3000],
+                         ids=["NaN", "-Infinity", "whitespace", "lone surrogate", "deep"])
+def test_label_values_json_accepts(tmp_path, decode, value):
+    body = bytearray()
+    put_varint(body, 2)
+    for text in ("a", value):
+        raw = text.encode()
+        put_varint(body, len(raw))
+        body += raw
+    put_varint(body, Q.sid)  # the one entry, one label a=<value>
+    body += bytes([0]) + struct.pack("<dd", Q.epoch_scale, Q.value_scale)
+    for v in (1, 0, 1):
+        put_varint(body, v)
+    data = v2.segment_header() + v2.registrations_frame(bytes(body), 1, 0)
+    data += v2.block(v2.block_payload(STREAMS, [r for r in RECORDS if r[0] == 3]))
+    write(tmp_path, data)
+    got = decode(tmp_path)
+    check(got, [[r for r in RECORDS if r[0] == 3]])
+    assert got.skipped == []
+
+
+
+@both_readers
+def test_damaged_first_frame_the_first_valid_frame_tells_the_format(tmp_path, decode):
+    """FORMAT.md 4.1: whatever the damaged first frame's bytes say (here DDL2), the first valid
+    frame (here a spliced format-1 segment) tells the format; frames of the other format are then
+    damage."""
+    import format_v1 as v1
+
+    s1 = {sid: v1.Stream(sid, s.epoch_scale, s.value_scale) for sid, s in STREAMS.items()}
+    header = bytearray(v2.segment_header())
+    header[-1] ^= 0xFF  # its crc
+    spliced = v1.segment(s1, [RECORDS], closed=False)
+    tail = v2.block(v2.block_payload(STREAMS, RECORDS))
+    write(tmp_path, bytes(header) + spliced + tail)
+    got = decode(tmp_path)
+    records = [(sid, epoch, idx, vals) for sid, epoch, idx, vals in RECORDS]
+    assert len(got) == len(records)
+    assert got.stream_id.tolist() == [r[0] for r in records]  # format 1: recording order
+    at = len(header)
+    assert kinds(got) == [(NAME, 0, "corrupt_frame"), (NAME, at, "corrupt_frame"),
+                          (NAME, at + len(spliced), "corrupt_frame")]
+    assert [s["length"] for s in sorted(got.skipped, key=lambda s: s["offset"])] == [
+        at, len(v1.segment_header()), len(tail)]

@@ -1,4 +1,4 @@
-"""The three contenders behind one small interface, so every task times the same calls.
+"""The contenders behind one small interface, so every task times the same calls.
 
 This file is imported by ``run.py`` inside the contender's own interpreter (ours: the project's
 environment; seed: the anchors venv), so it imports each library lazily and nothing else from the
@@ -56,6 +56,14 @@ class Contender:
         """Read the finished run back to a pyarrow.Table, as a user would."""
         raise NotImplementedError
 
+    def decode_threads(self, threads: int) -> Any:
+        """Ours only: read back with ``threads`` decoding threads (None where not supported)."""
+        return None
+
+    def select(self, labels: dict[str, Any]) -> Any:
+        """Ours only: read back the streams whose labels match (None where not supported)."""
+        return None
+
 
 class Ours(Contender):
     name = "ours"
@@ -89,6 +97,22 @@ class Ours(Contender):
 
     def decode(self):
         return self._mod.read(self.path)
+
+    def decode_threads(self, threads):
+        try:
+            return self._mod.read(self.path, threads=threads)
+        except TypeError:  # a version without the threads argument
+            return None
+
+    def select(self, labels):
+        return self._mod.read(self.path, labels)
+
+
+class Baseline(Ours):
+    """Another build of ours (``--baseline PYTHON``: an interpreter where an earlier version of
+    disco-data-logger is installed), run through the same calls: before/after in one run."""
+
+    name = "baseline"
 
 
 class Seed(Contender):
@@ -160,12 +184,12 @@ class _SeedPeriodic:
         self._stream.close(final_epoch)
 
 
-class ArrowIpc(Contender):
-    """What a user would write by hand: buffer records in lists, write zstd Arrow IPC batches."""
+class _ArrowBatches(Contender):
+    """What a user would write by hand instead: per record keep the arrays, and every 8,192
+    records write one RecordBatch of list columns (``ListArray.from_arrays`` over the
+    concatenated buffers), zstd-compressed. Subclasses say where the batches go."""
 
-    name = "arrow_ipc"
-    BATCH_RECORDS = 16384
-    BATCH_NONZEROS = 1 << 18
+    BATCH_RECORDS = 8192
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
@@ -176,16 +200,21 @@ class ArrowIpc(Contender):
         self._schema = pa.schema([("stream_id", pa.uint32()), ("epoch", pa.float64()),
                                   ("indices", pa.list_(pa.int64())),
                                   ("values", pa.list_(pa.float64()))])
-        self._file = path / "records.arrow"
-        self._sink = pa.OSFile(str(self._file), "wb")
-        self._writer = pa.ipc.new_stream(self._sink, self._schema,
-                                         options=pa.ipc.IpcWriteOptions(compression="zstd"))
         self._labels: dict[int, dict[str, Any]] = {}
         self._sids: list[int] = []
         self._epochs: list[float] = []
         self._idx: list[np.ndarray] = []
         self._vals: list[np.ndarray] = []
-        self._nnz = 0
+        self._open()
+
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _write(self, batch: Any) -> None:
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        raise NotImplementedError
 
     def register(self, labels, epoch_scale, value_scale):
         sid = len(self._labels)
@@ -200,8 +229,7 @@ class ArrowIpc(Contender):
             epochs.append(epoch)
             idx.append(indices)
             vals.append(values)
-            self._nnz += len(indices)
-            if len(sids) >= self.BATCH_RECORDS or self._nnz >= self.BATCH_NONZEROS:
+            if len(sids) >= self.BATCH_RECORDS:
                 self._flush()
 
         return record
@@ -214,24 +242,22 @@ class ArrowIpc(Contender):
         offsets = np.zeros(n + 1, dtype=np.int32)
         np.cumsum(np.fromiter(map(len, self._idx), dtype=np.int32, count=n), out=offsets[1:])
         off = pa.array(offsets)
-        batch = pa.record_batch([
+        self._write(pa.record_batch([
             pa.array(self._sids, type=pa.uint32()),
             pa.array(self._epochs, type=pa.float64()),
             pa.ListArray.from_arrays(off, np.concatenate(self._idx)),
             pa.ListArray.from_arrays(off, np.concatenate(self._vals)),
-        ], schema=self._schema)
-        self._writer.write_batch(batch)
+        ], schema=self._schema))
         self._sids.clear()
         self._epochs.clear()
         self._idx.clear()
         self._vals.clear()
-        self._nnz = 0
 
     def record_many(self, stream_ids, epochs, offsets, indices, values):
         pa = self._pa
         self._flush()
         off = pa.array(offsets.astype(np.int32))
-        self._writer.write_batch(pa.record_batch([
+        self._write(pa.record_batch([
             pa.array(stream_ids.astype(np.uint32)),
             pa.array(epochs),
             pa.ListArray.from_arrays(off, indices),
@@ -240,9 +266,28 @@ class ArrowIpc(Contender):
 
     def close(self):
         self._flush()
+        self._finish()
+        (self.path / "streams.json").write_text(json.dumps(self._labels))
+
+
+class ArrowIpc(_ArrowBatches):
+    """The batches written to a zstd-compressed Arrow IPC stream, read back with read_all."""
+
+    name = "arrow_ipc"
+
+    def _open(self) -> None:
+        pa = self._pa
+        self._file = self.path / "records.arrows"
+        self._sink = pa.OSFile(str(self._file), "wb")
+        self._writer = pa.ipc.new_stream(self._sink, self._schema,
+                                         options=pa.ipc.IpcWriteOptions(compression="zstd"))
+
+    def _write(self, batch):
+        self._writer.write_batch(batch)
+
+    def _finish(self):
         self._writer.close()
         self._sink.close()
-        (self.path / "streams.json").write_text(json.dumps(self._labels))
 
     def data_bytes(self):
         return self._file.stat().st_size
@@ -253,13 +298,40 @@ class ArrowIpc(Contender):
             return pa.ipc.open_stream(source).read_all()
 
 
-CONTENDERS: dict[str, type[Contender]] = {c.name: c for c in (Ours, Seed, ArrowIpc)}
+class ArrowParquet(_ArrowBatches):
+    """The batches written to a zstd Parquet file, read back with ``pq.read_table`` (its default
+    threads)."""
+
+    name = "arrow_parquet"
+
+    def _open(self) -> None:
+        import pyarrow.parquet as pq
+
+        self._pq = pq
+        self._file = self.path / "records.parquet"
+        self._writer = pq.ParquetWriter(str(self._file), self._schema, compression="zstd")
+
+    def _write(self, batch):
+        self._writer.write_batch(batch)
+
+    def _finish(self):
+        self._writer.close()
+
+    def data_bytes(self):
+        return self._file.stat().st_size
+
+    def decode(self):
+        return self._pq.read_table(str(self._file))
+
+
+CONTENDERS: dict[str, type[Contender]] = {
+    c.name: c for c in (Ours, Baseline, Seed, ArrowIpc, ArrowParquet)}
 
 
 def probe(name: str) -> dict[str, Any]:
     """Whether the contender can run here, and its version."""
     try:
-        if name == "ours":
+        if name in ("ours", "baseline"):
             import disco_data_logger
             import disco_data_logger._core  # noqa: F401
 
@@ -270,8 +342,9 @@ def probe(name: str) -> dict[str, Any]:
             import data_logger  # noqa: F401
 
             return {"available": True, "version": version("disco-data-logger")}
-        if name == "arrow_ipc":
+        if name in ("arrow_ipc", "arrow_parquet"):
             import pyarrow
+            import pyarrow.parquet  # noqa: F401
 
             return {"available": True, "version": pyarrow.__version__}
     except Exception as exc:  # noqa: BLE001 - any import failure means "skipped"

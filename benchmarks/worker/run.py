@@ -100,7 +100,51 @@ def task_record(cls: type[Contender], spec: dict[str, Any]) -> dict[str, Any]:
         out["decode_nonzeros_per_s"] = summary["nonzeros"] / elapsed
         out["decoded"] = summary
         out["input_value_sum"] = float(arrays["values"].sum())
+        del table
+        # Ours: the same read with one decoding thread, then with two (each into fresh memory,
+        # as the first one: every read in this task is a first read of its output).
+        for threads in (1, 2):
+            gc.collect()
+            t0 = time.perf_counter()
+            table = c.decode_threads(threads)
+            elapsed = time.perf_counter() - t0
+            if table is None:
+                break
+            out[f"decode{threads}_nonzeros_per_s"] = summary["nonzeros"] / elapsed
+            del table
     return out
+
+
+def task_select(cls: type[Contender], spec: dict[str, Any]) -> dict[str, Any]:
+    """Read back one stream of ``n_streams`` (selected by its labels) against all of them."""
+    meta, arrays = _load(spec["workload"])
+    idx, vals = _split(arrays)
+    c = cls(_fresh(spec["workdir"], f"{cls.name}-{meta['name']}"))
+    sid_of = _register_all(c, meta)
+    record = c.recorder()
+    for s, e, i, v in zip(arrays["stream_ids"].tolist(), arrays["epochs"].tolist(), idx, vals,
+                          strict=True):
+        record(sid_of[s], e, i, v)
+    c.close()
+    wanted = 3
+    times: dict[str, list[float]] = {"all": [], "one": []}
+    rows = {}
+    for order in (("all", "one"), ("one", "all")):  # alternate, so neither always goes first
+        for which in order:
+            gc.collect()
+            t0 = time.perf_counter()
+            table = c.decode() if which == "all" else c.select({"entity": f"e{wanted:04d}"})
+            times[which].append(time.perf_counter() - t0)
+            if table is None:
+                raise RuntimeError("this contender cannot select streams")
+            rows[which] = table.num_rows
+            del table
+    expected = int((arrays["stream_ids"] == wanted).sum())
+    if rows["one"] != expected or rows["all"] != len(arrays["stream_ids"]):
+        raise RuntimeError(f"selection read {rows['one']} records, expected {expected}")
+    t_all, t_one = min(times["all"]), min(times["one"])
+    return {"records": rows["all"], "selected": rows["one"], "all_seconds": t_all,
+            "one_seconds": t_one, "one_over_all": t_one / t_all}
 
 
 def task_record_many(cls: type[Contender], spec: dict[str, Any]) -> dict[str, Any]:
@@ -226,7 +270,7 @@ def task_sweep(cls: type[Contender], spec: dict[str, Any]) -> dict[str, Any]:
 
 
 TASKS = {"record": task_record, "record_many": task_record_many, "periodic": task_periodic,
-         "memory": task_memory, "sweep": task_sweep}
+         "memory": task_memory, "sweep": task_sweep, "select": task_select}
 
 
 def _warm_up() -> None:

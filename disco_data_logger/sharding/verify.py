@@ -2,9 +2,10 @@
 
 Three independent checks, so that a problem is found whichever layer it is in:
 
-1. a walk over each segment's frames (``docs/FORMAT.md`` section 2), without decompressing:
-   blocks, records declared by the block headers, header and compressed-frame checksums, the
-   footer, and a torn tail (a file ending inside a frame);
+1. a walk over each segment's frames as the readers walk them (``docs/FORMAT.md`` section 4.1,
+   formats 2 and 1), without decompressing: blocks, records declared by the block headers, frame
+   and compressed-frame checksums, the footer, a torn tail (a file ending inside a frame), and
+   every other skipped part with its kind;
 2. a full decode with the native reader, whose ``disco.skipped`` report lists every block it had
    to skip (raw-payload checksums, bad payloads);
 3. against the shard journal: every frame of it is readable, every committed stream decodes to
@@ -46,6 +47,7 @@ import numpy as np
 
 from ..errors import CorruptDataWarning, ExperimentLockedError, SkipKind
 from ..layout import SEGMENT_NAME_RE
+from ..pyreader import walk_frames
 from .index import scan_shards, verify_groups
 from .layout import INDEX_DIR, INDEX_STATE, SHARD_ID_RE, SHARDS_DIR
 from .lock import live_holders
@@ -56,10 +58,7 @@ __all__ = ["RepairResult", "SegmentCheck", "ShardCheck", "VerifyReport", "repair
            "verify_path", "walk_segment"]
 
 _SKIPPABLE_MAGIC = 0x184D2A5D
-_ZSTD_MAGIC = 0xFD2FB528
-_DDL_MAGICS = (b"DDL2", b"DDL1")  # formats 2 and 1: the block header fields read here agree
-_KIND_BLOCK = 3
-_KIND_FOOTER = 4
+_DDL_MAGICS = (b"DDL2", b"DDL1")
 
 
 @dataclass
@@ -75,6 +74,8 @@ class SegmentCheck:
     torn_offset: int | None = None  # where the torn frame starts: what a repair would cut
     footer: bool = False
     legacy: bool = False
+    version: int | None = None  # 2 or 1; None for 0.1.x and for files of no known format
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # the walk's typed reports
     problems: list[str] = field(default_factory=list)
     repair: RepairResult | None = None
     repairable: bool = True
@@ -166,68 +167,46 @@ class VerifyReport:
 
 
 def walk_segment(path: Path) -> SegmentCheck:
-    """Walk a segment's frames and check what can be checked without decompressing."""
+    """Walk a segment's frames and check what can be checked without decompressing.
+
+    The walk is the readers' (FORMAT.md section 4.1): damage is skipped up to the next valid
+    frame, so everything after it is still checked. A torn tail is what a crash leaves and what
+    ``repair`` may cut: the file ends inside its last frame (or in zeros, where the file grew but
+    the data never reached the disk) and no intact frame follows.
+    """
     data = path.read_bytes()
     check = SegmentCheck(name=path.name, bytes=len(data))
-    n = len(data)
-    if n >= 4 and struct.unpack_from("<I", data, 0)[0] == _ZSTD_MAGIC:
+    walk = walk_frames(path, data)
+    if walk.version == 0:
         check.legacy = True  # 0.1.x: one zstd frame per record, nothing to walk; decode checks it
         return check
-    pos = 0
-
-    def torn(at: int) -> None:
-        later = _intact_frame_after(data, at)
-        if later is None:
-            check.torn_tail = True
-            check.torn_offset = at
-        else:  # a size field that lies, in the middle of the file: not what a crash leaves
+    check.version = walk.version
+    check.blocks, check.records, check.footer = walk.blocks, walk.records, walk.footer
+    check.skipped = walk.skipped
+    for item in walk.skipped:
+        kind, at, length = item["kind"], int(item["offset"]), int(item["length"])
+        to_the_end = at + length == len(data)
+        zeros = (kind in (SkipKind.CORRUPT_FRAME, SkipKind.AFTER_FOOTER) and to_the_end
+                 and not any(data[at:]))
+        if kind == SkipKind.TORN_TAIL or zeros:
+            later = _intact_frame_after(data, at)
+            if later is None:
+                check.torn_tail = True
+                check.torn_offset = at
+                continue
             check.problems.append(f"frame at offset {at} runs past the end of the file but an "
                                   f"intact frame follows at offset {later}; "
-                                  f"{n - at} bytes skipped")
-
-    while pos < n:
-        if n - pos < 8:
-            torn(pos)
-            break
-        magic, size = struct.unpack_from("<II", data, pos)
-        if magic != _SKIPPABLE_MAGIC:
-            if not any(data[pos:]):
-                torn(pos)  # zero-filled: the file grew but the data never reached the disk
-            else:
-                check.problems.append(f"unparseable frame at offset {pos}; {n - pos} bytes skipped")
-            break
-        end = pos + 8 + size
-        if end > n:
-            torn(pos)
-            break
-        payload = data[pos + 8:end]
-        if (size < 9 or payload[:4] not in _DDL_MAGICS
-                or zlib.crc32(payload[:-4]) != struct.unpack_from("<I", payload, size - 4)[0]):
+                                  f"{len(data) - at} bytes skipped")
+            continue
+        if kind in (SkipKind.BAD_BLOCK, SkipKind.CORRUPT_FRAME):
             check.checksum_failures += 1
-            check.problems.append(f"frame header checksum mismatch at offset {pos}; "
-                                  f"{n - pos} bytes skipped")
-            break
-        kind = payload[4]
-        start, pos = pos, end
-        if kind == _KIND_BLOCK:
-            records, _raw, csize, ccrc = struct.unpack_from("<IIII", payload, 12)
-            if pos + csize > n:
-                torn(start)
-                break
-            check.blocks += 1
-            if zlib.crc32(data[pos:pos + csize]) != ccrc:
-                check.checksum_failures += 1
-                check.problems.append(f"block at offset {pos}: compressed-data checksum mismatch")
-            else:
-                check.records += records
-            pos += csize
-        elif kind == _KIND_FOOTER:
-            check.footer = True
+        check.problems.append(f"{kind} at offset {at} ({length:,} bytes): {item['reason']}")
     return check
 
 
 def _intact_frame_after(data: bytes, start: int) -> int | None:
-    """Offset of the first complete skippable frame with a valid DDL1 checksum after ``start``.
+    """Offset of the first complete skippable frame with a valid DDL2 or DDL1 checksum after
+    ``start``.
 
     A torn tail holds at most the beginning of one frame; an intact frame after the damage means
     the damage is in the middle of the file, and cutting there would lose intact data.
@@ -432,6 +411,9 @@ def _verify_dir(name: str, path: Path) -> ShardCheck:
         if target is not None and target.torn_tail and (
                 kind == SkipKind.TORN_TAIL or item.get("offset") == target.torn_offset):
             continue  # already reported by the walk
+        if target is not None and any(
+                (s["offset"], s["kind"]) == (item.get("offset"), kind) for s in target.skipped):
+            continue  # the walk found the same part
         message = f"decoder skipped offset {item.get('offset')} ({kind}): {reason}"
         if target is not None:
             if kind in (SkipKind.BAD_BLOCK, SkipKind.BAD_SECTION):

@@ -49,7 +49,10 @@ def _summary(d: Decoded) -> dict[str, Any]:
     for arr in (d.stream_id.astype(np.uint32), d.epoch.astype(np.float64), d.offsets,
                 d.indices.astype(np.int64), d.values.astype(np.float64)):
         h.update(np.ascontiguousarray(arr).tobytes())
-    segment_skips = [(Path(s["segment"]).name, int(s["offset"])) for s in d.skipped
+    # every skipped part of a segment as (file, offset, kind, length, stream id): FORMAT.md
+    # section 4 fixes all five
+    segment_skips = [(Path(s["segment"]).name, int(s["offset"]), str(s.get("kind")),
+                      int(s.get("length", -1)), s.get("stream_id", -1)) for s in d.skipped
                      if str(s["segment"]).endswith(".seg.zst")]
     sidecar_skips = sorted(Path(s["segment"]).name for s in d.skipped
                            if not str(s["segment"]).endswith(".seg.zst"))

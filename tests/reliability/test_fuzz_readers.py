@@ -1,15 +1,20 @@
 """Property-based fuzzing of both readers with damaged copies of REAL segment files and sidecars.
 
-The corpus is written by the real logger (closed, killed with SIGKILL, several segments, quantised,
-exact and periodic streams) plus the committed golden and 0.1.x fixtures. Hypothesis draws a
-directory and up to four mutations (bit flips, byte overwrites, truncation, splices of two
-segments, huge size fields with or without a recomputed checksum, wrong format versions, zero
-runs; garbage, truncated or mistyped JSON sidecars, lost sidecars). Every case is read in a
-separate worker process (``fuzz_worker.py``) by ``disco_data_logger.read`` (native), by
-``_core.decode_directory`` and by ``pyreader.read_directory``, with a timeout and a per-case
-peak-RSS measurement. A case passes when no reader crashes, hangs, raises anything but a project
-error, or grows the worker's peak RSS beyond ``RSS_BUDGET``, and both readers return the same
-records and report the same skipped positions.
+The corpus is written by the real logger (closed, killed with SIGKILL, a shard-like directory
+without sidecars and with many streams, several segments, quantised, exact and periodic streams), a
+format-2 directory built byte by byte (tests/format_v2.py: registrations over several frames with
+interned strings, compressed and raw bodies, blocks of many streams), plus the committed golden
+(formats 2 and 1) and 0.1.x fixtures. Hypothesis draws a directory and up to four mutations (bit
+flips, byte overwrites, truncation, splices of two segments, huge size fields with or without a
+recomputed checksum, wrong format versions, zero runs, and edits of a block payload or a
+registrations body *under* recomputed checksums, which reach the directory, section and registration
+checks that random flips stop short of; garbage, truncated or mistyped JSON sidecars, lost
+sidecars). Every case is read in a separate worker process (``fuzz_worker.py``) by
+``disco_data_logger.read`` (native), by ``_core.decode_directory`` and by
+``pyreader.read_directory``, with a timeout and a per-case peak-RSS measurement. A case passes when
+no reader crashes, hangs, raises anything but a project error, or grows the worker's peak RSS beyond
+``RSS_BUDGET``, and both readers return the same records and report the same skipped parts: the same
+file, offset, kind, length and stream (docs/FORMAT.md section 4.1 says what each must be).
 
 Short mode (the normal suite): ``DDL_FUZZ_CASES`` cases, default 300, derandomized. Long mode::
 
@@ -37,10 +42,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from disco_data_logger import DataLogger
+from tests import format_v2 as v2
 from tests.common import frame_units
 from tests.test_crash import kill_once
 
@@ -72,8 +79,7 @@ def _load(name: str, path: Path) -> Corpus:
 
 
 def _write_corpus(root: Path) -> list[Corpus]:
-    corpus = [_load("golden_v1", FIXTURES / "golden_v1"),
-              _load("legacy_0_1", FIXTURES / "legacy_0_1")]
+    corpus = [_load(name, FIXTURES / name) for name in ("golden_v2", "golden_v1", "legacy_0_1")]
     rng = np.random.default_rng(11)
     closed = root / "closed"
     with DataLogger(closed, rotate_bytes=5000, block_bytes=900) as dl:
@@ -91,7 +97,52 @@ def _write_corpus(root: Path) -> list[Corpus]:
     killed = root / "killed"
     kill_once(killed, random.Random(3))
     corpus.append(_load("killed", killed))
+    shard = root / "shard"
+    with DataLogger(shard, rotate_bytes=6000, block_bytes=1500, sidecars=False) as dl:
+        sids = [dl.register_stream({"model": "M", "replication": k % 3, "measure": f"m{k % 7}"},
+                                   epoch_scale=1e-3, value_scale=None if k % 4 == 0 else 0.5)
+                for k in range(40)]
+        for k in range(400):
+            n = int(rng.integers(0, 4))
+            dl.record(sids[(k * 7) % 40], k * 0.1, np.arange(n) * 3, rng.normal(size=n))
+    corpus.append(_load("shard", shard))
+    corpus.append(_built_v2(root / "built_v2", rng))
     return corpus
+
+
+def _built_v2(path: Path, rng: np.random.Generator) -> Corpus:
+    """Two format-2 segments with what the writer makes rarely: registrations spread over
+    frames that share strings, compressed and raw bodies, blocks of up to 30 streams; sidecars
+    for a few streams only."""
+    streams = {sid: v2.Stream(sid, 0.01, None if sid % 5 == 0 else 0.25,
+                              {"model": "M", "k": sid % 4, "name": f"s{sid}"},
+                              periodicity=1.0 if sid % 3 == 0 else None)
+               for sid in range(0, 90, 3)}
+    path.mkdir(parents=True)
+    for number in (0, 1):
+        strings = v2.Strings()
+        data = bytearray(v2.segment_header(number))
+        ids = sorted(streams)
+        data += v2.registrations([streams[s] for s in ids[:10]], strings, compress=True)
+        data += v2.registrations([streams[s] for s in ids[10:12]], strings, compress=False)
+        blocks = []
+        for b in range(4):
+            records = []
+            for k in range(40):
+                sid = ids[int(rng.integers(0, 12 if b < 2 else len(ids)))]
+                n = int(rng.integers(0, 5))
+                records.append((sid, b + k * 0.01, sorted(rng.choice(50, n, replace=False)
+                                                          .tolist()), rng.normal(size=n).tolist()))
+            blocks.append(records)
+            if b == 1:
+                data += v2.registrations([streams[s] for s in ids[12:]], strings)
+            data += v2.block(v2.block_payload(streams, records), seq=4 * number + b)
+        data += v2.footer(4, 160)
+        (path / f"{number:05d}.seg.zst").write_bytes(bytes(data))
+    (path / "streams").mkdir()
+    for sid in list(streams)[:3]:
+        (path / "streams" / f"{sid:08d}.json").write_text(json.dumps(streams[sid].metadata()))
+    return _load("built_v2", path)
 
 
 class Worker:
@@ -152,7 +203,7 @@ OFFSET = st.integers(0, 1 << 31)
 @st.composite
 def segment_mutation(draw: Any) -> tuple[Any, ...]:
     kind = draw(st.sampled_from(["flip", "bytes", "truncate", "splice", "splice_tail",
-                                 "size", "version", "zeros", "dup"]))
+                                 "size", "version", "zeros", "dup", "payload", "payload"]))
     if kind == "flip":
         return (kind, draw(OFFSET), draw(st.integers(0, 7)))
     if kind == "bytes":
@@ -169,6 +220,9 @@ def segment_mutation(draw: Any) -> tuple[Any, ...]:
         return (kind, draw(st.integers(0, 255)), draw(st.booleans()))
     if kind == "zeros":
         return (kind, draw(OFFSET), draw(st.integers(1, 600)))
+    if kind == "payload":  # an edit inside a block payload or registrations body, crcs redone
+        how = draw(st.sampled_from(["xor", "insert", "delete"]))
+        return (kind, draw(OFFSET), draw(OFFSET), how, draw(st.integers(1, 255)))
     return (kind, draw(OFFSET), draw(st.integers(1, 400)))
 
 
@@ -234,8 +288,10 @@ def mutate_segment(data: bytes, op: tuple[Any, ...], others: list[bytes]) -> byt
         if candidates:
             u = candidates[pick % len(candidates)]
             size = struct.unpack_from("<I", buf, u.offset + 4)[0]
+            ddl2 = buf[u.offset + 8:u.offset + 12] == b"DDL2"
             at = {"frame": u.offset + 4, "raw": u.offset + 8 + 16,
-                  "compressed": u.offset + 8 + 20, "json": u.offset + 8 + 28}[field]
+                  "compressed": u.offset + 8 + 20,
+                  "json": u.offset + 8 + (16 if ddl2 else 28)}[field]
             if at + 4 > len(buf):  # the unit was cut by an earlier truncation
                 return bytes(buf)
             struct.pack_into("<I", buf, at, value & 0xFFFFFFFF)
@@ -251,7 +307,66 @@ def mutate_segment(data: bytes, op: tuple[Any, ...], others: list[bytes]) -> byt
     elif kind == "dup" and n:
         at = op[1] % n
         buf[at:at] = buf[at:at + op[2]]
+    elif kind == "payload":
+        return edit_under_crcs(bytes(buf), op)
     return bytes(buf)
+
+
+def _edit(raw: bytes, at: int, how: str, byte: int) -> bytes:
+    if not raw:
+        return bytes([byte]) if how == "insert" else raw
+    at %= len(raw)
+    if how == "xor":
+        return raw[:at] + bytes([raw[at] ^ byte]) + raw[at + 1:]
+    if how == "insert":
+        return raw[:at] + bytes([byte]) + raw[at:]
+    return raw[:at] + raw[at + 1:]
+
+
+def edit_under_crcs(data: bytes, op: tuple[Any, ...]) -> bytes:
+    """Edit one byte of a block's raw payload or of a registrations body (a DDL1 registration's
+    JSON), then recompress and recompute every size and crc that covers it: the frames stay
+    valid, the content is wrong."""
+    _, pick, at, how, byte = op
+    try:
+        units = [u for u in frame_units(data) if u.kind in (2, 3)]
+    except (AssertionError, struct.error, IndexError):
+        return data
+    if not units:
+        return data
+    u = units[pick % len(units)]
+    payload = bytearray(data[u.offset + 8:u.offset + 8 + struct.unpack_from("<I", data,
+                                                                            u.offset + 4)[0]])
+    ddl2 = payload[:4] == b"DDL2"
+    tail = b""
+    if len(payload) < {3: 56 if ddl2 else 36, 2: 28 if ddl2 else 36}[u.kind]:
+        return data  # a frame an earlier mutation cut short: nothing to edit under
+    try:
+        if u.kind == 3:
+            hdr = 56 if ddl2 else 36
+            comp = data[u.offset + 8 + hdr:u.end]
+            raw = _edit(zstandard.ZstdDecompressor().decompress(comp), at, how, byte)
+            comp = zstandard.ZstdCompressor(level=3).compress(raw)
+            struct.pack_into("<IIII", payload, 16, len(raw), len(comp), zlib.crc32(comp),
+                             zlib.crc32(raw))
+            tail = comp
+        elif ddl2:
+            flags = payload[5]
+            body = bytes(payload[24:-4])
+            raw = zstandard.ZstdDecompressor().decompress(body) if flags & 1 else body
+            raw = _edit(raw, at, how, byte)
+            body = zstandard.ZstdCompressor(level=3).compress(raw) if flags & 1 else raw
+            struct.pack_into("<II", payload, 16, len(raw), zlib.crc32(raw))
+            payload = payload[:24] + body + payload[-4:]
+        else:
+            text = _edit(bytes(payload[32:-4]), at, how, byte)
+            struct.pack_into("<I", payload, 28, len(text))
+            payload = payload[:32] + text + payload[-4:]
+    except (zstandard.ZstdError, struct.error):
+        return data
+    struct.pack_into("<I", payload, len(payload) - 4, zlib.crc32(bytes(payload[:-4])))
+    frame = struct.pack("<II", 0x184D2A5D, len(payload)) + bytes(payload) + tail
+    return data[:u.offset] + frame + data[u.end:]
 
 
 def mutate_sidecars(files: dict[str, bytes], op: tuple[Any, ...]) -> None:
@@ -314,29 +429,17 @@ def check_outcome(reply: dict[str, Any], baseline_kb: int, case_dir: Path) -> No
     growth = reply["peak_kb"] - reply["rss_before_kb"]
     assert growth < RSS_BUDGET_KB, f"peak RSS grew by {growth} kB on {case_dir}"
     if "error" in native or "error" in python:
-        # A clear error (an unknown format version) must be the readers' common verdict.
+        # A clear error (a project exception) must be the readers' common verdict.
         assert ("error" in native) == ("error" in python), (native, python, str(case_dir))
         return
     assert native["other_warnings"] == [], native["other_warnings"]
     assert native["records"] == python["records"], (native, python, str(case_dir))
     assert native["digest"] == python["digest"], (native, python, str(case_dir))
-    if _has_legacy_segment(case_dir):
-        # 0.1.x streams without usable scales: the native reader notes each stream where it first
-        # meets it, the Python reader the segment; where each stopped trusting each segment is
-        # the same (the records, compared above, are identical).
-        assert _first_per_segment(native["skipped_at"]) == \
-            _first_per_segment(python["skipped_at"]), (native, python, str(case_dir))
-    else:
-        assert native["skipped_at"] == python["skipped_at"], (native, python, str(case_dir))
+    assert native["skipped_at"] == python["skipped_at"], (native, python, str(case_dir))
     assert native["warned_skips"] == bool(native["skipped_at"]), (native, str(case_dir))
     # The native reader only opens sidecars when it needs them (0.1.x streams); what it reports
     # unreadable, the Python reader (which always reads them) reports too.
     assert set(native["sidecar_problems"]) <= set(python["sidecar_problems"]), (native, python)
-
-
-def _has_legacy_segment(case_dir: Path) -> bool:
-    legacy = struct.pack("<I", 0xFD2FB528)
-    return any(p.read_bytes()[:4] == legacy for p in case_dir.glob("*.seg.zst"))
 
 
 def _first_per_segment(skipped_at: list[list[Any]]) -> dict[str, int]:
@@ -353,7 +456,7 @@ def fuzz_cases() -> int:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Corpus]:
     """Every corpus directory, or those named in ``DDL_FUZZ_CORPUS`` (comma-separated:
-    golden_v1, legacy_0_1, closed, killed)."""
+    golden_v1, golden_v2, legacy_0_1, closed, killed, shard, built_v2)."""
     everything = _write_corpus(tmp_path_factory.mktemp("corpus"))
     names = [n.strip() for n in os.environ.get("DDL_FUZZ_CORPUS", "").split(",") if n.strip()]
     chosen = [c for c in everything if not names or c.name in names]
