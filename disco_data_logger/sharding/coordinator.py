@@ -20,6 +20,7 @@ import datetime as _dt
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -44,6 +45,7 @@ from .layout import EXPERIMENT_JSON, INDEX_DIR, SHARDS_DIR
 from .lock import ExperimentLock
 from .manifest import ShardManifest
 from .names import for_terminal
+from .parts import Part, batch_job_id, parse_part
 from .progress import ProgressBar
 from .worker import TaskOutcome
 
@@ -70,6 +72,8 @@ class RunResult:
     """The traceback of the first failed attempt of this run, if any attempt failed."""
     notes: list[str] = field(default_factory=list)
     """What the run said on the way: a stale lock taken over, workers capped, links removed."""
+    part: str | None = None
+    """``"I/N"`` when the run ran one part of the experiment (``planned`` counts that part)."""
 
     @property
     def pending(self) -> int:
@@ -117,7 +121,7 @@ class Coordinator:
         overwrite: bool = False,
         progress: bool = True,
         progress_stream: TextIO | None = None,
-        part: str | None = None,
+        part: str | Part | None = None,
     ) -> None:
         self.cfg = cfg
         self.overrides = list(overrides)
@@ -127,7 +131,8 @@ class Coordinator:
         self.progress_stream = progress_stream
         self.output = Path(cfg.output)
         self.fingerprint: str = cfg.fingerprint()
-        self.part = part
+        self.part = parse_part(part)
+        """Which part of the experiment this run runs (``--part I/N``), or None for all of it."""
         self.notes: list[str] = []
 
     def _note(self, text: str) -> None:
@@ -210,10 +215,18 @@ class Coordinator:
 
         t0 = time.perf_counter()
         resolve_entry_point(self.cfg.entry_point)  # fail here, not in every worker
+        if self.part is not None and self.overwrite:
+            raise ConfigError(f"--force cannot be combined with --part {self.part}: it would "
+                              "replace the results of every part; run the whole experiment "
+                              "once with --force (or choose another output)")
+        if self.cfg.execution.backend == "slurm":
+            from .slurm import SlurmLauncher
+
+            return SlurmLauncher(self).run()
         if self.cfg.execution.backend == "ray":
             import_ray()  # say how to install it before touching the output
         self.output.mkdir(parents=True, exist_ok=True)
-        lock = ExperimentLock(self.output, self.part)
+        lock = ExperimentLock(self.output, str(self.part) if self.part is not None else None)
         with lock:
             for note in lock.notes:
                 self._note(note)
@@ -241,7 +254,7 @@ class Coordinator:
         from .config import config_snapshot
         from .planning import TaskPlan
 
-        plan = TaskPlan(self.cfg)
+        plan = TaskPlan(self.cfg, self.part)
         execution = self.cfg.execution
         run_record: dict[str, Any] = {
             "run_id": run_id,
@@ -253,6 +266,12 @@ class Coordinator:
             "pid": os.getpid(),
             "state": "running",
         }
+        if self.part is not None:
+            run_record["part"] = str(self.part)
+            run_record["host"] = socket.gethostname()
+            job = batch_job_id(os.environ)
+            if job is not None:
+                run_record["batch_job"] = job
         self._run_info: dict[str, Any] = {
             "plan": plan.summary(),
             "experiment": {
@@ -272,6 +291,8 @@ class Coordinator:
             "attempts": {},
             "tracebacks": {},
         }
+        if self.part is not None:
+            self._run_info["part"] = str(self.part)
         start_index = merge(self.output, run=self._run_info)
         done = plan.empty_mask()
         committed = start_index.committed()
@@ -298,7 +319,8 @@ class Coordinator:
             return retry.popleft() if retry else None
 
         result = RunResult(output=self.output, state="running", planned=len(plan),
-                           resumed=resumed, committed=0, notes=self.notes)
+                           resumed=resumed, committed=0, notes=self.notes,
+                           part=str(self.part) if self.part is not None else None)
         bar = ProgressBar(len(plan), skipped=resumed,
                           stream=self.progress_stream, enabled=self.progress_enabled)
         failed: dict[str, str] = self._run_info["failed"]
@@ -451,10 +473,12 @@ class _sigint_ignored:
 
 
 def run_experiment(config: str | os.PathLike[str], overrides: Sequence[str] = (), *,
-                   overwrite: bool = False, progress: bool = True) -> RunResult:
-    """Load a YAML config and run it: the library form of ``disco-data-logger run``."""
+                   overwrite: bool = False, progress: bool = True,
+                   part: str | Part | None = None) -> RunResult:
+    """Load a YAML config and run it: the library form of ``disco-data-logger run``
+    (``part="I/N"`` runs one part of it, as ``--part``)."""
     from .config import load_config
 
     cfg = load_config(Path(config), overrides)
     return Coordinator(cfg, overrides=overrides, config_path=config, overwrite=overwrite,
-                       progress=progress).run()
+                       progress=progress, part=part).run()

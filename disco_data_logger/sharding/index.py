@@ -73,6 +73,7 @@ from .layout import (
     SHARDS_DIR,
     STATE_FORMAT,
 )
+from .lock import merge_turn
 from .manifest import (
     CommitBatch,
     JournalReader,
@@ -789,6 +790,8 @@ def _replications(prev: pa.Table | None, prev_committed_ok: bool, new_commits: p
         # A new run retries what failed before: it is pending until this run says otherwise.
         planned = in_plan(rest["task_id"], rest["point_index"], rest["replication"],
                           *_plan_shape(plan))
+        if run.get("part"):
+            planned &= _in_part(rest, str(run["part"]))  # a part retries its own tasks only
         retried = pc.and_(pc.equal(rest["status"], _FAILED).fill_null(False), pa.array(planned))
         rest = rest.set_column(rest.column_names.index("status"), "status",
                                pc.if_else(retried, _PENDING, rest["status"]))
@@ -858,6 +861,17 @@ def _replications(prev: pa.Table | None, prev_committed_ok: bool, new_commits: p
     table = pa.concat_tables([_conform(committed), _conform(rest)]).combine_chunks()
     order = pc.sort_indices(table, sort_keys=[("task_id", "ascending")])
     return table.take(order)
+
+
+def _in_part(table: pa.Table, part: str) -> np.ndarray:
+    from .parts import parse_part, part_of
+
+    spec = parse_part(part)
+    assert spec is not None
+    p = pc.fill_null(table["point_index"], -1).to_numpy(zero_copy_only=False)
+    r = pc.fill_null(table["replication"], -1).to_numpy(zero_copy_only=False)
+    mine: np.ndarray = part_of(p, r, spec.count) == spec.index
+    return mine
 
 
 def _plan_shape(plan: Mapping[str, Any]) -> tuple[int, int]:
@@ -972,9 +986,14 @@ def merge(output_dir: str | os.PathLike[str], *,
     an experiment (see :func:`check_experiment`); nothing is written to any other directory.
     ``run`` is what the coordinator knows beyond the journals: the ``plan`` (``points``,
     ``replications``), ``failed`` (task id -> error), ``attempts``, ``tracebacks``, the config
-    snapshot and the run record.
+    snapshot and the run record (and ``part``, ``"I/N"``, for a run of one part).
+    Merges of one experiment take turns (:func:`~.lock.merge_turn`), so the parts of an
+    experiment running at once each merge safely.
     """
-    return _Merge(Path(output_dir), run, write=True).run()
+    root = Path(output_dir)
+    check_experiment(root, writing=True)
+    with merge_turn(root):
+        return _Merge(root, run, write=True).run()
 
 
 def _committed_ids(replications: pa.Table | None) -> pa.Array | None:
@@ -1438,6 +1457,9 @@ def _experiment_info(root: Path, previous: Mapping[str, Any], run: Mapping[str, 
     }
     if run.get("state"):
         state_name = run["state"]
+        if run.get("part") and state_name == "complete" and (counts[_PENDING] or
+                                                             counts[_FAILED]):
+            state_name = "incomplete"  # this part is done; others are not (yet)
     elif counts[_PENDING] or counts[_FAILED]:
         state_name = previous.get("state", "incomplete")
     else:

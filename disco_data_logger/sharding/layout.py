@@ -27,6 +27,9 @@ __all__ = [
     "STATE_FORMAT",
     "SHARD_ID_RE",
     "LOCK_NAME",
+    "MERGE_LOCK_NAME",
+    "SLURM_DIR",
+    "SLURM_LOCK_NAME",
 ]
 
 SHARDS_DIR = "shards"
@@ -67,3 +70,13 @@ SHARD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 LOCK_NAME = "run.lock"
 """``<output>/run.lock``: held by the run in progress (sharding/lock.py)."""
+
+MERGE_LOCK_NAME = "merge.lock"
+"""``<output>/index/merge.lock``: merges of one experiment take turns on it (sharding/lock.py)."""
+
+SLURM_DIR = "slurm"
+"""``<output>/slurm/``: the ``slurm`` backend's job files and logs (sharding/slurm.py)."""
+
+SLURM_LOCK_NAME = "run.slurm.lock"
+"""``<output>/run.slurm.lock``: held by the ``slurm`` backend while it waits for its job array
+(one launcher per experiment; the array's parts take their own part locks)."""
