@@ -40,6 +40,7 @@ import platform
 import secrets
 import socket
 import sys
+import time
 import warnings
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -304,10 +305,23 @@ def scan_shards(output_dir: Path, *, warn: bool = True) -> list[Path]:
                     or (path / MANIFEST_NAME).is_file():
                 out.append(path)
                 continue
+            if _starting(entry):
+                continue  # a writer of a running part creates its folder before its journal
             why = "a folder without a shard journal"
         if warn:
             _warn(f"{Path(entry.path)}: {why}; ignored (not a shard)")
     return out
+
+
+STARTING_SECONDS = 60.0
+"""A shard folder without a journal younger than this is a writer starting, not a stray."""
+
+
+def _starting(entry: os.DirEntry[str]) -> bool:
+    try:
+        return time.time() - entry.stat(follow_symlinks=False).st_mtime < STARTING_SECONDS
+    except OSError:
+        return False
 
 
 def _segment_sigs(shard_dir: Path) -> dict[str, list[int]]:
