@@ -203,6 +203,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
           f"committed ({result.committed} this run, {result.resumed} resumed), "
           f"{len(result.failed)} failed, {result.pending} pending; "
           f"{result.wall_seconds:.1f} s, {result.rate:.2f} replications/s")
+    if result.part and result.index is not None:
+        t = result.index.totals
+        print(f"  the whole experiment: {t['committed']}/{t['replications']} replications "
+              f"committed, {t['failed']} failed, {t['pending']} pending (every part: "
+              f"{PROG} inspect {shlex.quote(str(out))})")
     print("query:")
     if cfg.metrics:
         q = shlex.quote

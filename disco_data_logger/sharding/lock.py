@@ -15,7 +15,10 @@ Parts: an experiment run as independent parts (``--part I/N``) gives each part i
 file beside the others, ``run.part-I-of-N.lock`` (:func:`lock_name`). The whole-experiment lock
 and the part locks exclude each other: a whole run refuses while any part runs, and a part
 refuses while a whole run runs, so ``--force`` (which only a whole run may use) never deletes a
-part's live shards.
+part's live shards. Parts of different splits (``1/4`` and ``1/3`` share tasks) exclude each
+other too. A lock with a ``name`` of its own (the ``slurm`` backend's ``run.slurm.lock``)
+excludes only another holder of that name. Merges take turns on ``index/merge.lock``
+(:func:`merge_turn`).
 
 On a filesystem without ``flock`` (a few FUSE and parallel filesystems refuse it) the lock falls
 back to the content of the file: a lock naming a live process on this host, or any process on
