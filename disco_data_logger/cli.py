@@ -332,7 +332,8 @@ def _cmd_sbatch(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, list(args.overrides))
     parts = args.parts if args.parts is not None else \
         cfg.execution.slurm.part_count(cfg.execution)
-    text = sbatch_script(cfg, args.config, list(args.overrides), parts)
+    text = sbatch_script(cfg, args.config, list(args.overrides), parts,
+                         name=Path(args.out).name if args.out else None)
     if args.out is None:
         sys.stdout.write(text)
         return 0

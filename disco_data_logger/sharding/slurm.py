@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import io
 import json
 import os
 import shutil
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
-from ..errors import ConfigError, ExperimentLockedError, UnsafePathError
+from ..errors import ConfigError, ExperimentLockedError, SlurmSubmitError, UnsafePathError
 from .index import ExperimentIndex, merge
 from .layout import SHARDS_DIR, SLURM_DIR, SLURM_LOCK_NAME
 from .lock import ExperimentLock
@@ -104,8 +105,10 @@ def _sbatch_lines(cfg: Any, parts: int) -> list[str]:
 
 
 def sbatch_script(cfg: Any, config_path: str | os.PathLike[str], overrides: list[str],
-                  parts: int, *, python: str | None = None, cwd: Path | None = None) -> str:
-    """A job array script that runs ``cfg`` as ``parts`` parts (see the module docstring)."""
+                  parts: int, *, python: str | None = None, cwd: Path | None = None,
+                  name: str | None = None) -> str:
+    """A job array script that runs ``cfg`` as ``parts`` parts (see the module docstring);
+    ``name`` is the script's file name, as its comments show it."""
     if not 1 <= parts <= 100_000:
         raise ConfigError(f"--parts {parts}: give a number of parts between 1 and 100000")
     s = cfg.execution.slurm
@@ -121,7 +124,7 @@ def sbatch_script(cfg: Any, config_path: str | os.PathLike[str], overrides: list
                     *(shell_word(o) for o in run_overrides), "--part", f"auto/{parts}",
                     "--backend", backend, "--workers", str(workers), "--no-progress"])
     out = shell_word(str(output))
-    name = job_name(cfg)
+    job = job_name(cfg)
     lines = [
         "#!/bin/bash",
         f"# {exp.organisation}/{exp.model}/{exp.name} as a SLURM job array of {parts} parts "
@@ -145,7 +148,7 @@ def sbatch_script(cfg: Any, config_path: str | os.PathLike[str], overrides: list
         "# Every part merges the index when it ends, so it is complete once the last part "
         "ended. To merge",
         f"# by hand (harmless at any time): disco-data-logger merge {out}",
-        f"# SLURM's output of each task: {name}-JOBID_TASK.out in the directory sbatch was "
+        f"# SLURM's output of each task: {job}-JOBID_TASK.out in the directory sbatch was "
         "run from.",
         *_sbatch_lines(cfg, parts),
         "",
@@ -155,7 +158,8 @@ def sbatch_script(cfg: Any, config_path: str | os.PathLike[str], overrides: list
     if s.setup:
         lines += ["# execution.slurm.setup", *s.setup]
     lines += [f"exec {run}", ""]
-    return "\n".join(lines)
+    text = "\n".join(lines)
+    return text.replace("THIS_FILE", shell_word(name)) if name else text
 
 
 # ---------------------------------------------------------------------------- the launcher
@@ -316,13 +320,18 @@ class SlurmLauncher:
                                resumed=resumed, committed=0, notes=self.c.notes)
             todo = [Part(i, self.count) for i, row in progress.items() if row["pending"]]
             record = info["run"]
+            restore = self.c._catch_sigterm()  # SIGTERM: cancel the array like Ctrl-C
             try:
                 if todo:
                     self._wait(submitit, folder, todo, info, result, progress)
                 result.state = "complete"
             except KeyboardInterrupt:
                 result.state = "interrupted"
+            except BaseException:
+                result.state = "error"
+                raise
             finally:
+                restore()
                 # The parts' own merges wrote what failed; carry it into this run's record.
                 index = self._quiet_merge()
                 reps = index.replications
@@ -370,10 +379,18 @@ class SlurmLauncher:
         job_cfg = self._job_cfg()
         jobs: list[Any] = []
         config_path = str(Path(self.c.config_path).absolute()) if self.c.config_path else None
-        with executor.batch():
-            for part in parts:
-                jobs.append(executor.submit(PartJob(), job_cfg, str(part),
-                                            list(self.c.overrides), config_path))
+        try:
+            # submitit prints sbatch's complaint itself; it is in the one-line error instead
+            with contextlib.redirect_stderr(io.StringIO()), executor.batch():
+                for part in parts:
+                    jobs.append(executor.submit(PartJob(), job_cfg, str(part),
+                                                list(self.c.overrides), config_path))
+        except Exception as exc:  # submitit reports sbatch's refusal as its own error types
+            lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+            raise SlurmSubmitError(
+                f"sbatch refused the job of {len(parts)} part(s): "
+                f"{lines[0] if lines else type(exc).__name__}; check execution.slurm "
+                "(partition, account, qos, time, mem, options)") from exc
         return jobs
 
     def _wait(self, submitit: Any, folder: Path, todo: list[Part], info: dict[str, Any],

@@ -45,7 +45,7 @@ def test_the_script_runs_every_part_as_array_tasks_would(make_config: Any,
     for line in ("#SBATCH --array=0-3%2", "#SBATCH --partition=short", "#SBATCH --time=01:30:00",
                  "#SBATCH --cpus-per-task=2", "#SBATCH --mem=3072M", "#SBATCH --account=proj-7",
                  "#SBATCH --gres=gpu:1", "#SBATCH --requeue", "#SBATCH --job-name=ddl-itest",
-                 "export DDL_SETUP_RAN=yes", "sbatch --array=2 THIS_FILE"):
+                 "export DDL_SETUP_RAN=yes", "sbatch --array=2 job.sh"):
         assert line in text.splitlines() or line in text, line
     run_line = next(line for line in text.splitlines() if line.startswith("exec "))
     assert "--part auto/4 --backend multiprocessing --workers 2 --no-progress" in run_line

@@ -169,3 +169,16 @@ def test_the_backend_resubmits_a_cancelled_array_task(cluster: SlurmCluster, mak
     assert_same_as_one_run(out, reference)
     info = json.loads((out / "experiment.json").read_text())
     assert sorted(r["part"] for r in info["runs"] if r.get("part")).count("2/4") == 2
+
+
+def test_a_job_slurm_refuses_is_one_line(cluster: SlurmCluster, make_config: Any,
+                                         tmp_path: Path) -> None:
+    config = make_config(output=tmp_path / "out", replications=2)
+    done = _cli(cluster, "run", str(config), "--backend", "slurm", "execution.slurm.parts=2",
+                "execution.slurm.partition=nope", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("disco-data-logger: error: "), done.stderr
+    assert "sbatch refused the job of 2 part(s)" in lines[0] and "partition" in lines[0]
+    info = json.loads((tmp_path / "out" / "experiment.json").read_text())
+    assert info["runs"][-1]["state"] == "error" and info["totals"]["pending"] == 4
