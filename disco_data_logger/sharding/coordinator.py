@@ -222,7 +222,8 @@ class Coordinator:
         if self.cfg.execution.backend == "slurm":
             from .slurm import SlurmLauncher
 
-            return SlurmLauncher(self).run()
+            result: RunResult = SlurmLauncher(self, RunResult, git_commit).run()
+            return result
         if self.cfg.execution.backend == "ray":
             import_ray()  # say how to install it before touching the output
         self.output.mkdir(parents=True, exist_ok=True)

@@ -30,9 +30,10 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._version import __version__
 from ..errors import ConfigError, ExperimentLockedError, SlurmSubmitError, UnsafePathError
@@ -43,9 +44,6 @@ from .names import shell_word
 from .parts import Part, part_progress
 from .planning import TaskPlan
 from .progress import ProgressBar
-
-if TYPE_CHECKING:
-    from .coordinator import Coordinator, RunResult
 
 __all__ = ["SlurmLauncher", "sbatch_script", "import_submitit", "SUBMITIT_MISSING"]
 
@@ -185,11 +183,17 @@ class SlurmLauncher:
 
     It holds ``run.slurm.lock`` while it waits (one launcher per experiment), and the
     whole-experiment lock only while it prepares the output, so that the array's parts can take
-    their part locks.
+    their part locks. ``coordinator`` is the :class:`~.coordinator.Coordinator` that was asked
+    to run; each array task runs its part with an instance of the same class, and the result is
+    a ``result_type`` (its ``RunResult``); ``git_commit`` says which commit the run starts from.
+    This module imports neither: the coordinator hands them in.
     """
 
-    def __init__(self, coordinator: Coordinator) -> None:
+    def __init__(self, coordinator: Any, result_type: type, git_commit: Callable[[], Any]
+                 ) -> None:
         self.c = coordinator
+        self.result_type = result_type
+        self.git_commit = git_commit
         self.cfg = coordinator.cfg
         self.settings = self.cfg.execution.slurm
         self.count = self.settings.part_count(self.cfg.execution)
@@ -200,7 +204,6 @@ class SlurmLauncher:
 
     def _run_info(self, run_id: str) -> dict[str, Any]:
         from .config import config_snapshot
-        from .coordinator import git_commit
 
         execution = self.cfg.execution
         backend, workers = local_execution(self.cfg)
@@ -216,7 +219,7 @@ class SlurmLauncher:
             "config": config_snapshot(self.cfg),
             "overrides": self.c.overrides,
             "config_path": self.c.config_path,
-            "git_commit": git_commit(),
+            "git_commit": self.git_commit(),
             "run": record,
             "state": "running",
             "failed": {},
@@ -286,9 +289,7 @@ class SlurmLauncher:
 
     # -- run ---------------------------------------------------------------------------------
 
-    def run(self) -> RunResult:
-        from .coordinator import RunResult
-
+    def run(self) -> Any:
         t0 = time.perf_counter()
         if self.c.part is not None:
             raise ConfigError(f"--part {self.c.part} cannot be used with execution.backend: "
@@ -316,7 +317,7 @@ class SlurmLauncher:
             progress = self._progress(start)
             resumed = sum(row["committed"] for row in progress.values())
             del start
-            result = RunResult(output=self.output, state="running", planned=len(self.plan),
+            result = self.result_type(output=self.output, state="running", planned=len(self.plan),
                                resumed=resumed, committed=0, notes=self.c.notes)
             todo = [Part(i, self.count) for i, row in progress.items() if row["pending"]]
             record = info["run"]
@@ -383,7 +384,7 @@ class SlurmLauncher:
             # submitit prints sbatch's complaint itself; it is in the one-line error instead
             with contextlib.redirect_stderr(io.StringIO()), executor.batch():
                 for part in parts:
-                    jobs.append(executor.submit(PartJob(), job_cfg, str(part),
+                    jobs.append(executor.submit(PartJob(type(self.c)), job_cfg, str(part),
                                                 list(self.c.overrides), config_path))
         except Exception as exc:  # submitit reports sbatch's refusal as its own error types
             lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
@@ -394,7 +395,7 @@ class SlurmLauncher:
         return jobs
 
     def _wait(self, submitit: Any, folder: Path, todo: list[Part], info: dict[str, Any],
-              result: RunResult, progress: dict[int, dict[str, Any]]) -> None:
+              result: Any, progress: dict[int, dict[str, Any]]) -> None:
         record = info["run"]
         jobs: dict[int, _PartJob] = {}
         for part, job in zip(todo, self._submit(submitit, folder, todo), strict=True):

@@ -18,16 +18,19 @@ __all__ = ["PartJob"]
 
 
 class PartJob(submitit.helpers.Checkpointable):  # type: ignore[misc]
-    """Run part ``part`` (``"I/N"``) of ``cfg`` with the local backend ``cfg`` names."""
+    """Run part ``part`` (``"I/N"``) of ``cfg`` with the local backend ``cfg`` names, by
+    ``runner`` (the :class:`~.coordinator.Coordinator` class; pickled by name, so this module
+    never imports the coordinator, which imports the launcher that submits this)."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
 
     def __call__(self, cfg: Any, part: str, overrides: list[str],
                  config_path: str | None) -> dict[str, Any]:
-        from .coordinator import Coordinator
-
         # submitit ignores SIGTERM in the job; the coordinator turns it into a clean stop
         # while it runs (scancel: abort running replications, close writers, merge).
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        result = Coordinator(cfg, overrides=overrides, config_path=config_path, progress=False,
+        result = self.runner(cfg, overrides=overrides, config_path=config_path, progress=False,
                              part=part).run()
         first = next(iter(sorted(result.failed.items())), None)
         return {
