@@ -986,7 +986,9 @@ class ExperimentIndex:
     def write(self) -> None:
         """Kept for compatibility: :func:`merge` writes as it merges."""
         if not self.written:
-            _Merge(self.output_dir, None, write=True).run()
+            check_experiment(self.output_dir, writing=True)
+            with merge_turn(self.output_dir):
+                _Merge(self.output_dir, None, write=True).run()
             self.written = True
 
 

@@ -325,19 +325,40 @@ def merge_turn(output: str | os.PathLike[str]) -> Iterator[None]:
     Parts of one experiment run at the same time and each merges the index when it starts and
     when it ends; merges write the same files (the replications table, ``state.json``,
     ``experiment.json``) and remove the parts files no state lists, so they take turns. A merge
-    is short (it reads only what is new), so a turn is waited for, not refused. The file is
-    never followed if it is a symbolic link; on a filesystem without ``flock`` merges go
-    unserialised, as before parts existed.
+    is short (it reads only what is new), so a turn is waited for, not refused. The file exists
+    only while a merge holds it (the holder unlinks it before unlocking; a waiter that was
+    granted a lock on a file no longer at the path tries again), so it is never left in the
+    index. It is never followed if it is a symbolic link; on a filesystem without ``flock``
+    merges go unserialised, as before parts existed.
     """
     index = Path(output) / INDEX_DIR
     index.mkdir(exist_ok=True)
-    fd = _open_nofollow(index / MERGE_LOCK_NAME, os.O_RDWR | os.O_CREAT)
-    try:
+    path = index / MERGE_LOCK_NAME
+    while True:
+        fd = _open_nofollow(path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError as exc:
             if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                os.close(fd)
                 raise
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            yield
+            return
+        try:
+            same = os.path.samestat(os.fstat(fd), os.lstat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
         yield
     finally:
-        os.close(fd)
+        try:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        finally:
+            os.close(fd)

@@ -17,6 +17,7 @@ from typing import Any
 from helpers import assert_committed_once, assert_same_as_one_run, run
 
 from disco_data_logger.sharding import Experiment, ShardWriter, merge
+from disco_data_logger.sharding.lock import ExperimentLock
 from disco_data_logger.sharding.manifest import ShardManifest
 
 
@@ -36,7 +37,7 @@ def _commits_of(output: Path, pid: int) -> int:
 
 def test_four_parts_at_once_one_killed_and_restarted_give_one_run(make_config: Any,
                                                                   tmp_path: Path) -> None:
-    params = {"entities": 8, "sleep": 0.3}
+    params = {"entities": 8, "sleep": 0.5}
     reference = tmp_path / "one-run"
     run(make_config(output=reference, replications=8, parameters=params))
     out = tmp_path / "parts"
@@ -49,7 +50,7 @@ def test_four_parts_at_once_one_killed_and_restarted_give_one_run(make_config: A
             assert victim.poll() is None, victim.communicate()
             assert time.monotonic() < deadline, "part 2 committed nothing"
             time.sleep(0.05)
-        os.kill(victim.pid, signal.SIGKILL)  # mid-run: 4 tasks of 0.3 s each, one committed
+        os.kill(victim.pid, signal.SIGKILL)  # mid-run: 4 tasks of 0.5 s each, one committed
         victim.communicate()
         outputs = {i: p.communicate(timeout=300) for i, p in procs.items() if i != 2}
     finally:
@@ -78,32 +79,31 @@ def test_four_parts_at_once_one_killed_and_restarted_give_one_run(make_config: A
 
 def test_a_part_and_a_whole_run_exclude_each_other(make_config: Any, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    config = make_config(output=out, replications=4, parameters={"sleep": 0.3})
-    part = _part(config, "1/2")
-    try:
-        deadline = time.monotonic() + 60
-        while not (out / "run.part-1-of-2.lock").exists():
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        whole = subprocess.run([sys.executable, "-m", "disco_data_logger", "run", str(config),
-                                "--no-progress"], capture_output=True, text=True, timeout=120)
-        assert whole.returncode == 2
-        assert "holds part 1/2 of it" in whole.stderr
-        other_split = subprocess.run([sys.executable, "-m", "disco_data_logger", "run",
-                                      str(config), "--part", "1/3", "--no-progress"],
-                                     capture_output=True, text=True, timeout=120)
-        assert other_split.returncode == 2
-        assert "parts of another split" in other_split.stderr
-        stdout, stderr = part.communicate(timeout=120)
-        assert part.returncode == 0, stderr
-    finally:
-        if part.poll() is None:
-            part.kill()
-        part.communicate()
-    forced = subprocess.run([sys.executable, "-m", "disco_data_logger", "run", str(config),
-                             "--part", "2/2", "--force", "--no-progress"],
-                            capture_output=True, text=True, timeout=120)
+    out.mkdir()
+    config = make_config(output=out, replications=4)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "disco_data_logger", "run", str(config),
+                               *args, "--no-progress"], capture_output=True, text=True,
+                              timeout=120)
+
+    with ExperimentLock(out, "1/2"):  # part 1 of 2 running (held by this process)
+        whole = cli()
+        assert whole.returncode == 2 and "holds part 1/2 of it" in whole.stderr
+        other_split = cli("--part", "1/3")
+        assert other_split.returncode == 2 and "parts of another split" in other_split.stderr
+        same_part = cli("--part", "1/2")
+        assert same_part.returncode == 2 and "holds part 1/2 of it" in same_part.stderr
+        beside = cli("--part", "2/2")  # another part of the same split runs beside it
+        assert beside.returncode == 0, beside.stderr
+        assert "complete of part 2/2: 4/4 replications committed" in beside.stdout
+    with ExperimentLock(out):  # a whole run
+        part = cli("--part", "1/2")
+        assert part.returncode == 2 and "holds it since" in part.stderr
+    forced = cli("--part", "1/2", "--force")
     assert forced.returncode == 2 and "--force cannot be combined with --part" in forced.stderr
+    rest = cli("--part", "1/2")
+    assert rest.returncode == 0 and "(4 this run, 0 resumed)" in rest.stdout
 
 
 # -- merges at the same time --------------------------------------------------------------------

@@ -98,8 +98,8 @@ def test_a_job_array_of_four_parts_gives_one_run(cluster: SlurmCluster, tmp_path
 
 
 def _slow_config(make_config: Any, out: Path) -> Path:
-    # 2 points x 8 replications: 4 per part, 0.4 s each
-    return make_config(output=out, replications=8, parameters={"entities": 8, "sleep": 0.4},
+    # 2 points x 8 replications: 4 per part, 0.6 s each
+    return make_config(output=out, replications=8, parameters={"entities": 8, "sleep": 0.6},
                        execution={"backend": "serial", "workers": 1,
                                   "slurm": {"time": 20, "poll_seconds": 0.3}})
 
