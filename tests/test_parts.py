@@ -137,3 +137,37 @@ def test_parts_of_another_split_exclude_each_other(tmp_path: Path) -> None:
             with pytest.raises(ExperimentLockedError):
                 ExperimentLock(tmp_path, name="run.slurm.lock").acquire()
     assert os.listdir(tmp_path) == []
+
+
+def test_merges_take_turns_and_leave_no_lock_file(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from disco_data_logger.sharding.lock import merge_turn
+
+    order: list[str] = []
+    first_in = threading.Event()
+
+    def first() -> None:
+        with merge_turn(tmp_path):
+            first_in.set()
+            order.append("first in")
+            time.sleep(0.3)
+            order.append("first out")
+
+    def second() -> None:
+        first_in.wait()
+        with merge_turn(tmp_path):
+            order.append("second in")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert order == ["first in", "first out", "second in"]
+    assert os.listdir(tmp_path / "index") == []
+    (tmp_path / "index" / "merge.lock").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(Exception, match="symbolic link"), merge_turn(tmp_path):
+        pass
+    assert not (tmp_path / "elsewhere").exists()
