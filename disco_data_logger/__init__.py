@@ -47,16 +47,17 @@ __all__ = [
     "__version__",
     "errors",
     "merge",
+    "merge_into",
     "read",
 ]
 
 from .collector import Collector  # noqa: E402
 
 if TYPE_CHECKING:
-    from .sharding import Experiment, ShardWriter, merge
+    from .sharding import Experiment, ShardWriter, merge, merge_into
 
 # The service is imported on first use, so recording code does not pay for it at import time.
-_SERVICE_NAMES = {"Experiment", "ShardWriter", "merge"}
+_SERVICE_NAMES = {"Experiment", "ShardWriter", "merge", "merge_into"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,5 @@
-"""The ``disco-data-logger`` command: run | merge | inspect | export | verify | summarize | report.
+"""The ``disco-data-logger`` command: run | merge | inspect | export | verify | summarize | report
+| sbatch.
 
 Errors are one line on stderr and a non-zero exit status, never a traceback: 2 for the
 package's own errors (bad config, unreadable data), 1 for anything else, 130 after Ctrl-C.
@@ -50,12 +51,30 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-failures", metavar="N",
                      help="stop early once N tasks failed every attempt ('none': never); "
                           "sets execution.max_failures")
-    run.add_argument("--backend", choices=("serial", "multiprocessing", "ray"),
+    run.add_argument("--backend", choices=("serial", "multiprocessing", "ray", "slurm"),
                      help="execution backend")
+    run.add_argument("--part", metavar="I/N",
+                     help="run part I of N of the experiment (the other parts run elsewhere, "
+                          "into the same output); 'auto' or 'auto/N' takes I (and N) from the "
+                          "job array (SLURM_ARRAY_TASK_ID, PBS_ARRAY_INDEX)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    merge = sub.add_parser("merge", help="merge shard manifests into the experiment index")
-    merge.add_argument("dir", help="experiment output directory")
+    merge = sub.add_parser("merge", help="merge shard journals into the experiment index, or "
+                                         "outputs of one experiment into one (--into)")
+    merge.add_argument("dir", nargs="+", help="experiment output directory (several with --into)")
+    merge.add_argument("--into", metavar="D",
+                       help="combine the given outputs of one experiment into D (new, empty, or "
+                            "one of them): shards hard-linked or copied, each replication once")
+
+    sbatch = sub.add_parser("sbatch", help="write a SLURM job array script that runs the "
+                                           "experiment in parts")
+    sbatch.add_argument("config", help="YAML experiment config")
+    sbatch.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="override single config keys (also passed to every part)")
+    sbatch.add_argument("--parts", type=int, metavar="N",
+                        help="array tasks, one part each (default: execution.slurm.parts, "
+                             "else execution.workers)")
+    sbatch.add_argument("--out", metavar="FILE", help="write the script here (default: stdout)")
 
     inspect = sub.add_parser("inspect", help="summary of an experiment directory")
     inspect.add_argument("dir", help="experiment output directory")
@@ -103,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:
         # `run CONFIG --no-progress key=value`: argparse does not take positionals after an
         # option, so overrides given there arrive here.
-        if args.command == "run" and all("=" in e and not e.startswith("-") for e in extra):
+        if args.command in ("run", "sbatch") and \
+                all("=" in e and not e.startswith("-") for e in extra):
             args.overrides.extend(extra)
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -117,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     handler = {"run": _cmd_run, "merge": _cmd_merge, "inspect": _cmd_inspect,
                "export": _cmd_export, "verify": _cmd_verify, "summarize": _cmd_summarize,
-               "report": _cmd_report}[args.command]
+               "report": _cmd_report, "sbatch": _cmd_sbatch}[args.command]
     previous_showwarning = warnings.showwarning
     warnings.showwarning = _show_warning
     try:
@@ -174,10 +194,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
                          ("null" if value.lower() in ("none", "null") else value))
     cfg = load_config(args.config, overrides)
     result = Coordinator(cfg, overrides=overrides, config_path=args.config,
-                         overwrite=args.force, progress=not args.no_progress).run()
+                         overwrite=args.force, progress=not args.no_progress,
+                         part=args.part).run()
     out = result.output
     print(f"results: {for_terminal(str(out))}")
-    print(f"  {result.state}: {result.resumed + result.committed}/{result.planned} replications "
+    of_part = f" of part {result.part}" if result.part else ""
+    print(f"  {result.state}{of_part}: {result.resumed + result.committed}/{result.planned} "
+          "replications "
           f"committed ({result.committed} this run, {result.resumed} resumed), "
           f"{len(result.failed)} failed, {result.pending} pending; "
           f"{result.wall_seconds:.1f} s, {result.rate:.2f} replications/s")
@@ -188,6 +211,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"  precision: {for_terminal(head)}")
         for line in points:
             print(f"    {for_terminal(line)}")
+    if result.part and result.index is not None:
+        t = result.index.totals
+        print(f"  the whole experiment: {t['committed']}/{t['replications']} replications "
+              f"committed, {t['failed']} failed, {t['pending']} pending (every part: "
+              f"{PROG} inspect {shlex.quote(str(out))})")
     print("query:")
     if cfg.metrics:
         q = shlex.quote
@@ -269,15 +297,71 @@ def query_hint(output: Path | str, stream: str) -> list[str]:
 def _cmd_merge(args: argparse.Namespace) -> int:
     from .sharding.index import merge
 
-    index = merge(args.dir)
+    if args.into is not None:
+        return _merge_into(args.dir, args.into)
+    if len(args.dir) != 1:
+        raise CommandError(f"merge takes one experiment directory (got {len(args.dir)}); to "
+                           "combine outputs of one experiment give --into D")
+    (folder,) = args.dir
+    index = merge(folder)
     t = index.totals
-    print(f"merged {t['shards']} shard(s) into {for_terminal(_child(args.dir, 'index'))}: "
+    print(f"merged {t['shards']} shard(s) into {for_terminal(_child(folder, 'index'))}: "
           f"{t['committed']} replications committed, {t['failed']} failed, {t['pending']} pending; "
           f"{t['streams']} streams, {t['records']} records"
           + (f"; {t['duplicates_dropped']} duplicate commit(s) ignored"
              if t["duplicates_dropped"] else "")
           + (f"; {t['lost']} commit(s) lost (their segment bytes are damaged or missing)"
              if t.get("lost") else ""))
+    return 0
+
+
+def _merge_into(sources: Sequence[str], into: str) -> int:
+    from .sharding.combine import merge_into
+
+    r = merge_into(sources, into)
+    assert r.index is not None
+    t = r.index.totals
+    brought = []
+    if r.linked:
+        brought.append(f"{len(r.linked)} hard-linked ({_human_bytes(r.linked_bytes)}, same "
+                       "filesystem: no data copied)")
+    if r.copied:
+        brought.append(f"{len(r.copied)} copied ({_human_bytes(r.copied_bytes)})")
+    if r.present:
+        brought.append(f"{len(r.present)} already there")
+    if r.skipped:
+        brought.append(f"{len(r.skipped)} skipped (a different shard of the same id is there)")
+    print(f"merged {len(r.sources)} output(s) into {for_terminal(str(into))}: shards "
+          f"{', '.join(brought) or 'none'}")
+    print(f"  {t['committed']} replications committed, {t['failed']} failed, {t['pending']} "
+          f"pending; {t['streams']} streams, {t['records']} records"
+          + (f"; {t['duplicates_dropped']} duplicate commit(s) ignored (each replication is "
+             "kept once)" if t["duplicates_dropped"] else ""))
+    return 0
+
+
+# --------------------------------------------------------------------------------------- sbatch
+
+
+def _cmd_sbatch(args: argparse.Namespace) -> int:
+    from .sharding.config import load_config
+    from .sharding.slurm import sbatch_script
+
+    cfg = load_config(args.config, list(args.overrides))
+    parts = args.parts if args.parts is not None else \
+        cfg.execution.slurm.part_count(cfg.execution)
+    text = sbatch_script(cfg, args.config, list(args.overrides), parts,
+                         name=Path(args.out).name if args.out else None)
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.out)
+    if out.is_symlink() or (out.exists() and not out.is_file()):
+        raise CommandError(f"{out}: not a regular file; give a new file name for the script")
+    out.write_text(text)
+    print(f"wrote {for_terminal(str(out))}: {parts} part(s) as one job array; submit it with",
+          file=sys.stderr)
+    print(f"  sbatch {shell_word(str(out))}", file=sys.stderr)
     return 0
 
 
@@ -331,7 +415,36 @@ def inspect_summary(path: str | Path) -> dict[str, Any]:
         "versions": info.get("versions"),
         "git_commit": info.get("git_commit"),
         "precision": stop_plan(info.get("plan")),
+        "parts": _parts_summary(root, index, runs),
     }
+
+
+def _parts_summary(root: str | Path, index: Any, runs: Sequence[Any]) -> list[dict[str, Any]] | None:
+    """Progress per part when the experiment was last run in parts (``--part``, ``slurm``)."""
+    from .sharding.lock import live_holders
+    from .sharding.parts import parse_part, part_progress
+
+    count = None
+    for record in reversed(runs):
+        if not isinstance(record, dict):
+            continue
+        if isinstance(record.get("part"), str):
+            try:
+                part = parse_part(record["part"])
+            except DataLoggerError:
+                continue
+            count = part.count if part is not None else None
+        elif isinstance(record.get("parts"), int) and not isinstance(record["parts"], bool):
+            count = record["parts"]
+        if count is not None:
+            break
+    live = {}
+    for holder in ([] if isinstance(root, str) else live_holders(root)):
+        if count is not None and holder.part is not None and holder.part.endswith(f"/{count}"):
+            live[int(holder.part.split("/")[0])] = f"pid {holder.pid} on {holder.host}"
+    if count is None or count < 1:
+        return None
+    return part_progress(index.replications, count, live)
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -370,6 +483,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         head, *points = describe_stop(s["precision"])
         rows.append(("precision", head))
         rows.extend(("", line) for line in points)
+    for row in s["parts"] or []:
+        rows.append((f"part {row['part']}",
+                     f"{row['committed']}/{row['planned']} committed, {row['failed']} failed, "
+                     f"{row['pending']} pending"
+                     + (f"; running now ({row['running']})" if row["running"] else "")))
     print_fields(rows)
     return 0
 

@@ -99,6 +99,16 @@ class UnsafePathError(DataLoggerError, ValueError):
     command did not write. Nothing was changed."""
 
 
+class SlurmSubmitError(DataLoggerError, RuntimeError):
+    """SLURM refused to take the ``slurm`` backend's job array (``sbatch`` failed); the message
+    has sbatch's own reason."""
+
+
+class ExperimentMismatchError(DataLoggerError, ValueError):
+    """Outputs given to ``merge --into`` hold results of different configs (different config
+    fingerprints); the message names the first difference. Nothing was changed."""
+
+
 class SkipKind(str, Enum):
     """What a reader skipped (docs/FORMAT.md section 4): the ``kind`` of every skip report.
 

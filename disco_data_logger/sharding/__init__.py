@@ -1,8 +1,10 @@
 """The sharded experiment service: shard writers, backends, the coordinator and the index.
 
 Public names: :class:`ShardWriter` (bring your own parallelism), :func:`merge` (build the
-experiment index from shard manifests), :class:`Experiment` (query it), :class:`Coordinator` and
-:func:`run_experiment` (run a YAML config). Ray is imported only by the Ray backend.
+experiment index from shard manifests), :func:`merge_into` (combine outputs of one experiment
+from several places), :class:`Experiment` (query it), :class:`Coordinator` and
+:func:`run_experiment` (run a YAML config, or one part of it). Ray is imported only by the Ray
+backend, submitit only by the SLURM backend.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .combine import MergeIntoResult, merge_into
     from .coordinator import Coordinator, RunResult, run_experiment
     from .experiment import Experiment
     from .index import ExperimentIndex, merge
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
 # Imported on first use: a spawned worker needs only the shard writer, not the query side
 # (pyarrow.dataset, pandas), and start-up time is paid once per worker.
 _EXPORTS = {
+    "MergeIntoResult": "combine",
+    "merge_into": "combine",
     "Coordinator": "coordinator",
     "RunResult": "coordinator",
     "run_experiment": "coordinator",
@@ -35,11 +40,13 @@ __all__ = [
     "Coordinator",
     "Experiment",
     "ExperimentIndex",
+    "MergeIntoResult",
     "Replication",
     "RunResult",
     "ShardManifest",
     "ShardWriter",
     "merge",
+    "merge_into",
     "run_experiment",
 ]
 

@@ -57,6 +57,8 @@ __all__ = [
     "LoggerSettings",
     "ExecutionSettings",
     "StorageSettings",
+    "SlurmSettings",
+    "parse_slurm_time",
     "StreamSpec",
     "SweepSpec",
     "MetricSpec",
@@ -280,10 +282,132 @@ class LoggerSettings(_Strict):
         }
 
 
+_SLURM_TIME_RE = re.compile(
+    r"^(?:(?P<days>[0-9]+)-)?(?P<a>[0-9]+)(?::(?P<b>[0-9]+))?(?::(?P<c>[0-9]+))?$")
+
+
+def parse_slurm_time(value: Any) -> int:
+    """Minutes from an int (minutes) or SLURM's time text: ``MM``, ``MM:SS``, ``HH:MM:SS``,
+    ``D-HH``, ``D-HH:MM``, ``D-HH:MM:SS`` (seconds round up to a whole minute)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"must be minutes (an integer) or a time such as '2:00:00' or "
+                         f"'1-12:00:00' (got {value!r})")
+    if isinstance(value, int):
+        minutes = value
+    else:
+        match = _SLURM_TIME_RE.match(value.strip())
+        if match is None:
+            raise ValueError(f"must be minutes (an integer) or a time such as '2:00:00' or "
+                             f"'1-12:00:00' (got {value!r})")
+        days = int(match["days"] or 0)
+        parts = [int(x) for x in (match["a"], match["b"], match["c"]) if x is not None]
+        if match["days"] is not None:  # D-HH[:MM[:SS]]
+            h, m, sec = (parts + [0, 0])[:3]
+        elif len(parts) == 3:
+            h, m, sec = parts
+        else:  # MM[:SS]
+            h, (m, sec) = 0, (parts + [0])[:2]
+        seconds = ((days * 24 + h) * 60 + m) * 60 + sec
+        minutes = -(-seconds // 60)
+    if minutes < 1:
+        raise ValueError(f"must be at least one minute (got {value!r})")
+    return minutes
+
+
+def _sbatch_value(value: str) -> str:
+    # Values land in `#SBATCH --key=value` lines of a script: one word, nothing a shell or
+    # sbatch's own parser would read as a quote, an expansion or the end of the line.
+    if not value or len(value) > 256 or not value.isascii() or not value.isprintable() or \
+            any(c in value for c in " \t'\"\\$`;#<>"):
+        raise ValueError(f"must be one word of plain characters, as SLURM names are (got "
+                         f"{value[:60]!r})")
+    return value
+
+
+def _shell_line(value: str) -> str:
+    if "\n" in value or "\r" in value or not value.isprintable():
+        raise ValueError(f"must be one line of shell without control characters (got "
+                         f"{value[:60]!r})")
+    return value
+
+
+SbatchValue = Annotated[str, AfterValidator(_sbatch_value)]
+SlurmTime = Annotated[int, BeforeValidator(parse_slurm_time)]
+_SBATCH_OPTION_RE = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
+_SBATCH_OWN = frozenset({"array", "job-name", "partition", "account", "qos", "time",
+                         "cpus-per-task", "mem", "output", "error", "ntasks", "nodes",
+                         "wrap", "chdir"})
+
+
+class SlurmSettings(_Strict):
+    """The job array of the ``slurm`` backend (``execution.slurm``), and what ``sbatch``
+    writes: one array task per part, each running its part with local workers."""
+
+    parts: int | None = Field(default=None, ge=1, le=100_000)
+    """Array tasks, i.e. parts of the experiment (None: ``execution.workers``)."""
+    partition: SbatchValue | None = None
+    account: SbatchValue | None = None
+    qos: SbatchValue | None = None
+    constraint: SbatchValue | None = None
+    time: SlurmTime = 60
+    """Time limit of one array task, in minutes (SLURM's ``2:00:00`` forms accepted)."""
+    cpus_per_task: int = Field(default=1, ge=1, le=4096)
+    mem: Size | None = None
+    """Memory of one array task (``--mem``), e.g. ``4GiB``; None: the cluster's default."""
+    array_parallelism: int | None = Field(default=None, ge=1, le=100_000)
+    """Most array tasks running at once (``--array=0-N-1%P``); None: no limit."""
+    workers: int | None = Field(default=None, ge=1, le=MAX_WORKERS)
+    """Worker processes in one array task (None: ``cpus_per_task``)."""
+    job_name: SbatchValue | None = None
+    """None: ``ddl-<experiment name>``."""
+    setup: list[Annotated[str, AfterValidator(_shell_line)]] = Field(default_factory=list,
+                                                                        max_length=100)
+    """Shell lines run before the part (``module load python``, ``source venv/bin/activate``)."""
+    python: Annotated[str, AfterValidator(_shell_line)] | None = None
+    """The command that runs Python with disco-data-logger installed (None: this one)."""
+    options: dict[str, SbatchValue | int | bool] = Field(default_factory=dict, max_length=100)
+    """Further ``#SBATCH --key=value`` options, e.g. ``{gres: "gpu:1"}`` (``true``: a flag)."""
+    resubmit: int = Field(default=2, ge=0, le=100)
+    """How often the ``slurm`` backend resubmits an array task that ended without finishing
+    its part (cancelled, timed out, failed, node lost); the part resumes where it stopped."""
+    poll_seconds: float = Field(default=2.0, ge=0.1, le=600, allow_inf_nan=False)
+    """How often the ``slurm`` backend asks the scheduler and reads progress."""
+
+    @field_validator("options")
+    @classmethod
+    def _option_names(cls, options: dict[str, Any]) -> dict[str, Any]:
+        for key in options:
+            if not _SBATCH_OPTION_RE.match(key):
+                raise _field_error(f".{key[:40]}", "must be an sbatch long option name such "
+                                   "as gres or mail-type (lower case, no leading dashes)")
+            if key in _SBATCH_OWN:
+                raise _field_error(f".{key}", "is set by disco-data-logger itself (or by its "
+                                   "own key in execution.slurm); remove it from options")
+        return options
+
+    @property
+    def mem_text(self) -> str | None:
+        """``--mem`` as SLURM reads it: whole MiB."""
+        return None if self.mem is None else f"{-(-self.mem // (1 << 20))}M"
+
+    @property
+    def time_text(self) -> str:
+        """``--time`` as ``D-HH:MM:00`` or ``HH:MM:00``."""
+        days, rest = divmod(self.time, 24 * 60)
+        text = f"{rest // 60:02d}:{rest % 60:02d}:00"
+        return f"{days}-{text}" if days else text
+
+    def part_count(self, execution: ExecutionSettings) -> int:
+        return self.parts if self.parts is not None else execution.workers
+
+    def part_workers(self) -> int:
+        return self.workers if self.workers is not None else self.cpus_per_task
+
+
 class ExecutionSettings(_Strict):
     """How replications are run; never changes their results (not part of the fingerprint)."""
 
-    backend: Literal["serial", "multiprocessing", "ray"] = "multiprocessing"
+    backend: Literal["serial", "multiprocessing", "ray", "slurm"] = "multiprocessing"
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=MAX_WORKERS)
     retries: int = Field(default=2, ge=0, le=1000)
     max_failures: int | None = Field(default=DEFAULT_MAX_FAILURES, ge=1)
@@ -300,6 +424,8 @@ class ExecutionSettings(_Strict):
     commit_delay: float = Field(default=DEFAULT_COMMIT_DELAY, ge=0, le=MAX_COMMIT_DELAY,
                                 allow_inf_nan=False)
     """Seconds a staged commit may wait for its group before the worker makes it durable."""
+    slurm: SlurmSettings = Field(default_factory=lambda: SlurmSettings())
+    """The job array of the ``slurm`` backend and of ``disco-data-logger sbatch``."""
 
     @field_validator("ray_resources")
     @classmethod
@@ -1216,7 +1342,24 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 class _ConfigLoader(yaml.SafeLoader):
     """PyYAML's safe loader (the pure-Python one: libyaml's composer recurses on the C stack
-    and crashes the process on deeply nested input, where Python raises RecursionError)."""
+    and crashes the process on deeply nested input, where Python raises RecursionError).
+
+    Numbers with colons (YAML 1.1's base 60: ``2:00:00`` is 7200) stay text, as in YAML 1.2:
+    ``execution.slurm.time: 2:00:00`` means two hours, not 7200 minutes."""
+
+    def construct_yaml_int(self, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.ScalarNode) and ":" in str(node.value):
+            return str(node.value)
+        return super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.ScalarNode) and ":" in str(node.value):
+            return str(node.value)
+        return super().construct_yaml_float(node)
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:int", _ConfigLoader.construct_yaml_int)
+_ConfigLoader.add_constructor("tag:yaml.org,2002:float", _ConfigLoader.construct_yaml_float)
 
 
 def _load_yaml(text: str) -> Any:

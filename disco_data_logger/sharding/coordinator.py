@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -48,6 +49,7 @@ from .layout import EXPERIMENT_JSON, INDEX_DIR, SHARDS_DIR
 from .lock import ExperimentLock
 from .manifest import ShardManifest
 from .names import for_terminal
+from .parts import Part, batch_job_id, parse_part
 from .planning import TaskPlan
 from .progress import ProgressBar
 from .sources import (
@@ -89,6 +91,8 @@ class RunResult:
     precision: Mapping[str, Any] | None = None
     """A ``stop:`` run's verdict (``plan.stop`` of ``experiment.json``: the rule, and per sweep
     point ``n``, ``state``, ``stopped_at``, half-widths against targets); None without one."""
+    part: str | None = None
+    """``"I/N"`` when the run ran one part of the experiment (``planned`` counts that part)."""
 
     @property
     def pending(self) -> int:
@@ -136,7 +140,7 @@ class Coordinator:
         overwrite: bool = False,
         progress: bool = True,
         progress_stream: TextIO | None = None,
-        part: str | None = None,
+        part: str | Part | None = None,
     ) -> None:
         self.cfg = cfg
         self.overrides = list(overrides)
@@ -147,7 +151,8 @@ class Coordinator:
         self.output: Path | str = output_location(cfg.output)
         self.storage = getattr(cfg, "storage", None)
         self.fingerprint: str = cfg.fingerprint()
-        self.part = part
+        self.part = parse_part(part)
+        """Which part of the experiment this run runs (``--part I/N``), or None for all of it."""
         self.notes: list[str] = []
 
     def _note(self, text: str) -> None:
@@ -237,12 +242,30 @@ class Coordinator:
 
         t0 = time.perf_counter()
         resolve_entry_point(self.cfg.entry_point)  # fail here, not in every worker
+        if self.part is not None and self.overwrite:
+            raise ConfigError(f"--force cannot be combined with --part {self.part}: it would "
+                              "replace the results of every part; run the whole experiment "
+                              "once with --force (or choose another output)")
+        if self.cfg.stop is not None and (self.part is not None
+                                          or self.cfg.execution.backend == "slurm"):
+            where = (f"--part {self.part}" if self.part is not None
+                     else "the slurm backend (one part per array task)")
+            raise ConfigError(
+                f"a stop: rule cannot run with {where}: it decides each point's replication "
+                "count from all of that point's replications as they finish, which one part "
+                "does not see; run it as one run (serial, multiprocessing or ray backend), or "
+                "give 'replications:' instead of 'stop:' to split the experiment into parts")
+        if self.cfg.execution.backend == "slurm":
+            from .slurm import SlurmLauncher
+
+            result: RunResult = SlurmLauncher(self, RunResult, git_commit).run()
+            return result
         if self.cfg.execution.backend == "ray":
             import_ray()  # say how to install it before touching the output
         if isinstance(self.output, str):
             return self._run_in_store(t0, self.output)
         self.output.mkdir(parents=True, exist_ok=True)
-        lock = ExperimentLock(self.output, self.part)
+        lock = ExperimentLock(self.output, str(self.part) if self.part is not None else None)
         with lock:
             for note in lock.notes:
                 self._note(note)
@@ -261,7 +284,8 @@ class Coordinator:
 
         mirror = StoreMirror(uri, self.storage)  # a bad URI or no credentials: stops here
         mirror.store.check()  # a missing bucket, denied access, no endpoint: before any work
-        with StoreLock(mirror.store, mirror.root, self.part) as lock:
+        with StoreLock(mirror.store, mirror.root,
+                       str(self.part) if self.part is not None else None) as lock:
             for note in lock.notes:
                 self._note(note)
             self._prepare_store_output(mirror)
@@ -319,7 +343,7 @@ class Coordinator:
     def _run_locked(self, t0: float, run_id: str) -> RunResult:
         from .config import config_snapshot
 
-        plan = TaskPlan(self.cfg)
+        plan = TaskPlan(self.cfg, self.part)
         execution = self.cfg.execution
         run_record: dict[str, Any] = {
             "run_id": run_id,
@@ -331,6 +355,12 @@ class Coordinator:
             "pid": os.getpid(),
             "state": "running",
         }
+        if self.part is not None:
+            run_record["part"] = str(self.part)
+            run_record["host"] = socket.gethostname()
+            job = batch_job_id(os.environ)
+            if job is not None:
+                run_record["batch_job"] = job
         self._run_info: dict[str, Any] = {
             "plan": initial_plan(self.cfg, plan),
             "experiment": {
@@ -350,6 +380,8 @@ class Coordinator:
             "attempts": {},
             "tracebacks": {},
         }
+        if self.part is not None:
+            self._run_info["part"] = str(self.part)
         start_index = merge(self.output, run=self._run_info, storage=self.storage)
         done = plan.empty_mask()
         committed = start_index.committed()
@@ -384,7 +416,8 @@ class Coordinator:
             bar.update()
 
         result = RunResult(output=self.output, state="running", planned=source.total,
-                           resumed=resumed, committed=0, notes=self.notes)
+                           resumed=resumed, committed=0, notes=self.notes,
+                           part=str(self.part) if self.part is not None else None)
         bar = ProgressBar(source.total, skipped=resumed,
                           stream=self.progress_stream, enabled=self.progress_enabled)
         bar.status = source.status()
@@ -569,10 +602,12 @@ class _sigint_ignored:
 
 
 def run_experiment(config: str | os.PathLike[str], overrides: Sequence[str] = (), *,
-                   overwrite: bool = False, progress: bool = True) -> RunResult:
-    """Load a YAML config and run it: the library form of ``disco-data-logger run``."""
+                   overwrite: bool = False, progress: bool = True,
+                   part: str | Part | None = None) -> RunResult:
+    """Load a YAML config and run it: the library form of ``disco-data-logger run``
+    (``part="I/N"`` runs one part of it, as ``--part``)."""
     from .config import load_config
 
     cfg = load_config(Path(config), overrides)
     return Coordinator(cfg, overrides=overrides, config_path=config, overwrite=overwrite,
-                       progress=progress).run()
+                       progress=progress, part=part).run()

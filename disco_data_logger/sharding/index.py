@@ -40,6 +40,7 @@ import platform
 import secrets
 import socket
 import sys
+import time
 import warnings
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -73,6 +74,7 @@ from .layout import (
     SHARDS_DIR,
     STATE_FORMAT,
 )
+from .lock import merge_turn
 from .manifest import (
     CommitBatch,
     JournalReader,
@@ -310,10 +312,23 @@ def scan_shards(output_dir: Path, *, warn: bool = True) -> list[Path]:
                     or (path / MANIFEST_NAME).is_file():
                 out.append(path)
                 continue
+            if _starting(entry):
+                continue  # a writer of a running part creates its folder before its journal
             why = "a folder without a shard journal"
         if warn:
             _warn(f"{Path(entry.path)}: {why}; ignored (not a shard)")
     return out
+
+
+STARTING_SECONDS = 60.0
+"""A shard folder without a journal younger than this is a writer starting, not a stray."""
+
+
+def _starting(entry: os.DirEntry[str]) -> bool:
+    try:
+        return time.time() - entry.stat(follow_symlinks=False).st_mtime < STARTING_SECONDS
+    except OSError:
+        return False
 
 
 def _segment_sigs(shard_dir: Path) -> dict[str, list[int]]:
@@ -921,6 +936,8 @@ def _replications(prev: pa.Table | None, prev_committed_ok: bool, new_commits: p
         # A new run retries what failed before: it is pending until this run says otherwise.
         planned = in_plan(rest["task_id"], rest["point_index"], rest["replication"],
                           *_plan_shape(plan))
+        if run.get("part"):
+            planned &= _in_part(rest, str(run["part"]))  # a part retries its own tasks only
         retried = pc.and_(pc.equal(rest["status"], _FAILED).fill_null(False), pa.array(planned))
         rest = rest.set_column(rest.column_names.index("status"), "status",
                                pc.if_else(retried, _PENDING, rest["status"]))
@@ -990,6 +1007,17 @@ def _replications(prev: pa.Table | None, prev_committed_ok: bool, new_commits: p
     table = pa.concat_tables([_conform(committed), _conform(rest)]).combine_chunks()
     order = pc.sort_indices(table, sort_keys=[("task_id", "ascending")])
     return table.take(order)
+
+
+def _in_part(table: pa.Table, part: str) -> np.ndarray:
+    from .parts import parse_part, part_of
+
+    spec = parse_part(part)
+    assert spec is not None
+    p = pc.fill_null(table["point_index"], -1).to_numpy(zero_copy_only=False)
+    r = pc.fill_null(table["replication"], -1).to_numpy(zero_copy_only=False)
+    mine: np.ndarray = part_of(p, r, spec.count) == spec.index
+    return mine
 
 
 def _plan_shape(plan: Mapping[str, Any]) -> tuple[int, int]:
@@ -1112,7 +1140,9 @@ class ExperimentIndex:
     def write(self) -> None:
         """Kept for compatibility: :func:`merge` writes as it merges."""
         if not self.written:
-            _Merge(self.output_dir, None, write=True).run()
+            check_experiment(self.output_dir, writing=True)
+            with merge_turn(self.output_dir):
+                _Merge(self.output_dir, None, write=True).run()
             self.written = True
 
 
@@ -1126,7 +1156,9 @@ def merge(output_dir: str | os.PathLike[str], *,
     an experiment (see :func:`check_experiment`); nothing is written to any other directory.
     ``run`` is what the coordinator knows beyond the journals: the ``plan`` (``points``,
     ``replications``), ``failed`` (task id -> error), ``attempts``, ``tracebacks``, the config
-    snapshot and the run record.
+    snapshot and the run record (and ``part``, ``"I/N"``, for a run of one part).
+    Merges of one experiment take turns (:func:`~.lock.merge_turn`), so the parts of an
+    experiment running at once each merge safely.
 
     ``output_dir`` may be an object-store URI (``s3://bucket/prefix``): the index is then read
     from and written to the store (:mod:`.mirror`), ``storage`` being the config's
@@ -1134,7 +1166,10 @@ def merge(output_dir: str | os.PathLike[str], *,
     """
     if is_uri(output_dir):
         return _merge_store(str(output_dir), storage, run, write=True)
-    return _Merge(Path(output_dir), run, write=True).run()
+    root = Path(output_dir)
+    check_experiment(root, writing=True)
+    with merge_turn(root):
+        return _Merge(root, run, write=True).run()
 
 
 def _committed_ids(replications: pa.Table | None) -> pa.Array | None:
@@ -1621,6 +1656,9 @@ def _experiment_info(root: Path, previous: Mapping[str, Any], run: Mapping[str, 
     }
     if run.get("state"):
         state_name = run["state"]
+        if run.get("part") and state_name == "complete" and (counts[_PENDING] or
+                                                             counts[_FAILED]):
+            state_name = "incomplete"  # this part is done; others are not (yet)
     elif counts[_PENDING] or counts[_FAILED]:
         state_name = previous.get("state", "incomplete")
     else:

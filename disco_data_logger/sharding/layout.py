@@ -31,6 +31,9 @@ __all__ = [
     "STORE_SEGMENTS_DIR",
     "PIECE_NAME_RE",
     "piece_name",
+    "MERGE_LOCK_NAME",
+    "SLURM_DIR",
+    "SLURM_LOCK_NAME",
 ]
 
 SHARDS_DIR = "shards"
@@ -88,3 +91,12 @@ PIECE_NAME_RE = re.compile(r"^([0-9]{15})-([0-9]{15})$")
 def piece_name(start: int, end: int) -> str:
     """The object name of bytes ``start..end`` of a file (15 decimal digits each)."""
     return f"{start:015d}-{end:015d}"
+MERGE_LOCK_NAME = "merge.lock"
+"""``<output>/index/merge.lock``: merges of one experiment take turns on it (sharding/lock.py)."""
+
+SLURM_DIR = "slurm"
+"""``<output>/slurm/``: the ``slurm`` backend's job files and logs (sharding/slurm.py)."""
+
+SLURM_LOCK_NAME = "run.slurm.lock"
+"""``<output>/run.slurm.lock``: held by the ``slurm`` backend while it waits for its job array
+(one launcher per experiment; the array's parts take their own part locks)."""

@@ -15,7 +15,10 @@ Parts: an experiment run as independent parts (``--part I/N``) gives each part i
 file beside the others, ``run.part-I-of-N.lock`` (:func:`lock_name`). The whole-experiment lock
 and the part locks exclude each other: a whole run refuses while any part runs, and a part
 refuses while a whole run runs, so ``--force`` (which only a whole run may use) never deletes a
-part's live shards.
+part's live shards. Parts of different splits (``1/4`` and ``1/3`` share tasks) exclude each
+other too. A lock with a ``name`` of its own (the ``slurm`` backend's ``run.slurm.lock``)
+excludes only another holder of that name. Merges take turns on ``index/merge.lock``
+(:func:`merge_turn`).
 
 On a filesystem without ``flock`` (a few FUSE and parallel filesystems refuse it) the lock falls
 back to the content of the file: a lock naming a live process on this host, or any process on
@@ -36,14 +39,16 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ExperimentLockedError, UnsafePathError
-from .layout import LOCK_NAME
+from .layout import INDEX_DIR, LOCK_NAME, MERGE_LOCK_NAME
 
-__all__ = ["ExperimentLock", "LockHolder", "LOCK_NAME", "StoreLock", "live_holders", "lock_name"]
+__all__ = ["ExperimentLock", "LockHolder", "LOCK_NAME", "StoreLock", "live_holders", "lock_name",
+           "merge_turn"]
 
 """The whole-experiment lock file, at the top of the output directory."""
 
@@ -61,6 +66,16 @@ def lock_name(part: str | None = None) -> str:
     if match is None or not 1 <= int(match.group(1)) <= int(match.group(2)):
         raise ValueError(f"part must look like I/N with 1 <= I <= N (got {part!r})")
     return f"run.part-{int(match.group(1))}-of-{int(match.group(2))}.lock"
+
+
+def _part_count(part: str | None) -> int | None:
+    match = _PART_RE.match(part or "")
+    return int(match.group(2)) if match is not None else None
+
+
+def _part_count_of_name(name: str) -> int | None:
+    match = re.match(r"^run\.part-[0-9]+-of-([0-9]+)\.lock$", name)
+    return int(match.group(1)) if match is not None else None
 
 
 @dataclass
@@ -171,10 +186,13 @@ class ExperimentLock:
     """
 
     def __init__(self, output: str | os.PathLike[str], part: str | None = None, *,
-                 run_id: str | None = None) -> None:
+                 run_id: str | None = None, name: str | None = None) -> None:
         self.output = Path(output)
         self.part = part
-        self.path = self.output / lock_name(part)
+        self.name = name
+        """A lock file of its own (e.g. the ``slurm`` backend's launcher lock, which excludes
+        only another launcher), neither the whole-experiment lock nor a part lock."""
+        self.path = self.output / (name if name is not None else lock_name(part))
         self.run_id = run_id or uuid.uuid4().hex
         self.notes: list[str] = []
         self._fd = -1
@@ -261,13 +279,24 @@ class ExperimentLock:
         self._check_other_locks()
 
     def _check_other_locks(self) -> None:
-        # The whole-experiment lock and part locks exclude each other (parts exclude only
-        # their own part and the whole).
+        # The whole-experiment lock and part locks exclude each other; parts exclude their own
+        # part, the whole, and every part of another split (part 1/4 and part 1/3 share tasks).
+        if self.name is not None:
+            return
         for holder in live_holders(self.output):
             if holder.path == self.path:
                 continue
             if self.part is None or holder.path.name == LOCK_NAME:
                 raise self._refuse(holder, holder.path)
+            theirs = _LOCK_FILE_RE.match(holder.path.name)
+            count = _part_count(self.part)
+            if theirs is not None and count is not None and \
+                    _part_count_of_name(holder.path.name) != count:
+                raise ExperimentLockedError(
+                    f"{self.output} is being run in parts of another split: "
+                    f"{holder.describe()} (lock file {holder.path}); every part of one "
+                    f"experiment must use the same N, here {count}: wait for those parts to "
+                    "finish, or run with their N")
 
     def release(self) -> None:
         """Give the lock up (unlink the file first, so nobody locks a file that is going away)."""
@@ -405,3 +434,47 @@ class StoreLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+@contextlib.contextmanager
+def merge_turn(output: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold ``<output>/index/merge.lock`` (an exclusive ``flock``) for one merge.
+
+    Parts of one experiment run at the same time and each merges the index when it starts and
+    when it ends; merges write the same files (the replications table, ``state.json``,
+    ``experiment.json``) and remove the parts files no state lists, so they take turns. A merge
+    is short (it reads only what is new), so a turn is waited for, not refused. The file exists
+    only while a merge holds it (the holder unlinks it before unlocking; a waiter that was
+    granted a lock on a file no longer at the path tries again), so it is never left in the
+    index. It is never followed if it is a symbolic link; on a filesystem without ``flock``
+    merges go unserialised, as before parts existed.
+    """
+    index = Path(output) / INDEX_DIR
+    index.mkdir(exist_ok=True)
+    path = index / MERGE_LOCK_NAME
+    while True:
+        fd = _open_nofollow(path, os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                os.close(fd)
+                raise
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            yield
+            return
+        try:
+            same = os.path.samestat(os.fstat(fd), os.lstat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        try:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        finally:
+            os.close(fd)

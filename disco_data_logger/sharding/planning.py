@@ -24,6 +24,8 @@ from .config import ExperimentConfig
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from .parts import Part
+
 __all__ = ["Task", "TaskPlan", "in_plan", "make_task", "plan_tasks", "planned_counts",
            "planned_table", "point_id", "stored_per_point", "task_id", "first_per_point"]
 
@@ -99,16 +101,21 @@ class TaskPlan:
     Tasks run points in order and replications ``0..n-1`` within each point (the order of
     :func:`plan_tasks`). ``n`` is the config's ``replications``, or, with a ``stop:`` section,
     its ``max_replications``: the replication numbers a precision-driven run may use (which of
-    them it runs is decided by :mod:`.sources`).
+    them it runs is decided by :mod:`.sources`). With ``part`` (:class:`~.parts.Part`) the plan
+    holds that part's tasks only: its length, :meth:`mark` and :meth:`iter_tasks` count and yield
+    those; the shape of a done-mask stays the whole experiment's.
     """
 
-    def __init__(self, cfg: ExperimentConfig) -> None:
+    def __init__(self, cfg: ExperimentConfig, part: Part | None = None) -> None:
         self.cfg = cfg
         self.points = cfg.points()
         self.replications = int(cfg.stop_max_replications if cfg.stop is not None
                                 else cfg.replications)
+        self.part = part
 
     def __len__(self) -> int:
+        if self.part is not None:
+            return self.part.size(len(self.points), self.replications)
         return len(self.points) * self.replications
 
     @property
@@ -134,14 +141,18 @@ class TaskPlan:
         p = np.asarray(point_indices, dtype=np.int64)
         r = np.asarray(replications, dtype=np.int64)
         inside = in_plan(task_ids, p, r, *mask.shape)
+        if self.part is not None:
+            inside &= (p + r) % self.part.count == self.part.index - 1
         mask[p[inside], r[inside]] = True
         return int(inside.sum())
 
     def iter_tasks(self, done: np.ndarray | None = None) -> Iterator[Task]:
         """The tasks not flagged in ``done``, in plan order, built lazily."""
+        step = 1 if self.part is None else self.part.count
         for p in range(len(self.points)):
             row = None if done is None else done[p]
-            for r in range(self.replications):
+            first = 0 if self.part is None else self.part.first_replication(p)
+            for r in range(first, self.replications, step):
                 if row is None or not row[r]:
                     yield self.task(p, r)
 

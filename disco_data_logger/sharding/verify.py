@@ -297,6 +297,11 @@ def repair_segment(path: str | os.PathLike[str], *,
         st = os.fstat(fh.fileno())
         if not stat.S_ISREG(st.st_mode):
             return RepairResult(seg.name, False, "is not a regular file")
+        if st.st_nlink > 1:
+            # `merge --into` hard-links shards: cutting this file would cut the other copy too.
+            return RepairResult(seg.name, False, f"has {st.st_nlink} hard links (another "
+                                                 "experiment shares it, e.g. after merge "
+                                                 "--into): copy it to a file of its own first")
         data = fh.read()
         cut = check.torn_offset
         if len(data) != check.bytes or _intact_frame_after(data, cut) is not None:
