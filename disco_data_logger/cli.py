@@ -419,7 +419,8 @@ def inspect_summary(path: str | Path) -> dict[str, Any]:
     }
 
 
-def _parts_summary(root: str | Path, index: Any, runs: Sequence[Any]) -> list[dict[str, Any]] | None:
+def _parts_summary(root: str | Path, index: Any,
+                   runs: Sequence[Any]) -> list[dict[str, Any]] | None:
     """Progress per part when the experiment was last run in parts (``--part``, ``slurm``)."""
     from .sharding.lock import live_holders
     from .sharding.parts import parse_part, part_progress

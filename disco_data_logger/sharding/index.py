@@ -433,6 +433,30 @@ class StoreShardFiles(ShardFiles):
         return self.mirror.uri
 
 
+_CLOSING_GRACE = 120.0
+"""Seconds after ``_DONE`` during which a writer of another host may still be closing."""
+
+
+def _writer_may_be_closing(head: Mapping[str, Any], done: Path) -> bool:
+    """Whether the writer of a shard with ``_DONE`` but no close record may still be writing
+    that record (it writes ``_DONE`` first): its process lives on this host, or, for another
+    host, ``_DONE`` is younger than :data:`_CLOSING_GRACE`. A merge running beside live
+    writers must not call their last step damage."""
+    host, pid = head.get("host"), head.get("pid")
+    if host == socket.gethostname() and isinstance(pid, int) and pid > 0:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    try:
+        return time.time() - done.stat().st_mtime < _CLOSING_GRACE
+    except OSError:
+        return False
+
+
 def _merge_store(uri: str, storage: Any, run: Mapping[str, Any] | None, *,
                  write: bool) -> ExperimentIndex:
     """``merge`` (``write``) or :meth:`ExperimentIndex.build` of an experiment in object storage:
@@ -610,7 +634,8 @@ def _scan_shard(output_dir: Path, shard_dir: Path, st: Mapping[str, Any] | None,
     if lost_all.any():
         problems.append(_lost_problem(int(lost_all.sum()), lost_ids, verify_problems))
     close = reader.close
-    if close is None and (shard_dir / DONE_MARKER).is_file():
+    if close is None and (shard_dir / DONE_MARKER).is_file() \
+            and not _writer_may_be_closing(head, shard_dir / DONE_MARKER):
         # The writer syncs every commit, writes _DONE, then the journal's close record. A shard
         # with _DONE and no close record was killed in that last step (nothing lost) or had its
         # journal cut (commits after the cut lost): say so, since only the second loses data.
