@@ -49,7 +49,7 @@ from .layout import EXPERIMENT_JSON, INDEX_DIR, SHARDS_DIR
 from .lock import ExperimentLock
 from .manifest import ShardManifest
 from .names import for_terminal
-from .parts import Part, batch_job_id, parse_part
+from .parts import Part, batch_job_id, parse_part, refuse_stop_rule
 from .planning import TaskPlan
 from .progress import ProgressBar
 from .sources import (
@@ -246,15 +246,10 @@ class Coordinator:
             raise ConfigError(f"--force cannot be combined with --part {self.part}: it would "
                               "replace the results of every part; run the whole experiment "
                               "once with --force (or choose another output)")
-        if self.cfg.stop is not None and (self.part is not None
-                                          or self.cfg.execution.backend == "slurm"):
-            where = (f"--part {self.part}" if self.part is not None
-                     else "the slurm backend (one part per array task)")
-            raise ConfigError(
-                f"a stop: rule cannot run with {where}: it decides each point's replication "
-                "count from all of that point's replications as they finish, which one part "
-                "does not see; run it as one run (serial, multiprocessing or ray backend), or "
-                "give 'replications:' instead of 'stop:' to split the experiment into parts")
+        if self.part is not None:
+            refuse_stop_rule(self.cfg, f"--part {self.part}")
+        elif self.cfg.execution.backend == "slurm":
+            refuse_stop_rule(self.cfg, "the slurm backend (one part per array task)")
         if self.cfg.execution.backend == "slurm":
             from .slurm import SlurmLauncher
 

@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import ConfigError
 
 __all__ = ["Part", "MAX_PARTS", "batch_job_id", "parse_part", "part_from_environment", "part_of",
-           "part_progress"]
+           "part_progress", "refuse_stop_rule"]
 
 MAX_PARTS = 100_000
 """Most parts one experiment may be split into (a job array of that many tasks)."""
@@ -165,6 +165,20 @@ def part_from_environment(environ: Mapping[str, str], count: int | None = None) 
                           "resubmitted alone?); give the number of parts as --part auto/N so "
                           f"that it runs part {slurm_id + 1} of N")
     return Part((slurm_id - low) // step + 1, n)
+
+
+def refuse_stop_rule(cfg: Any, where: str) -> None:
+    """Stop with one line when ``cfg`` has a ``stop:`` rule and is to run in parts (``where``
+    says how: ``--part 2/4``, the slurm backend, an sbatch script). The rule decides each
+    point's replication count from all of that point's replications as they finish, which one
+    part does not see, so parts would each run to the maximum or stop on a partial view."""
+    if getattr(cfg, "stop", None) is None:
+        return
+    raise ConfigError(
+        f"a stop: rule cannot run with {where}: it decides each point's replication count from "
+        "all of that point's replications as they finish, which one part does not see; run it "
+        "as one run (serial, multiprocessing or ray backend), or give 'replications:' instead "
+        "of 'stop:' to split the experiment into parts")
 
 
 def batch_job_id(environ: Mapping[str, str]) -> str | None:

@@ -41,7 +41,7 @@ from .index import ExperimentIndex, merge
 from .layout import SHARDS_DIR, SLURM_DIR, SLURM_LOCK_NAME
 from .lock import ExperimentLock
 from .names import shell_word
-from .parts import Part, part_progress
+from .parts import Part, part_progress, refuse_stop_rule
 from .planning import TaskPlan
 from .progress import ProgressBar
 
@@ -109,6 +109,7 @@ def sbatch_script(cfg: Any, config_path: str | os.PathLike[str], overrides: list
     ``name`` is the script's file name, as its comments show it."""
     if not 1 <= parts <= 100_000:
         raise ConfigError(f"--parts {parts}: give a number of parts between 1 and 100000")
+    refuse_stop_rule(cfg, "an sbatch script (one part per array task)")
     s = cfg.execution.slurm
     here = (cwd or Path.cwd()).absolute()
     config = Path(config_path).absolute()

@@ -260,3 +260,22 @@ def test_a_killed_and_resumed_stop_run_ends_as_an_uninterrupted_one(tmp_path: Pa
     assert verdict == [{k: p[k] for k in ("point_id", "n", "state", "stopped_at", "half_width")}
                        for p in b.info["plan"]["stop"]["points"]]
     assert json.loads((out / "experiment.json").read_text())["state"] == "complete"
+
+
+@pytest.mark.parametrize("how", [["run", "--part", "1/2"], ["run", "--backend", "slurm"],
+                                 ["sbatch", "--parts", "4"]])
+def test_a_stop_rule_is_refused_in_parts(tmp_path: Path, how: list[str]) -> None:
+    """Each part sees only its share of a point's replications, so a stop: rule cannot decide
+    there: the command stops at once, before anything is written, and says what to do."""
+    out = tmp_path / "out"
+    stop = {"metric": "L", "half_width": 0.03, "relative": True, "min_replications": 10,
+            "max_replications": 40}
+    config = stop_config(tmp_path, out, stop)
+    command, *flags = how
+    args = [sys.executable, "-m", "disco_data_logger", command, str(config), *flags]
+    proc = subprocess.run(args + (["--no-progress"] if command == "run" else []),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "a stop: rule cannot run with" in proc.stderr
+    assert "give 'replications:' instead of 'stop:'" in proc.stderr
+    assert proc.stdout == "" and not out.exists()
