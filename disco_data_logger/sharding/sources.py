@@ -176,7 +176,6 @@ class PrecisionTasks(TaskSource):
         self._statuses: list[PointStatus] = []
         self._assessed_at = -math.inf
         self._assess_seconds = 0.0
-        self.assessments = 0
         self.warned: list[str] = []
 
         decision = self._assess()
@@ -278,7 +277,6 @@ class PrecisionTasks(TaskSource):
         self._statuses = decision.points
         self._assessed_at = time.monotonic()
         self._assess_seconds = self._assessed_at - t0
-        self.assessments += 1
         return decision
 
     def _settle(self, p: int, status: PointStatus) -> None:
