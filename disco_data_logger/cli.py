@@ -17,11 +17,14 @@ import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import DataLoggerError
 from .sharding.console import print_fields, print_table
 from .sharding.names import for_terminal, python_str, shell_word
+
+if TYPE_CHECKING:
+    from .sharding.config import ExperimentConfig
 
 __all__ = ["main"]
 
@@ -250,13 +253,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _first_point(cfg: Any) -> str:
+def _first_point(cfg: ExperimentConfig) -> str:
     from .sharding.planning import point_id
 
     return point_id(0)
 
 
-def _first_stream(cfg: Any) -> str:
+def _first_stream(cfg: ExperimentConfig) -> str:
     return cfg.streams[0].name if cfg.streams else "NAME"
 
 

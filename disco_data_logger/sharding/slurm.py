@@ -37,6 +37,7 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import ConfigError, ExperimentLockedError, SlurmSubmitError, UnsafePathError
+from .config import ExperimentConfig
 from .index import ExperimentIndex, merge
 from .layout import SHARDS_DIR, SLURM_DIR, SLURM_LOCK_NAME
 from .lock import ExperimentLock
@@ -72,11 +73,11 @@ def _now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def job_name(cfg: Any) -> str:
+def job_name(cfg: ExperimentConfig) -> str:
     return cfg.execution.slurm.job_name or f"ddl-{cfg.experiment.name}"
 
 
-def local_execution(cfg: Any) -> tuple[str, int]:
+def local_execution(cfg: ExperimentConfig) -> tuple[str, int]:
     """The backend and workers one array task runs its part with."""
     workers = cfg.execution.slurm.part_workers()
     return ("multiprocessing" if workers > 1 else "serial"), workers
@@ -85,7 +86,7 @@ def local_execution(cfg: Any) -> tuple[str, int]:
 # ------------------------------------------------------------------------------ sbatch script
 
 
-def _sbatch_lines(cfg: Any, parts: int) -> list[str]:
+def _sbatch_lines(cfg: ExperimentConfig, parts: int) -> list[str]:
     s = cfg.execution.slurm
     array = f"0-{parts - 1}" + (f"%{s.array_parallelism}" if s.array_parallelism else "")
     options: list[tuple[str, Any]] = [
@@ -103,7 +104,7 @@ def _sbatch_lines(cfg: Any, parts: int) -> list[str]:
     return lines
 
 
-def sbatch_script(cfg: Any, config_path: str | os.PathLike[str], overrides: list[str],
+def sbatch_script(cfg: ExperimentConfig, config_path: str | os.PathLike[str], overrides: list[str],
                   parts: int, *, python: str | None = None, cwd: Path | None = None,
                   name: str | None = None) -> str:
     """A job array script that runs ``cfg`` as ``parts`` parts (see the module docstring);
@@ -195,7 +196,7 @@ class SlurmLauncher:
         self.c = coordinator
         self.result_type = result_type
         self.git_commit = git_commit
-        self.cfg = coordinator.cfg
+        self.cfg: ExperimentConfig = coordinator.cfg
         self.settings = self.cfg.execution.slurm
         self.count = self.settings.part_count(self.cfg.execution)
         self.output = coordinator.output.absolute()
@@ -228,7 +229,7 @@ class SlurmLauncher:
             "tracebacks": {},
         }
 
-    def _job_cfg(self) -> Any:
+    def _job_cfg(self) -> ExperimentConfig:
         backend, workers = local_execution(self.cfg)
         execution = self.cfg.execution.model_copy(update={"backend": backend,
                                                           "workers": workers})
