@@ -1182,7 +1182,8 @@ def merge(output_dir: str | os.PathLike[str], *,
     an experiment (see :func:`check_experiment`); nothing is written to any other directory.
     ``run`` is what the coordinator knows beyond the journals: the ``plan`` (``points``,
     ``replications``), ``failed`` (task id -> error), ``attempts``, ``tracebacks``, the config
-    snapshot and the run record (and ``part``, ``"I/N"``, for a run of one part).
+    snapshot and the run record (``run``: a :class:`~.records.RunRecord`, or the mapping its
+    ``to_json`` gives), and ``part``, ``"I/N"``, for a run of one part.
     Merges of one experiment take turns (:func:`~.lock.merge_turn`), so the parts of an
     experiment running at once each merge safely.
 
