@@ -439,6 +439,8 @@ class Coordinator:
             tid = outcome.task_id
             task = inflight.pop(tid, None)
             status = outcome.status
+            if status is OutcomeStatus.INTERRUPTED:
+                return  # stopped by this run's end, not an attempt that counts: stays pending
             if outcome.attempt > 1 or status is not OutcomeStatus.COMMITTED:
                 attempts[tid] = max(attempts.get(tid, 0), outcome.attempt)
             if status is OutcomeStatus.COMMITTED:
@@ -448,9 +450,9 @@ class Coordinator:
                 policy.succeeded()
                 return
             if status is OutcomeStatus.STAGED:
-                raise RuntimeError(f"backend {backend!r} reported the staged commit of {tid} "
-                                   "before its group was durable")
-            if status is OutcomeStatus.INTERRUPTED or task is None:
+                raise RuntimeError(f"the {execution.backend} backend reported the staged commit "
+                                   f"of {tid} before its group was durable")
+            if task is None:
                 return
             if status is OutcomeStatus.REQUEUED:
                 # A staged commit of a worker that died before its group was durable: it never
