@@ -264,7 +264,7 @@ def _targets(ratios: dict[str, Any], memory: dict[str, Any] | None,
                    r("periodic_updates_per_s", wl, "ours/seed"), ">=", 5)
     target("sweep: 2 workers / 1 worker records/s",
            r("sweep_records_per_s", "scaling", "workers2/workers1"), ">=", 1.7)
-    # SPEC: writer RSS bounded by the ring size + O(streams), independent of run length. So: the
+    # The writer's RSS is bounded by the ring size + O(streams), whatever the run's length. So: the
     # peak above the baseline stays within the ring budget (plus 16 MiB for the block being
     # filled, the one being compressed and zstd's context), and the second half is flat.
     if memory and memory.get("ok"):

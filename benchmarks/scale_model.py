@@ -42,10 +42,3 @@ def run(ctx: Any) -> None:
     for s, epoch, idx, vals in records_of(ctx.rng, len(sids), int(ctx.params["records"]),
                                           int(ctx.params["nnz"])):
         record(sids[s], epoch, idx, vals)
-
-
-def run_without_logging(ctx: Any) -> None:
-    """The same model with every record dropped: the model's own cost."""
-    for _ in records_of(ctx.rng, len(ctx.streams), int(ctx.params["records"]),
-                        int(ctx.params["nnz"])):
-        pass

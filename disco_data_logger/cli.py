@@ -17,11 +17,14 @@ import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import DataLoggerError
 from .sharding.console import print_fields, print_table
 from .sharding.names import for_terminal, python_str, shell_word
+
+if TYPE_CHECKING:
+    from .sharding.config import ExperimentConfig
 
 __all__ = ["main"]
 
@@ -180,6 +183,7 @@ def _report(exc: BaseException, debug: bool) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .sharding.config import load_config
     from .sharding.coordinator import Coordinator
+    from .sharding.records import RunState
 
     # A shell starts background jobs with SIGINT ignored; `kill -INT` must still stop a run.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -224,7 +228,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"  {PROG} report {q(str(out))}")
     for line in query_hint(out, _first_stream(cfg)):
         print(f"  {line}")
-    if result.state == "interrupted":
+    if result.state is RunState.INTERRUPTED:
         print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     if result.failed or result.stopped_early:
@@ -249,13 +253,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _first_point(cfg: Any) -> str:
+def _first_point(cfg: ExperimentConfig) -> str:
     from .sharding.planning import point_id
 
     return point_id(0)
 
 
-def _first_stream(cfg: Any) -> str:
+def _first_stream(cfg: ExperimentConfig) -> str:
     return cfg.streams[0].name if cfg.streams else "NAME"
 
 
@@ -386,6 +390,7 @@ def _human_bytes(n: float) -> str:
 def inspect_summary(path: str | Path) -> dict[str, Any]:
     """The numbers ``inspect`` prints, computed without writing anything."""
     from .sharding.index import ExperimentIndex
+    from .sharding.records import ReplicationStatus
     from .sharding.sources import stop_plan
     from .sharding.storage import output_location
 
@@ -398,7 +403,7 @@ def inspect_summary(path: str | Path) -> dict[str, Any]:
         "output": str(root),
         "experiment": info.get("experiment"),
         "state": info.get("state"),
-        "replications": {k: t[k] for k in ("replications", "committed", "failed", "pending")},
+        "replications": {k: t[k] for k in ("replications", *(s.value for s in ReplicationStatus))},
         "duplicates_dropped": t["duplicates_dropped"],
         "lost": t.get("lost", 0),
         "shards": t["shards"],

@@ -22,6 +22,7 @@ import yaml
 from disco_data_logger.sharding import Coordinator, Experiment, merge
 from disco_data_logger.sharding.config import load_config
 from disco_data_logger.sharding.layout import INDEX_FORMAT, LEGACY_STREAMS_INDEX
+from disco_data_logger.sharding.records import ReplicationStatus, RunRecord, RunState
 from disco_data_logger.sharding.verify import verify_path
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -119,6 +120,18 @@ def test_resume_a_format_1_experiment(copy: Path, tmp_path: Path,
     exp = Experiment.open(copy)
     check_experiment(exp, rerun=("p0001-r000002",))
     assert len(exp.info["runs"]) == 2
+    old, new = exp.info["runs"]
+    assert old == info["runs"][0]  # the 0.2.0 record is kept as it was
+    # The record this version writes: the keys 0.2.0 wrote, in the same order, plus
+    # max_failures (and part, host, batch_job, stopped_early, notes only when they apply).
+    assert list(new) == ["run_id", "started", "backend", "workers", "retries", "max_failures",
+                         "pid", "state", "finished", "wall_seconds", "committed", "failed",
+                         "resumed"]
+    assert [k for k in new if k in old] == list(old)
+    assert (new["state"], new["committed"], new["failed"], new["resumed"]) == ("failed", 0, 1, 5)
+    assert RunRecord.from_json(new).to_json() == new
+    assert RunRecord.from_json(old).state is RunState.FAILED
+    assert set(exp.replications["status"].to_pylist()) <= {s.value for s in ReplicationStatus}
     new_shards = [p for p in (copy / "shards").iterdir() if not (p / "manifest.jsonl").exists()]
     assert len(new_shards) == 1 and (new_shards[0] / "journal.jsonl.zst").is_file()
     assert not (new_shards[0] / "streams").exists()

@@ -1,5 +1,6 @@
-"""The package's layers, read from its source: no import cycles, and the recording library never
-imports the experiment service.
+"""The package's layers, read from its source: no import cycles, the recording library never
+imports the experiment service, and docs/architecture.md's picture of the layers is current (every
+module in exactly one layer, no import from a layer above).
 
 Every import counts, including those inside functions and under ``TYPE_CHECKING``: a cycle that
 only type checkers see is still two modules that cannot be understood one without the other.
@@ -8,6 +9,7 @@ only type checkers see is still two modules that cannot be understood one withou
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "disco_data_logger"
@@ -127,3 +129,64 @@ def test_the_graph_sees_real_imports():
     graph = import_graph()
     assert f"{PACKAGE}.sharding.config" in graph[f"{PACKAGE}.sharding.context"]
     assert f"{PACKAGE}.errors" in graph[f"{PACKAGE}.logger"]
+
+
+ARCHITECTURE = PACKAGE_ROOT.parent / "docs" / "architecture.md"
+
+
+def pictured_layers() -> list[tuple[str, set[str]]]:
+    """The layers of docs/architecture.md's picture, top first: (title, modules)."""
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    picture = text[text.index("┌─ entry points"):]
+    picture = picture[:picture.index("```")]
+    layers: list[tuple[str, set[str]]] = []
+    for line in picture.splitlines():
+        if line.startswith("┌─"):
+            title = line.strip("┌─┐ ").split(" ─")[0].strip()
+            layers.append((title, set()))
+            continue
+        prefix = f"{PACKAGE}.sharding." if layers[-1][0].startswith("sharding/") else f"{PACKAGE}."
+        for name in re.findall(r"(?<![\w/.])([\w]+)\.py\b", line):
+            layers[-1][1].add(prefix + name)
+        if re.search(r"(?<![\w/])models/", line):
+            layers[-1][1].add(f"{PACKAGE}.models")
+    return layers
+
+
+def layer_of(module: str, layers: list[tuple[str, set[str]]]) -> int | None:
+    if module.startswith(f"{PACKAGE}.models."):
+        module = f"{PACKAGE}.models"
+    found = [i for i, (_title, names) in enumerate(layers) if module in names]
+    return found[0] if len(found) == 1 else None
+
+
+PACKAGES = {PACKAGE, f"{PACKAGE}.sharding"}
+"""Packages whose ``__init__`` re-exports their modules (left out, as in the cycle check)."""
+
+
+def test_the_architecture_picture_names_every_module_once():
+    layers = pictured_layers()
+    assert len(layers) >= 5, layers
+    pictured = [m for _title, names in layers for m in names]
+    assert len(pictured) == len(set(pictured)), "a module is in two layers of the picture"
+    real = {m for m in modules() if m not in PACKAGES}
+    assert {m for m in real if layer_of(m, layers) is None} == set(), \
+        "modules missing from docs/architecture.md's picture"
+    assert set(pictured) - real - {f"{PACKAGE}.models"} == set(), \
+        "the picture names modules that do not exist"
+
+
+def test_no_module_imports_from_a_layer_above_it():
+    layers = pictured_layers()
+    upward = []
+    for name, targets in import_graph().items():
+        if name in PACKAGES:
+            continue
+        mine = layer_of(name, layers)
+        assert mine is not None, name
+        for target in targets - PACKAGES:
+            theirs = layer_of(target, layers)
+            if theirs is not None and theirs < mine:
+                upward.append(f"{name} ({layers[mine][0]}) imports {target} "
+                              f"({layers[theirs][0]})")
+    assert upward == []

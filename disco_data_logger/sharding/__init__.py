@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .experiment import Experiment
     from .index import ExperimentIndex, merge
     from .manifest import ShardManifest
+    from .records import ReplicationStatus, RunRecord, RunState
     from .shard import Replication, ShardWriter
 
 # Imported on first use: a spawned worker needs only the shard writer, not the query side
@@ -32,6 +33,9 @@ _EXPORTS = {
     "ExperimentIndex": "index",
     "merge": "index",
     "ShardManifest": "manifest",
+    "ReplicationStatus": "records",
+    "RunRecord": "records",
+    "RunState": "records",
     "Replication": "shard",
     "ShardWriter": "shard",
 }
@@ -42,7 +46,10 @@ __all__ = [
     "ExperimentIndex",
     "MergeIntoResult",
     "Replication",
+    "ReplicationStatus",
+    "RunRecord",
     "RunResult",
+    "RunState",
     "ShardManifest",
     "ShardWriter",
     "merge",

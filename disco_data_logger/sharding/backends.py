@@ -33,11 +33,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataLoggerError
-from .config import DEFAULT_COMMIT_DELAY, DEFAULT_COMMIT_GROUP
+from .config import DEFAULT_COMMIT_DELAY, ExperimentConfig
+from .planning import Task
 from .shard import new_shard_id
 from .storage import output_location
 from .worker import ShardActor, TaskOutcome, TaskRunner
@@ -96,13 +98,40 @@ class WorkerStartupError(DataLoggerError, RuntimeError):
 
 
 class Backend(ABC):
-    """Runs tasks on ``workers`` long-lived workers, one task per worker at a time."""
+    """Runs attempts of tasks on ``workers`` long-lived workers; the contract every backend keeps.
+
+    **Who calls what.** One :class:`~.coordinator.Coordinator` owns a backend and calls every
+    method from one thread (the one that created it): :meth:`start` once, then any number of
+    rounds of :meth:`free_slots`, :meth:`submit` (only while ``free_slots() > 0``),
+    :meth:`in_flight` and :meth:`wait`, possibly :meth:`withdraw` when the run stops early, and
+    at the end exactly one of :meth:`shutdown` (everything reported) or :meth:`interrupt`
+    (Ctrl-C, SIGTERM, an error). A backend is never used again after either; both may be
+    called more than once and do nothing the second time. No method is called concurrently,
+    and a backend starts no thread of its own that calls back into the coordinator.
+
+    **Outcomes.** Every submitted attempt is accounted for exactly once: by one
+    :class:`~.worker.TaskOutcome` from :meth:`wait` or :meth:`interrupt`, or by being returned
+    from :meth:`withdraw`. An outcome's :attr:`~.worker.TaskOutcome.status` is
+
+    - ``COMMITTED``: the model returned and the commit is durable in the worker's shard journal
+      (a staged commit of a group is reported only once its group is durable);
+    - ``FAILED``: the model raised (``error`` is its first line, ``traceback`` the whole text),
+      the attempt timed out, or the worker died running it (``worker_died``);
+    - ``REQUEUED``: the attempt never counted (its worker died before running it or before its
+      commit was durable); the coordinator runs it again with the same attempt number;
+    - ``INTERRUPTED`` (from :meth:`interrupt` only): stopped before it finished.
+
+    **Workers.** Each worker owns one :class:`~.worker.TaskRunner` (one shard, one logger)
+    created in the worker itself; a worker that dies is replaced by a fresh one with a fresh
+    shard (:attr:`shard_ids` lists every shard this backend created). Workers run the model;
+    the coordinator's process never holds a worker's logger except in the serial backend.
+    """
 
     name = "backend"
     groups = False
     """Whether this backend commits in groups (see the module docstring)."""
 
-    def __init__(self, cfg: Any, output_dir: Path | str, fingerprint: str | None,
+    def __init__(self, cfg: ExperimentConfig, output_dir: Path | str, fingerprint: str | None,
                  workers: int) -> None:
         self.cfg = cfg
         # A local directory, or an object-store URI (workers stage and publish: .publish).
@@ -110,11 +139,10 @@ class Backend(ABC):
         self.fingerprint = fingerprint
         self.workers = max(1, int(workers))
         self.shard_ids: list[str] = []
-        execution = getattr(cfg, "execution", None)
-        self.timeout: float | None = getattr(execution, "timeout", None)
-        self.commit_group = int(getattr(execution, "commit_group", DEFAULT_COMMIT_GROUP)) \
-            if self.groups else 1
-        self.commit_delay = float(getattr(execution, "commit_delay", DEFAULT_COMMIT_DELAY))
+        execution = cfg.execution
+        self.timeout: float | None = execution.timeout
+        self.commit_group = int(execution.commit_group) if self.groups else 1
+        self.commit_delay = float(execution.commit_delay)
         self._task_seconds: float | None = None
         self.attempts_ok = 0
         """Attempts whose model returned (committed, or staged in a group not yet durable)."""
@@ -139,36 +167,63 @@ class Backend(ABC):
 
     @abstractmethod
     def start(self) -> None:
-        """Start the workers (they create their writers themselves)."""
+        """Start the workers (they create their writers themselves). Called once, first.
+
+        Raises :class:`WorkerStartupError` (here or from a later :meth:`wait`) when workers
+        cannot start: the model's module does not import, the logger cannot open its shard.
+        """
 
     @abstractmethod
     def free_slots(self) -> int:
-        """How many more tasks can be submitted now."""
+        """How many more attempts :meth:`submit` accepts now (0: wait for outcomes first).
+
+        Never negative; it falls by one with each :meth:`submit` and rises again as outcomes
+        are reported. It may exceed ``workers`` when each worker holds several tasks at once
+        (group commits: see the module docstring).
+        """
 
     @abstractmethod
     def in_flight(self) -> int:
-        """Tasks submitted and not yet reported."""
+        """Attempts submitted and not yet accounted for (by an outcome or :meth:`withdraw`);
+        a staged commit whose group is not yet durable still counts."""
 
     @abstractmethod
-    def submit(self, task: Any, attempt: int) -> None:
-        """Hand one attempt of a task to a free worker."""
+    def submit(self, task: Task, attempt: int) -> None:
+        """Hand attempt ``attempt`` (1 for the first) of ``task`` to a worker; returns at once.
+
+        Only called while ``free_slots() > 0`` (a backend may raise ``RuntimeError`` otherwise).
+        """
 
     @abstractmethod
     def wait(self, timeout: float) -> list[TaskOutcome]:
-        """Outcomes that arrived within ``timeout`` seconds (possibly none)."""
+        """The outcomes that became known, waiting up to about ``timeout`` seconds for one
+        (possibly none). Never an outcome twice, never one of an attempt not submitted.
+
+        The serial backend runs one queued attempt in the calling thread here, so its wait
+        lasts as long as that replication, whatever ``timeout`` says.
+        """
 
     @abstractmethod
     def shutdown(self) -> None:
-        """Stop the (idle) workers; each closes its writer and finishes its manifest."""
+        """Stop the workers once everything submitted was reported: each closes its writer
+        (``_DONE``, the journal's close record). Idempotent; nothing is reported any more."""
 
-    def withdraw(self) -> list[tuple[Any, int]]:
-        """Take back the submitted attempts that have not started (the run is stopping early);
-        the default, for backends that hand tasks straight to their workers, takes none."""
+    def withdraw(self) -> list[tuple[Task, int]]:
+        """Take back submitted attempts that have not started (the run is stopping early):
+        they are no longer in flight and will never be reported. Attempts already handed to
+        a worker are not taken back: they run and are reported by :meth:`wait` as usual.
+
+        The default, for backends that hand every attempt straight to a worker (Ray: one
+        call per actor at a time; multiprocessing: sent down the worker's pipe), takes none.
+        """
         return []
 
     @abstractmethod
     def interrupt(self) -> list[TaskOutcome]:
-        """Stop now: running replications are aborted (uncommitted), writers closed."""
+        """Stop now (Ctrl-C, SIGTERM, an error in the coordinator): running replications are
+        aborted (never committed), writers closed. Returns an outcome for every attempt still
+        in flight: commits that became durable while closing (``COMMITTED``), and
+        ``INTERRUPTED`` (or ``FAILED``) for the rest. Idempotent."""
 
     def _new_shard_id(self, slot: int) -> str:
         shard_id = new_shard_id(f"{self.name[:2]}{slot:02d}")
@@ -189,7 +244,9 @@ class SerialBackend(Backend):
         super().__init__(*args, **kwargs)
         self.workers = 1
         self._runner: TaskRunner | None = None
-        self._queued: deque[tuple[Any, int]] = deque()
+        self._queued: deque[tuple[Task, int]] = deque()
+        self._running: tuple[Task, int] | None = None
+        """The attempt :meth:`wait` runs now (a Ctrl-C during it reaches :meth:`interrupt`)."""
 
     def start(self) -> None:
         self._runner = TaskRunner(self.cfg, self.output_dir, self._new_shard_id(0),
@@ -205,10 +262,10 @@ class SerialBackend(Backend):
     def in_flight(self) -> int:
         return self._held()
 
-    def submit(self, task: Any, attempt: int) -> None:
+    def submit(self, task: Task, attempt: int) -> None:
         self._queued.append((task, attempt))
 
-    def withdraw(self) -> list[tuple[Any, int]]:
+    def withdraw(self) -> list[tuple[Task, int]]:
         taken = list(self._queued)
         self._queued.clear()
         return taken
@@ -219,8 +276,9 @@ class SerialBackend(Backend):
             return []
         out: list[TaskOutcome] = []
         if self._queued:
-            task, attempt = self._queued.popleft()
+            task, attempt = self._running = self._queued.popleft()
             outcome, earlier = runner.run(task, attempt)
+            self._running = None
             self._observe(outcome)
             out.extend(earlier)
             if outcome.durable or not outcome.ok:
@@ -230,14 +288,21 @@ class SerialBackend(Backend):
         return out
 
     def shutdown(self) -> None:
-        if self._runner is not None:
-            self._runner.close()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.close()
 
     def interrupt(self) -> list[TaskOutcome]:
+        stopped = [*([self._running] if self._running is not None else []), *self._queued]
+        self._running = None
         self._queued.clear()
-        if self._runner is None:
-            return []
-        return self._runner.close()
+        runner, self._runner = self._runner, None
+        outcomes = runner.close() if runner is not None else []
+        shard_id = runner.shard_id if runner is not None else None
+        outcomes.extend(TaskOutcome(task_id=task.task_id, attempt=attempt, ok=False,
+                                    shard_id=shard_id, interrupted=True)
+                        for task, attempt in stopped)
+        return outcomes
 
 
 def _sync_or_drop(runner: TaskRunner) -> list[TaskOutcome]:
@@ -259,7 +324,7 @@ def _stop_on_first_sigint(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _mp_worker_main(conn: Connection, cfg: Any, output_dir: str, shard_id: str,
+def _mp_worker_main(conn: Connection, cfg: ExperimentConfig, output_dir: str, shard_id: str,
                     fingerprint: str | None, commit_group: int = 1,
                     commit_delay: float = DEFAULT_COMMIT_DELAY) -> None:
     """A spawned worker: build the writer here, then serve tasks until told to stop.
@@ -325,12 +390,12 @@ def _mp_worker_main(conn: Connection, cfg: Any, output_dir: str, shard_id: str,
 @dataclass
 class _Worker:
     slot: int
-    process: Any
+    process: BaseProcess
     conn: Connection
     shard_id: str
-    queue: deque[tuple[Any, int, float]] = field(default_factory=deque)
+    queue: deque[tuple[Task, int, float]] = field(default_factory=deque)
     """Tasks sent and not yet reported, in order: the first one is running."""
-    awaiting: dict[str, tuple[Any, TaskOutcome]] = field(default_factory=dict)
+    awaiting: dict[str, tuple[Task | None, TaskOutcome]] = field(default_factory=dict)
     """Commits staged in the worker's group, not yet durable."""
     ready: bool = False
     ran_any: bool = False
@@ -388,7 +453,7 @@ class MultiprocessingBackend(Backend):
     def in_flight(self) -> int:
         return sum(w.held for w in self._live())
 
-    def submit(self, task: Any, attempt: int) -> None:
+    def submit(self, task: Task, attempt: int) -> None:
         # Tasks may go to a worker still starting up: the pipe holds them until it listens.
         depth = self.depth
         candidates = [w for w in self._live() if w.held < depth]
@@ -616,10 +681,9 @@ class RayBackend(Backend):
         self._actor_class: Any = None
         self._actors: list[Any] = [None] * self.workers
         self._actor_shards: list[str] = [""] * self.workers
-        self._running: dict[Any, tuple[int, Any, int, float]] = {}
+        self._running: dict[Any, tuple[int, Task, int, float]] = {}
         self._startup_deaths = 0
-        self._resources: dict[str, float] = dict(
-            getattr(self.cfg.execution, "ray_resources", None) or {})
+        self._resources: dict[str, float] = dict(self.cfg.execution.ray_resources)
         self._placing: dict[int, tuple[Any, float]] = {}
         """Slots whose actor asked for custom resources and is not known to be placed yet:
         its ``ready`` call and when it was spawned."""
@@ -627,7 +691,7 @@ class RayBackend(Backend):
 
     def start(self) -> None:
         ray = self.ray
-        address = getattr(self.cfg.execution, "ray_address", None)
+        address = self.cfg.execution.ray_address
         if not ray.is_initialized():
             init_kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
             if address:
@@ -700,7 +764,7 @@ class RayBackend(Backend):
     def in_flight(self) -> int:
         return len(self._running)
 
-    def submit(self, task: Any, attempt: int) -> None:
+    def submit(self, task: Task, attempt: int) -> None:
         busy = self._busy_slots()
         for slot in range(self.workers):
             if slot not in busy:
@@ -726,7 +790,7 @@ class RayBackend(Backend):
         self._check_placement(outcomes)
         return outcomes
 
-    def _collect(self, ref: Any, slot: int, task: Any, attempt: int,
+    def _collect(self, ref: Any, slot: int, task: Task, attempt: int,
                  started: float) -> TaskOutcome:
         ray = self.ray
         try:
@@ -780,10 +844,14 @@ class RayBackend(Backend):
         while pending and time.monotonic() < deadline:
             _, pending = ray.wait(pending, num_returns=len(pending),
                                   timeout=max(0.0, deadline - time.monotonic()))
-        for ref, (_slot, task, attempt, started) in list(self._running.items()):
+        for ref, (slot, task, attempt, started) in list(self._running.items()):
             done, _ = ray.wait([ref], timeout=0)
             if done:
                 outcomes.append(self._collect_quietly(ref, task, attempt, started))
+            else:  # still running when the grace ran out: its actor is killed below
+                outcomes.append(TaskOutcome(task_id=task.task_id, attempt=attempt, ok=False,
+                                            shard_id=self._actor_shards[slot], interrupted=True,
+                                            seconds=time.monotonic() - started))
             del self._running[ref]
         # Kill every actor, closed or not, so that its CPU goes back to a cluster that outlives
         # this run; one that did not close in time still has every commit in its journal.
@@ -796,7 +864,7 @@ class RayBackend(Backend):
         self._actors = [None] * self.workers
         return outcomes
 
-    def _collect_quietly(self, ref: Any, task: Any, attempt: int, started: float) -> TaskOutcome:
+    def _collect_quietly(self, ref: Any, task: Task, attempt: int, started: float) -> TaskOutcome:
         try:
             outcome: TaskOutcome = self.ray.get(ref)
             return outcome
@@ -839,7 +907,7 @@ BACKENDS: dict[str, Callable[..., Backend]] = {
 }
 
 
-def make_backend(name: str, cfg: Any, output_dir: Path | str, fingerprint: str | None,
+def make_backend(name: str, cfg: ExperimentConfig, output_dir: Path | str, fingerprint: str | None,
                  workers: int) -> Backend:
     try:
         factory = BACKENDS[name]

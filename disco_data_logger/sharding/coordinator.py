@@ -36,6 +36,7 @@ import numpy as np
 
 from ..errors import ConfigError, UnsafePathError
 from .backends import Backend, import_ray, machine_worker_limit, make_backend
+from .config import ExperimentConfig
 from .experiment import Experiment
 from .failfast import FailurePolicy
 from .index import (
@@ -50,8 +51,9 @@ from .lock import ExperimentLock
 from .manifest import ShardManifest
 from .names import for_terminal
 from .parts import Part, batch_job_id, parse_part, refuse_stop_rule
-from .planning import TaskPlan
+from .planning import Task, TaskPlan
 from .progress import ProgressBar
+from .records import OutcomeStatus, RunRecord, RunState
 from .sources import (
     PlannedTasks,
     PrecisionTasks,
@@ -61,7 +63,7 @@ from .sources import (
     row_bounds,
     stop_plan,
 )
-from .storage import output_location
+from .storage import StorageOptions, output_location
 from .worker import TaskOutcome
 
 __all__ = ["Coordinator", "RunResult", "run_experiment"]
@@ -73,8 +75,9 @@ class RunResult:
 
     output: Path | str
     """The output directory, or its URI (object storage)."""
-    state: str
-    """``complete``, ``failed`` (some replications failed every attempt) or ``interrupted``."""
+    state: RunState
+    """``complete``, ``failed`` (some replications failed every attempt), ``interrupted`` or
+    ``error`` (:class:`~.records.RunState`; equal to those strings)."""
     planned: int
     resumed: int
     committed: int
@@ -133,7 +136,7 @@ class Coordinator:
 
     def __init__(
         self,
-        cfg: Any,
+        cfg: ExperimentConfig,
         *,
         overrides: Sequence[str] = (),
         config_path: str | os.PathLike[str] | None = None,
@@ -149,7 +152,7 @@ class Coordinator:
         self.progress_enabled = progress
         self.progress_stream = progress_stream
         self.output: Path | str = output_location(cfg.output)
-        self.storage = getattr(cfg, "storage", None)
+        self.storage = StorageOptions.of(cfg.storage)
         self.fingerprint: str = cfg.fingerprint()
         self.part = parse_part(part)
         """Which part of the experiment this run runs (``--part I/N``), or None for all of it."""
@@ -340,22 +343,19 @@ class Coordinator:
 
         plan = TaskPlan(self.cfg, self.part)
         execution = self.cfg.execution
-        run_record: dict[str, Any] = {
-            "run_id": run_id,
-            "started": _now_iso(),
-            "backend": execution.backend,
-            "workers": execution.workers if execution.backend != "serial" else 1,
-            "retries": execution.retries,
-            "max_failures": execution.max_failures,
-            "pid": os.getpid(),
-            "state": "running",
-        }
+        run_record = RunRecord(
+            run_id=run_id,
+            started=_now_iso(),
+            backend=execution.backend,
+            workers=execution.workers if execution.backend != "serial" else 1,
+            retries=execution.retries,
+            max_failures=execution.max_failures,
+            pid=os.getpid(),
+        )
         if self.part is not None:
-            run_record["part"] = str(self.part)
-            run_record["host"] = socket.gethostname()
-            job = batch_job_id(os.environ)
-            if job is not None:
-                run_record["batch_job"] = job
+            run_record.part = str(self.part)
+            run_record.host = socket.gethostname()
+            run_record.batch_job = batch_job_id(os.environ)
         self._run_info: dict[str, Any] = {
             "plan": initial_plan(self.cfg, plan),
             "experiment": {
@@ -369,7 +369,7 @@ class Coordinator:
             "config_path": self.config_path,
             "git_commit": git_commit(),
             "run": run_record,
-            "state": "running",
+            "state": RunState.RUNNING,
             # Only tasks that failed or needed more than one attempt: the commits hold the rest.
             "failed": {},
             "attempts": {},
@@ -389,11 +389,11 @@ class Coordinator:
         to_run = source.upper_bound()
         # Staged commits a dead worker never made durable run again first; failed attempts are
         # tried again after the fresh tasks.
-        requeued: deque[tuple[Any, int]] = deque()
-        retry: deque[tuple[Any, int]] = deque()
-        inflight: dict[str, Any] = {}
+        requeued: deque[tuple[Task, int]] = deque()
+        retry: deque[tuple[Task, int]] = deque()
+        inflight: dict[str, Task] = {}
 
-        def next_task() -> tuple[Any, int] | None:
+        def next_task() -> tuple[Task, int] | None:
             if requeued:
                 return requeued.popleft()
             if policy.stopping:
@@ -410,7 +410,7 @@ class Coordinator:
             bar.total, bar.status = source.total, source.status()
             bar.update()
 
-        result = RunResult(output=self.output, state="running", planned=source.total,
+        result = RunResult(output=self.output, state=RunState.RUNNING, planned=source.total,
                            resumed=resumed, committed=0, notes=self.notes,
                            part=str(self.part) if self.part is not None else None)
         bar = ProgressBar(source.total, skipped=resumed,
@@ -433,17 +433,23 @@ class Coordinator:
         def handle(outcome: TaskOutcome) -> None:
             tid = outcome.task_id
             task = inflight.pop(tid, None)
-            if outcome.attempt > 1 or not outcome.ok:
+            status = outcome.status
+            if status is OutcomeStatus.INTERRUPTED:
+                return  # stopped by this run's end, not an attempt that counts: stays pending
+            if outcome.attempt > 1 or status is not OutcomeStatus.COMMITTED:
                 attempts[tid] = max(attempts.get(tid, 0), outcome.attempt)
-            if outcome.ok:
+            if status is OutcomeStatus.COMMITTED:
                 source.committed(tid)
                 result.committed += 1
                 bar.done += 1
                 policy.succeeded()
                 return
-            if outcome.interrupted or task is None:
+            if status is OutcomeStatus.STAGED:
+                raise RuntimeError(f"the {execution.backend} backend reported the staged commit "
+                                   f"of {tid} before its group was durable")
+            if task is None:
                 return
-            if outcome.requeue:
+            if status is OutcomeStatus.REQUEUED:
                 # A staged commit of a worker that died before its group was durable: it never
                 # counted as an attempt, so it runs again as it was.
                 if not stopping:
@@ -478,7 +484,7 @@ class Coordinator:
         try:
             if pending is not None:
                 workers = self._worker_count(execution.backend, execution.workers, to_run)
-                run_record["workers"] = workers
+                run_record.workers = workers
                 backend = make_backend(execution.backend, self.cfg, self.output,
                                        self.fingerprint, workers)
                 backend.start()
@@ -518,10 +524,10 @@ class Coordinator:
                     show_progress()
                 backend.shutdown()
                 backend = None
-            result.state = "failed" if failed or policy.stopping else "complete"
+            result.state = RunState.FAILED if failed or policy.stopping else RunState.COMPLETE
         except KeyboardInterrupt:
             stopping = True
-            result.state = "interrupted"
+            result.state = RunState.INTERRUPTED
             with _sigint_ignored():
                 if backend is not None:
                     for outcome in backend.interrupt():
@@ -529,7 +535,7 @@ class Coordinator:
                     backend = None
         except BaseException:
             stopping = True
-            result.state = "error"
+            result.state = RunState.ERROR
             with _sigint_ignored():
                 if backend is not None:
                     backend.interrupt()
@@ -545,14 +551,12 @@ class Coordinator:
             result.stopped_early = policy.stop_reason
             result.first_traceback = policy.first_traceback
             result.wall_seconds = time.perf_counter() - t0
-            run_record.update(finished=_now_iso(), state=result.state,
-                              wall_seconds=round(result.wall_seconds, 3),
-                              committed=result.committed, failed=len(failed),
-                              resumed=result.resumed)
-            if policy.stop_reason is not None:
-                run_record["stopped_early"] = policy.stop_reason
+            run_record.finish(result.state, finished=_now_iso(),
+                              wall_seconds=result.wall_seconds, committed=result.committed,
+                              failed=len(failed), resumed=result.resumed)
+            run_record.stopped_early = policy.stop_reason
             if self.notes:
-                run_record["notes"] = list(self.notes)
+                run_record.notes = list(self.notes)
             self._run_info["state"] = result.state
             result.index = merge(self.output, run=self._run_info, storage=self.storage)
         return result

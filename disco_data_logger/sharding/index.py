@@ -91,6 +91,8 @@ from .planning import (
     planned_table,
     stored_per_point,
 )
+from .records import ExperimentState, RunRecord, RunState
+from .records import ReplicationStatus as Status
 from .storage import is_uri
 
 __all__ = [
@@ -152,8 +154,6 @@ REPLICATION_COLUMNS: dict[str, pa.DataType] = {
     "error": pa.string(),
     "traceback": pa.string(),
 }
-
-_COMMITTED, _FAILED, _PENDING = "committed", "failed", "pending"
 
 
 def _now_iso() -> str:
@@ -751,7 +751,7 @@ def _commit_rows(batch: CommitBatch, keep: np.ndarray) -> pa.Table:
         "point_id": _strings(batch.point_id).take(take),
         "point_index": _int_column(batch.point_index).take(take),
         "replication": _int_column(batch.replication).take(take),
-        "status": _constant_strings(_COMMITTED, n),
+        "status": _constant_strings(Status.COMMITTED, n),
         "attempts": pa.array(np.frombuffer(batch.attempt, dtype=np.int64)[idx]),
         "shard_id": _constant_strings(batch.shard_id, n),
         "streams": pa.array(n_streams[idx]),
@@ -932,7 +932,7 @@ def _replications(prev: pa.Table | None, prev_committed_ok: bool, new_commits: p
                   plan: Mapping[str, Any] | None, lost_ids: set[str]) -> pa.Table:
     """The replications table after a merge (Arrow throughout; Python only for failures)."""
     prev = _conform(prev) if prev is not None else empty_replications()
-    is_committed = pc.equal(prev["status"], _COMMITTED).fill_null(False)
+    is_committed = pc.equal(prev["status"], Status.COMMITTED).fill_null(False)
     if lost_ids:
         is_committed = pc.and_(is_committed, pc.invert(pc.is_in(
             prev["task_id"], value_set=pa.array(sorted(lost_ids), pa.string()))))
@@ -942,14 +942,14 @@ def _replications(prev: pa.Table | None, prev_committed_ok: bool, new_commits: p
     rest = prev.filter(pc.invert(pc.is_in(prev["task_id"], value_set=committed_ids)))
     # Rows the previous index had as committed whose commit is no longer there (a shard gone,
     # segment bytes damaged): pending again, saying why.
-    was_committed = pc.equal(rest["status"], _COMMITTED).fill_null(False)
+    was_committed = pc.equal(rest["status"], Status.COMMITTED).fill_null(False)
     if pc.any(was_committed).as_py():
         gone = rest.filter(was_committed)
         n = gone.num_rows
         gone = _conform(pa.table({
             "task_id": gone["task_id"], "point_id": gone["point_id"],
             "point_index": gone["point_index"], "replication": gone["replication"],
-            "status": _constant_strings(_PENDING, n), "attempts": gone["attempts"],
+            "status": _constant_strings(Status.PENDING, n), "attempts": gone["attempts"],
             "error": _constant_strings("its commit is lost (the shard or the segment bytes it "
                                        "depends on are gone)", n)}))
         rest = pa.concat_tables([_conform(rest.filter(pc.invert(was_committed))), gone])
@@ -963,9 +963,10 @@ def _replications(prev: pa.Table | None, prev_committed_ok: bool, new_commits: p
                           *_plan_shape(plan))
         if run.get("part"):
             planned &= _in_part(rest, str(run["part"]))  # a part retries its own tasks only
-        retried = pc.and_(pc.equal(rest["status"], _FAILED).fill_null(False), pa.array(planned))
+        retried = pc.and_(pc.equal(rest["status"], Status.FAILED).fill_null(False),
+                          pa.array(planned))
         rest = rest.set_column(rest.column_names.index("status"), "status",
-                               pc.if_else(retried, _PENDING, rest["status"]))
+                               pc.if_else(retried, Status.PENDING, rest["status"]))
 
     # Tasks whose row changes because of failure notes or the run's own outcome.
     touched: dict[str, dict[str, Any]] = {}
@@ -974,7 +975,7 @@ def _replications(prev: pa.Table | None, prev_committed_ok: bool, new_commits: p
     def row_of(tid: str) -> dict[str, Any]:
         row = touched.get(tid)
         if row is None:
-            row = {"task_id": tid, "status": _PENDING, "attempts": 0}
+            row = {"task_id": tid, "status": Status.PENDING, "attempts": 0}
             touched[tid] = row
         return row
 
@@ -993,7 +994,7 @@ def _replications(prev: pa.Table | None, prev_committed_ok: bool, new_commits: p
             if row.get(key) is None:
                 row[key] = failure.get(key)
         if not running and plan is None:
-            row["status"] = _FAILED  # a user's own pool: a failure note and no commit
+            row["status"] = Status.FAILED  # a user's own pool: a failure note and no commit
     for tid, n in run_attempts.items():
         if committed_set is not None and tid in committed_set:
             continue
@@ -1003,7 +1004,7 @@ def _replications(prev: pa.Table | None, prev_committed_ok: bool, new_commits: p
         if committed_set is not None and tid in committed_set:
             continue
         row = row_of(tid)
-        row["status"] = _FAILED
+        row["status"] = Status.FAILED
         row["error"] = message or row.get("error") or "failed"
         if tracebacks.get(tid):
             row["traceback"] = tracebacks[tid]
@@ -1014,8 +1015,8 @@ def _replications(prev: pa.Table | None, prev_committed_ok: bool, new_commits: p
             row = touched[old["task_id"]]
             merged = {**old, **{k: v for k, v in row.items() if v is not None}}
             merged["attempts"] = max(int(old.get("attempts") or 0), int(row.get("attempts") or 0))
-            if old.get("status") == _FAILED and row.get("status") == _PENDING:
-                merged["status"] = _FAILED
+            if old.get("status") == Status.FAILED and row.get("status") == Status.PENDING:
+                merged["status"] = Status.FAILED
             touched[old["task_id"]] = merged
         rest = pa.concat_tables([rest.filter(pc.invert(pc.is_in(rest["task_id"], value_set=ids))),
                                  _rows_table(list(touched.values()))])
@@ -1083,7 +1084,7 @@ def with_pending(stored: pa.Table, plan: Mapping[str, Any] | None) -> pa.Table:
                                 *_plan_shape(plan))
         pending = first_per_point(pending, counts - rows)
     n = pending.num_rows
-    pending = _conform(pending.append_column("status", _constant_strings(_PENDING, n))
+    pending = _conform(pending.append_column("status", _constant_strings(Status.PENDING, n))
                        .append_column("attempts", pa.array(np.zeros(n, np.int64))))
     table = pa.concat_tables([_conform(stored), pending]).combine_chunks()
     return table.take(pc.sort_indices(table, sort_keys=[("task_id", "ascending")]))
@@ -1147,7 +1148,7 @@ class ExperimentIndex:
     def committed(self) -> pa.Table:
         """``task_id, point_index, replication`` of the committed replications."""
         stored = self.stored_replications
-        rows = stored.filter(pc.equal(stored["status"], _COMMITTED))
+        rows = stored.filter(pc.equal(stored["status"], Status.COMMITTED))
         return rows.select(["task_id", "point_index", "replication"])
 
     @property
@@ -1181,7 +1182,8 @@ def merge(output_dir: str | os.PathLike[str], *,
     an experiment (see :func:`check_experiment`); nothing is written to any other directory.
     ``run`` is what the coordinator knows beyond the journals: the ``plan`` (``points``,
     ``replications``), ``failed`` (task id -> error), ``attempts``, ``tracebacks``, the config
-    snapshot and the run record (and ``part``, ``"I/N"``, for a run of one part).
+    snapshot and the run record (``run``: a :class:`~.records.RunRecord`, or the mapping its
+    ``to_json`` gives), and ``part``, ``"I/N"``, for a run of one part.
     Merges of one experiment take turns (:func:`~.lock.merge_turn`), so the parts of an
     experiment running at once each merge safely.
 
@@ -1200,7 +1202,7 @@ def merge(output_dir: str | os.PathLike[str], *,
 def _committed_ids(replications: pa.Table | None) -> pa.Array | None:
     if replications is None:
         return None
-    mask = pc.equal(replications["status"], _COMMITTED).fill_null(False)
+    mask = pc.equal(replications["status"], Status.COMMITTED).fill_null(False)
     return replications.filter(mask)["task_id"].combine_chunks()
 
 
@@ -1654,13 +1656,13 @@ def _experiment_info(root: Path, previous: Mapping[str, Any], run: Mapping[str, 
                      state: Mapping[str, Any], replications: pa.Table,
                      new_parts: Sequence[Mapping[str, Any]],
                      files: ShardFiles = LOCAL_FILES) -> dict[str, Any]:
-    counts = {_COMMITTED: 0, _FAILED: 0, _PENDING: 0}
+    counts: dict[str, int] = {status: 0 for status in Status}
     if replications.num_rows:
         for item in pc.value_counts(replications["status"]).to_pylist():
             if item["values"] is not None:
                 counts[item["values"]] = item["counts"]
     unstored = _unstored_pending(replications, state.get("plan"))
-    counts[_PENDING] += unstored
+    counts[Status.PENDING] += unstored
     parts = [*state["parts"], *new_parts]
     mins = [p["min_epoch"] for p in parts if p.get("min_epoch") is not None]
     maxs = [p["max_epoch"] for p in parts if p.get("max_epoch") is not None]
@@ -1679,18 +1681,20 @@ def _experiment_info(root: Path, previous: Mapping[str, Any], run: Mapping[str, 
         "min_epoch": min(mins) if mins else None,
         "max_epoch": max(maxs) if maxs else None,
     }
+    state_name: str
     if run.get("state"):
-        state_name = run["state"]
-        if run.get("part") and state_name == "complete" and (counts[_PENDING] or
-                                                             counts[_FAILED]):
-            state_name = "incomplete"  # this part is done; others are not (yet)
-    elif counts[_PENDING] or counts[_FAILED]:
-        state_name = previous.get("state", "incomplete")
+        state_name = str(run["state"])
+        if run.get("part") and state_name == RunState.COMPLETE and (counts[Status.PENDING] or
+                                                                    counts[Status.FAILED]):
+            state_name = ExperimentState.INCOMPLETE.value  # this part is done; others not (yet)
+    elif counts[Status.PENDING] or counts[Status.FAILED]:
+        state_name = previous.get("state", ExperimentState.INCOMPLETE.value)
     else:
-        state_name = "complete"
+        state_name = ExperimentState.COMPLETE.value
     runs = list(previous.get("runs", []))
     if run.get("run") is not None:
-        record = dict(run["run"])
+        given = run["run"]
+        record = given.to_json() if isinstance(given, RunRecord) else dict(given)
         # The coordinator writes the same run record at start and at the end: replace, not append.
         runs = [r for r in runs if r.get("run_id") != record.get("run_id")] + [record]
     return {

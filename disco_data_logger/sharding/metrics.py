@@ -45,6 +45,7 @@ from ..errors import ConfigError, MetricError, MetricsCacheWarning
 from .config import ExperimentConfig, MetricSpec, metric_problem, validate_config
 from .expression import Expression
 from .layout import METRICS_DIR
+from .records import ReplicationStatus
 
 __all__ = [
     "ExperimentView",
@@ -283,7 +284,7 @@ class Replications:
     @classmethod
     def of(cls, exp: ExperimentView) -> Replications:
         reps = exp.replications
-        reps = reps.filter(pc.equal(reps["status"], "committed"))
+        reps = reps.filter(pc.equal(reps["status"], ReplicationStatus.COMMITTED))
         point_index = reps["point_index"].to_numpy(zero_copy_only=False)
         replication = reps["replication"].to_numpy(zero_copy_only=False)
         tids = reps["task_id"].to_pylist()

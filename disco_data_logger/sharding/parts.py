@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from .records import ReplicationStatus
 
 __all__ = ["Part", "MAX_PARTS", "batch_job_id", "parse_part", "part_from_environment", "part_of",
            "part_progress", "refuse_stop_rule"]
@@ -206,8 +207,8 @@ def part_progress(replications: Any, count: int,
     for i in range(1, count + 1):
         mine = parts == i
         row = {"part": f"{i}/{count}", "planned": int(mine.sum())}
-        for name in ("committed", "failed", "pending"):
-            row[name] = int((mine & (status == name)).sum())
+        for name in ReplicationStatus:
+            row[name.value] = int((mine & (status == name.value)).sum())
         row["running"] = (live or {}).get(i)
         rows.append(row)
     return rows

@@ -132,10 +132,6 @@ class ProgressBar:
         self._started = False
         self._finished = False
 
-    @property
-    def remaining(self) -> int:
-        return self.total - self.skipped - self.done - self.failed
-
     def _sync(self) -> Task:
         finished = self.skipped + self.done + self.failed
         elapsed = self._progress.tasks[0].elapsed or 0.0

@@ -37,6 +37,7 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import ConfigError, ExperimentLockedError, SlurmSubmitError, UnsafePathError
+from .config import ExperimentConfig
 from .index import ExperimentIndex, merge
 from .layout import SHARDS_DIR, SLURM_DIR, SLURM_LOCK_NAME
 from .lock import ExperimentLock
@@ -44,6 +45,7 @@ from .names import shell_word
 from .parts import Part, part_progress, refuse_stop_rule
 from .planning import TaskPlan
 from .progress import ProgressBar
+from .records import ReplicationStatus, RunRecord, RunState
 
 __all__ = ["SlurmLauncher", "sbatch_script", "import_submitit", "SUBMITIT_MISSING"]
 
@@ -71,11 +73,11 @@ def _now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def job_name(cfg: Any) -> str:
+def job_name(cfg: ExperimentConfig) -> str:
     return cfg.execution.slurm.job_name or f"ddl-{cfg.experiment.name}"
 
 
-def local_execution(cfg: Any) -> tuple[str, int]:
+def local_execution(cfg: ExperimentConfig) -> tuple[str, int]:
     """The backend and workers one array task runs its part with."""
     workers = cfg.execution.slurm.part_workers()
     return ("multiprocessing" if workers > 1 else "serial"), workers
@@ -84,7 +86,7 @@ def local_execution(cfg: Any) -> tuple[str, int]:
 # ------------------------------------------------------------------------------ sbatch script
 
 
-def _sbatch_lines(cfg: Any, parts: int) -> list[str]:
+def _sbatch_lines(cfg: ExperimentConfig, parts: int) -> list[str]:
     s = cfg.execution.slurm
     array = f"0-{parts - 1}" + (f"%{s.array_parallelism}" if s.array_parallelism else "")
     options: list[tuple[str, Any]] = [
@@ -102,7 +104,7 @@ def _sbatch_lines(cfg: Any, parts: int) -> list[str]:
     return lines
 
 
-def sbatch_script(cfg: Any, config_path: str | os.PathLike[str], overrides: list[str],
+def sbatch_script(cfg: ExperimentConfig, config_path: str | os.PathLike[str], overrides: list[str],
                   parts: int, *, python: str | None = None, cwd: Path | None = None,
                   name: str | None = None) -> str:
     """A job array script that runs ``cfg`` as ``parts`` parts (see the module docstring);
@@ -195,7 +197,7 @@ class SlurmLauncher:
         self.c = coordinator
         self.result_type = result_type
         self.git_commit = git_commit
-        self.cfg = coordinator.cfg
+        self.cfg: ExperimentConfig = coordinator.cfg
         self.settings = self.cfg.execution.slurm
         self.count = self.settings.part_count(self.cfg.execution)
         self.output = coordinator.output.absolute()
@@ -208,10 +210,10 @@ class SlurmLauncher:
 
         execution = self.cfg.execution
         backend, workers = local_execution(self.cfg)
-        record = {"run_id": run_id, "started": _now_iso(), "backend": "slurm",
-                  "parts": self.count, "part_backend": backend, "workers": workers,
-                  "retries": execution.retries, "max_failures": execution.max_failures,
-                  "pid": os.getpid(), "state": "running", "jobs": {}}
+        record = RunRecord(run_id=run_id, started=_now_iso(), backend="slurm",
+                           parts=self.count, part_backend=backend, workers=workers,
+                           retries=execution.retries, max_failures=execution.max_failures,
+                           pid=os.getpid(), jobs={})
         return {
             "plan": self.plan.summary(),
             "experiment": {"organisation": self.cfg.experiment.organisation,
@@ -222,13 +224,13 @@ class SlurmLauncher:
             "config_path": self.c.config_path,
             "git_commit": self.git_commit(),
             "run": record,
-            "state": "running",
+            "state": RunState.RUNNING,
             "failed": {},
             "attempts": {},
             "tracebacks": {},
         }
 
-    def _job_cfg(self) -> Any:
+    def _job_cfg(self) -> ExperimentConfig:
         backend, workers = local_execution(self.cfg)
         execution = self.cfg.execution.model_copy(update={"backend": backend,
                                                           "workers": workers})
@@ -318,43 +320,43 @@ class SlurmLauncher:
             progress = self._progress(start)
             resumed = sum(row["committed"] for row in progress.values())
             del start
-            result = self.result_type(output=self.output, state="running", planned=len(self.plan),
-                               resumed=resumed, committed=0, notes=self.c.notes)
+            result = self.result_type(output=self.output, state=RunState.RUNNING,
+                                      planned=len(self.plan), resumed=resumed, committed=0,
+                                      notes=self.c.notes)
             todo = [Part(i, self.count) for i, row in progress.items() if row["pending"]]
-            record = info["run"]
+            record: RunRecord = info["run"]
             restore = self.c._catch_sigterm()  # SIGTERM: cancel the array like Ctrl-C
             try:
                 if todo:
                     self._wait(submitit, folder, todo, info, result, progress)
-                result.state = "complete"
+                result.state = RunState.COMPLETE
             except KeyboardInterrupt:
-                result.state = "interrupted"
+                result.state = RunState.INTERRUPTED
             except BaseException:
-                result.state = "error"
+                result.state = RunState.ERROR
                 raise
             finally:
                 restore()
                 # The parts' own merges wrote what failed; carry it into this run's record.
                 index = self._quiet_merge()
                 reps = index.replications
-                failed_rows = reps.filter(_status_is(reps, "failed")).to_pylist()
+                failed_rows = reps.filter(_status_is(reps, ReplicationStatus.FAILED)).to_pylist()
                 info["failed"] = {r["task_id"]: r.get("error") or "failed" for r in failed_rows}
                 info["tracebacks"] = {r["task_id"]: r["traceback"] for r in failed_rows
                                       if r.get("traceback")}
-                committed = _count_status(reps, "committed")
+                committed = _count_status(reps, ReplicationStatus.COMMITTED)
                 result.committed = max(0, committed - resumed)
                 result.failed = dict(info["failed"])
-                if result.state == "complete" and (result.failed or result.pending):
-                    result.state = "failed"
-                if result.stopped_early is None and record.get("stopped_early"):
-                    result.stopped_early = record["stopped_early"]
+                if result.state == RunState.COMPLETE and (result.failed or result.pending):
+                    result.state = RunState.FAILED
+                if result.stopped_early is None and record.stopped_early:
+                    result.stopped_early = record.stopped_early
                 result.wall_seconds = time.perf_counter() - t0
-                record.update(finished=_now_iso(), state=result.state,
-                              wall_seconds=round(result.wall_seconds, 3),
-                              committed=result.committed, failed=len(result.failed),
-                              resumed=resumed)
+                record.finish(result.state, finished=_now_iso(),
+                              wall_seconds=result.wall_seconds, committed=result.committed,
+                              failed=len(result.failed), resumed=resumed)
                 if self.c.notes:
-                    record["notes"] = list(self.c.notes)
+                    record.notes = list(self.c.notes)
                 info["state"] = result.state
                 result.index = merge(self.output, run=info)
         return result
@@ -397,12 +399,12 @@ class SlurmLauncher:
 
     def _wait(self, submitit: Any, folder: Path, todo: list[Part], info: dict[str, Any],
               result: Any, progress: dict[int, dict[str, Any]]) -> None:
-        record = info["run"]
+        record: RunRecord = info["run"]
         jobs: dict[int, _PartJob] = {}
         for part, job in zip(todo, self._submit(submitit, folder, todo), strict=True):
             jobs[part.index] = _PartJob(part, job)
-        record["jobs"] = {str(p.part): p.job_id for p in jobs.values()}
-        self._write_jobs(folder, jobs, record["run_id"])
+        record.jobs = {str(p.part): p.job_id for p in jobs.values()}
+        self._write_jobs(folder, jobs, record.run_id)
         first = jobs[todo[0].index].job_id.split("_")[0]
         self.c._note(f"submitted {len(todo)} part(s) of {self.count} as SLURM job {first} "
                      f"({', '.join(f'{p.part}: {p.job_id}' for p in list(jobs.values())[:4])}"
@@ -446,7 +448,8 @@ class SlurmLauncher:
             if p.ended is not None:
                 self.c._note(f"part {p.part} did not finish: {p.ended}")
             elif p.outcome is not None and p.outcome.get("stopped_early"):
-                record.setdefault("stopped_early", f"part {p.part}: {p.outcome['stopped_early']}")
+                if record.stopped_early is None:
+                    record.stopped_early = f"part {p.part}: {p.outcome['stopped_early']}"
 
     def _wait_gone(self, job_ids: list[str], timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
@@ -471,7 +474,7 @@ class SlurmLauncher:
                              not x.startswith("-")]
                     why = f"job {p.job_id} failed: {lines[-1].strip() if lines else exc}"
                     p.outcome = None
-                if p.outcome is not None and p.outcome.get("state") != "interrupted":
+                if p.outcome is not None and p.outcome.get("state") != RunState.INTERRUPTED:
                     continue
                 if p.outcome is not None:
                     why = f"job {p.job_id} was stopped (SIGTERM: cancelled or preempted)"
@@ -493,7 +496,7 @@ class SlurmLauncher:
         """A part's job ended without finishing: resubmit it while replications are left."""
         progress = self._progress(self._quiet_merge())
         if progress[p.part.index]["pending"] == 0:
-            p.outcome = {"state": "complete", "part": str(p.part)}
+            p.outcome = {"state": RunState.COMPLETE.value, "part": str(p.part)}
             return
         if p.submissions > self.settings.resubmit:
             p.ended = f"{why}; resubmitted {p.submissions - 1} time(s) already " \
@@ -504,8 +507,9 @@ class SlurmLauncher:
                      f"({p.submissions} of {self.settings.resubmit}); it resumes where it "
                      "stopped")
         p.job, p.submissions, p.gone_since = job, p.submissions + 1, None
-        info["run"]["jobs"][str(p.part)] = p.job_id
-        self._write_jobs(folder, jobs, info["run"]["run_id"])
+        record: RunRecord = info["run"]
+        record.jobs = {**(record.jobs or {}), str(p.part): p.job_id}
+        self._write_jobs(folder, jobs, record.run_id)
 
 
 def _status_is(table: Any, status: str) -> Any:

@@ -35,7 +35,7 @@ class PartJob(submitit.helpers.Checkpointable):  # type: ignore[misc]
         first = next(iter(sorted(result.failed.items())), None)
         return {
             "part": part,
-            "state": result.state,
+            "state": str(result.state),
             "planned": result.planned,
             "resumed": result.resumed,
             "committed": result.committed,

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import PrecisionWarning
+from .config import ExperimentConfig
 from .planning import Task, TaskPlan, point_id
 from .stopping import PointStatus, PrecisionRule, StopDecision, max_warning
 
@@ -176,7 +177,6 @@ class PrecisionTasks(TaskSource):
         self._statuses: list[PointStatus] = []
         self._assessed_at = -math.inf
         self._assess_seconds = 0.0
-        self.assessments = 0
         self.warned: list[str] = []
 
         decision = self._assess()
@@ -278,7 +278,6 @@ class PrecisionTasks(TaskSource):
         self._statuses = decision.points
         self._assessed_at = time.monotonic()
         self._assess_seconds = self._assessed_at - t0
-        self.assessments += 1
         return decision
 
     def _settle(self, p: int, status: PointStatus) -> None:
@@ -359,7 +358,7 @@ def stop_summary(rule: PrecisionRule, points: list[dict[str, Any]] | None) -> di
     return out
 
 
-def initial_plan(cfg: Any, plan: TaskPlan) -> dict[str, Any]:
+def initial_plan(cfg: ExperimentConfig, plan: TaskPlan) -> dict[str, Any]:
     """The ``plan`` a run records before its source has decided anything."""
     summary: dict[str, Any] = plan.summary()
     if cfg.stop is not None:
@@ -367,8 +366,10 @@ def initial_plan(cfg: Any, plan: TaskPlan) -> dict[str, Any]:
     return summary
 
 
-def precision_rule(cfg: Any) -> PrecisionRule:
+def precision_rule(cfg: ExperimentConfig) -> PrecisionRule:
     """The rule of a config's ``stop:`` section (``replications`` is its default maximum)."""
+    if cfg.stop is None:
+        raise ValueError("precision_rule(): the config has no stop: section")
     return PrecisionRule(cfg.stop, cfg.stop_max_replications)
 
 

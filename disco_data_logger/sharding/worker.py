@@ -18,9 +18,10 @@ import os
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
 
-from .config import DEFAULT_COMMIT_DELAY
+from .config import DEFAULT_COMMIT_DELAY, ExperimentConfig
+from .planning import Task
+from .records import OutcomeStatus
 from .shard import ShardWriter
 from .storage import output_location
 
@@ -29,7 +30,10 @@ __all__ = ["TaskOutcome", "TaskRunner", "ShardActor"]
 
 @dataclass
 class TaskOutcome:
-    """The result of one attempt of one task, as the coordinator learns it."""
+    """The result of one attempt of one task, as the coordinator learns it.
+
+    :attr:`status` says what the flags below mean together (backends set the flags).
+    """
 
     task_id: str
     attempt: int
@@ -46,11 +50,22 @@ class TaskOutcome:
     """The attempt never counted (its worker died before running it, or before its commit was
     durable): run the task again without using up a retry."""
 
+    @property
+    def status(self) -> OutcomeStatus:
+        """How the attempt ended (see :class:`~.records.OutcomeStatus`)."""
+        if self.ok:
+            return OutcomeStatus.COMMITTED if self.durable else OutcomeStatus.STAGED
+        if self.interrupted:
+            return OutcomeStatus.INTERRUPTED
+        if self.requeue:
+            return OutcomeStatus.REQUEUED
+        return OutcomeStatus.FAILED
+
 
 class TaskRunner:
     """Runs tasks of one experiment into one shard; lives as long as its worker process."""
 
-    def __init__(self, cfg: Any, output_dir: str | os.PathLike[str], shard_id: str,
+    def __init__(self, cfg: ExperimentConfig, output_dir: str | os.PathLike[str], shard_id: str,
                  fingerprint: str | None = None, *, commit_group: int = 1,
                  commit_delay: float = DEFAULT_COMMIT_DELAY) -> None:
         from .config import resolve_entry_point
@@ -61,7 +76,7 @@ class TaskRunner:
         self.shard = ShardWriter(output_location(output_dir), shard_id,
                                  logger_kwargs=cfg.logger.logger_kwargs(),
                                  fingerprint=fingerprint, commit_group=commit_group,
-                                 storage=getattr(cfg, "storage", None))
+                                 storage=cfg.storage)
         self._staged: dict[str, TaskOutcome] = {}
 
     @property
@@ -85,7 +100,7 @@ class TaskRunner:
             return None
         return max(0.0, self.commit_delay - self.shard.staged_age)
 
-    def run(self, task: Any, attempt: int) -> tuple[TaskOutcome, list[TaskOutcome]]:
+    def run(self, task: Task, attempt: int) -> tuple[TaskOutcome, list[TaskOutcome]]:
         """Run one attempt of ``task``; commit it if the model returned, abort it otherwise.
 
         Returns the outcome and the earlier staged commits that became durable with it (the
@@ -176,13 +191,14 @@ class TaskRunner:
 class ShardActor:
     """A Ray actor body (wrapped with ``ray.remote`` by the Ray backend) owning one shard."""
 
-    def __init__(self, cfg: Any, output_dir: str, shard_id: str, fingerprint: str | None) -> None:
+    def __init__(self, cfg: ExperimentConfig, output_dir: str, shard_id: str,
+                 fingerprint: str | None) -> None:
         self.runner = TaskRunner(cfg, output_dir, shard_id, fingerprint)
 
     def ready(self) -> str:
         return self.runner.shard_id
 
-    def run(self, task: Any, attempt: int) -> TaskOutcome:
+    def run(self, task: Task, attempt: int) -> TaskOutcome:
         # Ray actors commit one replication at a time: the result of a call is final.
         outcome, _earlier = self.runner.run(task, attempt)
         return outcome
