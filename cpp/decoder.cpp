@@ -11,6 +11,7 @@
 #include <mutex>
 #include <new>
 #include <set>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -750,11 +751,18 @@ struct Worker {
 };
 
 // Runs f(i, worker) for i in [0, n) on up to `threads` threads; the first exception is rethrown
-// here, after every thread has stopped (none escapes its thread).
+// here, after every thread has stopped (none escapes its thread). A thread or worker that cannot
+// be created (no memory for its stack, a process limit) only means fewer threads: the calling
+// thread takes whatever the others do not, and every thread started is joined before returning.
 template <class F>
 void parallel_for(size_t n, unsigned threads, std::vector<std::unique_ptr<Worker>>& workers, F f) {
     threads = unsigned(std::max<size_t>(1, std::min<size_t>(threads, n)));
-    while (workers.size() < threads) workers.push_back(std::make_unique<Worker>());
+    if (workers.empty()) workers.push_back(std::make_unique<Worker>());  // the caller's own
+    try {
+        while (workers.size() < threads) workers.push_back(std::make_unique<Worker>());
+    } catch (const std::bad_alloc&) {
+        threads = unsigned(workers.size());
+    }
     std::atomic<size_t> next{0};
     std::exception_ptr first_error;
     std::mutex error_mu;
@@ -771,7 +779,12 @@ void parallel_for(size_t n, unsigned threads, std::vector<std::unique_ptr<Worker
         run(0);
     } else {
         std::vector<std::thread> pool;
-        for (unsigned t = 1; t < threads; ++t) pool.emplace_back(run, t);
+        try {
+            pool.reserve(threads - 1);
+            for (unsigned t = 1; t < threads; ++t) pool.emplace_back(run, t);
+        } catch (const std::exception&) {
+            // Fewer threads than asked for; the ones started share the work with this one.
+        }
         run(0);
         for (auto& t : pool) t.join();
     }
