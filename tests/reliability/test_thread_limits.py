@@ -61,7 +61,8 @@ CHILD = textwrap.dedent(
 
 def run_child(mode: str, path: Path, out: Path) -> dict[str, Any]:
     def limit_stack() -> None:
-        resource.setrlimit(resource.RLIMIT_STACK, (STACK, resource.getrlimit(resource.RLIMIT_STACK)[1]))
+        hard = resource.getrlimit(resource.RLIMIT_STACK)[1]
+        resource.setrlimit(resource.RLIMIT_STACK, (STACK, hard))
 
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, mode, str(path), str(out)],
