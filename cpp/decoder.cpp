@@ -1235,8 +1235,17 @@ void keep_registration(std::map<uint32_t, StreamInfo>& out, const StreamInfo& in
     it->second = info;
 }
 
-void collect_registrations(const SegmentWork& seg, std::map<uint32_t, StreamInfo>& out) {
-    for (const auto& info : seg.registry.infos) keep_registration(out, *info);
+// Only the selected streams' registrations are returned: a query of one stream of a shard holding
+// a million must not hand a million label sets to Python.
+void collect_registrations(const SegmentWork& seg, const Selection& sel,
+                           std::map<uint32_t, StreamInfo>& out) {
+    for (const auto& info : seg.registry.infos)
+        if (sel.keep(info->reg.stream_id)) keep_registration(out, *info);
+}
+
+std::string base_name(const std::string& path) {
+    const size_t slash = path.rfind('/');
+    return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
 void sort_reports(std::vector<SkipReport>& reports) {
@@ -1271,7 +1280,13 @@ std::vector<std::string> list_segments(const std::string& dir) {
 
 DecodeResult decode_directory(const std::string& dir, const DecodeOptions& opts) {
     const Selection sel(opts);
-    const std::vector<std::string> paths = list_segments(dir);
+    std::vector<std::string> paths = list_segments(dir);
+    if (opts.segment_filter) {
+        const std::set<std::string> wanted(opts.segments.begin(), opts.segments.end());
+        paths.erase(std::remove_if(paths.begin(), paths.end(),
+                                   [&](const std::string& p) { return !wanted.count(base_name(p)); }),
+                    paths.end());
+    }
     const size_t n = paths.size();
     const unsigned threads = thread_count(opts.threads);
     std::vector<std::unique_ptr<Worker>> workers;
@@ -1487,7 +1502,7 @@ DecodeResult decode_directory(const std::string& dir, const DecodeOptions& opts)
         for (uint32_t sid : seg.unregistered_v1) unregistered.insert(sid);
         sort_reports(seg.reports);
         for (auto& r : seg.reports) result.skipped.push_back(std::move(r));
-        collect_registrations(seg, result.registrations);
+        collect_registrations(seg, sel, result.registrations);
         if (!seg.path.empty()) result.segments.push_back(sum);
     }
     result.unregistered.assign(unregistered.begin(), unregistered.end());
@@ -1514,7 +1529,7 @@ RegistrationsResult read_registrations(const std::string& dir) {
     });
     RegistrationsResult out;
     for (auto& seg : segs) {
-        collect_registrations(seg, out.registrations);
+        collect_registrations(seg, sel, out.registrations);
         for (auto& r : seg.reports)
             if (r.kind != SkipKind::BadBlock) out.skipped.push_back(std::move(r));
     }

@@ -23,7 +23,15 @@ import numpy as np
 
 from . import _core
 from .errors import CorruptDataWarning, FormatError, SkipKind
-from .layout import EPOCH_SCALE, KIND, PERIODICITY, RECORD_COLUMNS, STREAM_ID, VALUE_SCALE
+from .layout import (
+    EPOCH_SCALE,
+    KIND,
+    PERIODICITY,
+    RECORD_COLUMNS,
+    SEGMENT_NAME_RE,
+    STREAM_ID,
+    VALUE_SCALE,
+)
 from .sidecars import read_sidecars
 
 __all__ = [
@@ -163,17 +171,34 @@ def _warn_skipped(path: Path, skipped: list[dict[str, Any]], stacklevel: int) ->
     )
 
 
+def _segment_names(segments: Iterable[str] | None) -> list[str] | None:
+    """The segment file names to read, checked: plain names such as ``00003.seg.zst``."""
+    if segments is None:
+        return None
+    if isinstance(segments, (str, bytes)):
+        raise ValueError(f"segments must be an iterable of segment file names, not {segments!r}")
+    names = sorted({str(s) for s in segments})
+    bad = [n for n in names if not SEGMENT_NAME_RE.match(n)]
+    if bad:
+        raise ValueError(f"segments: {bad[0]!r} is not a segment file name (such as "
+                         "'00000.seg.zst'; names, not paths)")
+    return names
+
+
 def decode_columns(
     path: str | os.PathLike[str],
     *,
     stream_ids: Iterable[int] | None = None,
     warn: bool = True,
     threads: int = 0,
+    segments: Iterable[str] | None = None,
 ) -> DecodedColumns:
     """Decode every segment of a logger directory into flat numpy columns.
 
     ``stream_ids`` keeps only those streams (their sections alone are decoded, and blocks without
-    any of them are not even decompressed); ``threads`` bounds the decoding threads (0: all cores).
+    any of them are not even decompressed; only their registrations are returned); ``threads``
+    bounds the decoding threads (0: all cores); ``segments`` names the segment files to read
+    (``"00000.seg.zst"``, ...; others in the directory are ignored; None: all of them).
     """
     p = Path(path)
     if not p.is_dir():
@@ -186,11 +211,12 @@ def decode_columns(
     # directories or, after a first pass, for the streams that turned out to have none.
     sidecars = load_sidecars(p) if _is_legacy_directory(p) else None
     ids = None if stream_ids is None else sorted({int(s) for s in stream_ids})
-    raw = _core.decode_directory(str(p), _fallback_scales(sidecars or {}), ids, threads)
+    names = _segment_names(segments)
+    raw = _core.decode_directory(str(p), _fallback_scales(sidecars or {}), ids, threads, names)
     if raw["unregistered"] and sidecars is None:
         sidecars = load_sidecars(p)
         if sidecars:
-            raw = _core.decode_directory(str(p), _fallback_scales(sidecars), ids, threads)
+            raw = _core.decode_directory(str(p), _fallback_scales(sidecars), ids, threads, names)
     cols = DecodedColumns(
         stream_id=raw["stream_id"],
         epoch=raw["epoch"],
@@ -307,13 +333,15 @@ def read(
     stream_ids: Iterable[int] | None = None,
     label_columns: bool | Iterable[str] = False,
     threads: int = 0,
+    segments: Iterable[str] | None = None,
 ) -> Any:
     """Read a logger directory into a ``pyarrow.Table``.
 
     ``rule`` selects streams by their labels (a mapping, a selector string such as
     ``"measure=stock,entity in (a,b)"``, or a callable on the labels dict); ``stream_ids``
     selects by id. Only the selected streams are decoded. ``label_columns=True`` adds one column
-    per label (or give the names).
+    per label (or give the names). ``segments`` reads only the named segment files of the
+    directory (for example the ones a shard's journal lists), ignoring any other.
     """
     p = Path(path)
     ids: set[int] | None = None if stream_ids is None else {int(s) for s in stream_ids}
@@ -326,5 +354,5 @@ def read(
             streams = read_registrations(p, warn=False)
         chosen = {sid for sid, meta in streams.items() if match(meta)}
         ids = chosen if ids is None else ids & chosen
-    cols = decode_columns(p, stream_ids=ids, threads=threads)
+    cols = decode_columns(p, stream_ids=ids, threads=threads, segments=segments)
     return columns_to_arrow(cols, label_columns=label_columns)
