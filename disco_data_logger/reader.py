@@ -301,29 +301,26 @@ def columns_to_arrow(cols: DecodedColumns, *, label_columns: bool | Iterable[str
 
 
 def _label_arrays(cols: DecodedColumns, which: bool | Iterable[str]) -> dict[str, Any]:
+    """Label columns of the records: one value per distinct stream, typed by the project's one
+    rule (:func:`disco_data_logger.labels.label_array`), then spread over the records by an Arrow
+    ``take`` (no Python work per record)."""
     import pyarrow as pa
+
+    from .labels import label_array
 
     uniq, inverse = np.unique(cols.stream_id, return_inverse=True)
     metas = [cols.streams.get(int(s), {}) for s in uniq]
     if which is True:
-        keys: list[str] = []
+        keys: dict[str, None] = {}
         for m in metas:
-            keys.extend(k for k in m if k not in METADATA_FIELDS and k not in keys)
+            for k in m:
+                if k not in METADATA_FIELDS:
+                    keys.setdefault(k)
+        names = list(keys)
     else:
-        keys = [k for k in which if k not in RECORD_COLUMNS]  # type: ignore[union-attr]
-    take = pa.array(inverse.astype(np.int64))
-    out = {}
-    for key in keys:
-        values = [m.get(key) for m in metas]
-        try:
-            per_stream = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            # Streams give this label values of different JSON types ("kg" here, 5 there):
-            # one string column, non-strings as their JSON text, missing ones null.
-            per_stream = pa.array([v if v is None or isinstance(v, str) else json.dumps(v)
-                                   for v in values], type=pa.string())
-        out[key] = per_stream.take(take)
-    return out
+        names = [k for k in which if k not in RECORD_COLUMNS]  # type: ignore[union-attr]
+    take = pa.array(inverse.astype(np.int64, copy=False))
+    return {key: label_array([m.get(key) for m in metas]).take(take) for key in names}
 
 
 def read(

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sparse_array import Vector
@@ -618,3 +619,23 @@ def test_read_only_the_named_segments(tmp_path: Path) -> None:
     for bad in (["../00000.seg.zst"], ["x"], "00000.seg.zst"):
         with pytest.raises(ValueError, match="segment file name"):
             read(path, segments=bad)
+
+
+def test_label_columns_follow_the_one_label_rule(tmp_path: Path) -> None:
+    """``label_columns`` types each label by ``labels.label_array`` over the streams (the rule of
+    the experiment index): integers stay int64, integers with floats become float64, lists and
+    mixed kinds become their compact JSON text, missing labels null."""
+    labels = [{"n": 1, "x": 1, "tags": [1, 2]}, {"n": 2, "x": 2.5, "tags": "a"}, {"n": 3}]
+    with DataLogger(tmp_path / "l") as dl:
+        sids = [dl.register_stream(lab, value_scale=None) for lab in labels]
+        for t, k in enumerate([0, 1, 2, 1, 0]):
+            dl.record(sids[k], float(t), [t], [1.0])
+    table = read(tmp_path / "l", label_columns=True)
+    streams = [sids.index(s) for s in table["stream_id"].to_pylist()]
+    assert sorted(streams) == [0, 0, 1, 1, 2]
+    assert table["n"].type == pa.int64()
+    assert table["n"].to_pylist() == [[1, 2, 3][k] for k in streams]
+    assert table["x"].type == pa.float64()
+    assert table["x"].to_pylist() == [[1.0, 2.5, None][k] for k in streams]
+    assert table["tags"].to_pylist() == [["[1,2]", "a", None][k] for k in streams]
+    assert read(tmp_path / "l", label_columns=["x"]).column_names[-1] == "x"
