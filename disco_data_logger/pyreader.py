@@ -488,11 +488,16 @@ _JSON_TOKEN = re.compile(r"""
 def _json_value(text: str) -> Any:
     """The value of a JSON text as Python's ``json.loads`` reads it (FORMAT.md 3.3), or
     ValueError. A text nested too deep for ``json.loads`` is checked without recursion and, when
-    valid, given as its text."""
+    valid, given as its text. The nesting bound (MAX_JSON_DEPTH) is checked here, not left to
+    ``json.loads``, whose depth follows ``sys.getrecursionlimit()``: with a raised limit it
+    would accept what the format (and the native reader) refuses."""
+    deep = text.count("[") + text.count("{") > MAX_JSON_DEPTH  # may nest too deep: check it
+    if deep and not _is_json(text):
+        raise ValueError("not JSON text, or nested deeper than the format allows")
     try:
         return json.loads(text)
     except RecursionError:
-        if _is_json(text):
+        if deep or _is_json(text):
             return text
         raise ValueError("not JSON text") from None
 
