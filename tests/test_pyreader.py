@@ -380,9 +380,9 @@ def test_registration_json_nesting_up_to_4096_deep(tmp_path, decode, depth):
 
 @both_readers
 def test_json_nesting_bound_does_not_follow_the_recursion_limit(tmp_path, decode):
-    """Found by the long fuzz run: with a raised ``sys.setrecursionlimit`` Python's ``json.loads``
-    parses 4097 levels, and the pure-Python reader accepted a registration the native one
-    refused (FORMAT.md 3.3 bounds the nesting at 4096 whatever the interpreter allows)."""
+    """With a raised ``sys.setrecursionlimit`` Python's ``json.loads`` parses 4097 levels, and the
+    pure-Python reader accepted a registration the native one refused (FORMAT.md 3.3 bounds the
+    nesting at 4096 whatever the interpreter allows)."""
     import sys
 
     inner = 4096  # the object itself is one more level: 4097
