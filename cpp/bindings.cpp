@@ -453,8 +453,9 @@ PYBIND11_MODULE(_core, m) {
     m.def(
         "decode_directory",
         [](const std::string& dir, py::dict fallback, py::object stream_ids, unsigned threads,
-           py::object segments) {
+           py::object segments, bool registrations) {
             ddl::DecodeOptions o = decode_options(fallback, stream_ids, threads, segments);
+            o.registrations = registrations;
             ddl::DecodeResult r;
             {
                 py::gil_scoped_release nogil;
@@ -463,9 +464,10 @@ PYBIND11_MODULE(_core, m) {
             return result_dict(std::move(r));
         },
         py::arg("dir"), py::arg("fallback") = py::dict(), py::arg("stream_ids") = py::none(),
-        py::arg("threads") = 0, py::arg("segments") = py::none(),
+        py::arg("threads") = 0, py::arg("segments") = py::none(), py::arg("registrations") = true,
         "Decode the segments of a logger directory (all, or the named files) into columns "
-        "(numpy arrays); with stream_ids, only those streams and their registrations.");
+        "(numpy arrays); with stream_ids, only those streams and their registrations "
+        "(none with registrations=False).");
     m.def(
         "read_registrations",
         [](const std::string& dir) {

@@ -1502,7 +1502,7 @@ DecodeResult decode_directory(const std::string& dir, const DecodeOptions& opts)
         for (uint32_t sid : seg.unregistered_v1) unregistered.insert(sid);
         sort_reports(seg.reports);
         for (auto& r : seg.reports) result.skipped.push_back(std::move(r));
-        collect_registrations(seg, sel, result.registrations);
+        if (opts.registrations) collect_registrations(seg, sel, result.registrations);
         if (!seg.path.empty()) result.segments.push_back(sum);
     }
     result.unregistered.assign(unregistered.begin(), unregistered.end());

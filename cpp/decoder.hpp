@@ -108,6 +108,9 @@ struct DecodeOptions {
     // `segment_filter`: the ones a shard's journal lists, so a stray copy is never read.
     bool segment_filter = false;
     std::vector<std::string> segments;
+    // False: no registrations are returned (a caller that has the streams' labels elsewhere,
+    // such as an experiment's index, saves building them).
+    bool registrations = true;
     unsigned threads = 0;              // 0: hardware concurrency
 };
 

@@ -192,6 +192,7 @@ def decode_columns(
     warn: bool = True,
     threads: int = 0,
     segments: Iterable[str] | None = None,
+    registrations: bool = True,
 ) -> DecodedColumns:
     """Decode every segment of a logger directory into flat numpy columns.
 
@@ -199,6 +200,8 @@ def decode_columns(
     any of them are not even decompressed; only their registrations are returned); ``threads``
     bounds the decoding threads (0: all cores); ``segments`` names the segment files to read
     (``"00000.seg.zst"``, ...; others in the directory are ignored; None: all of them).
+    ``registrations=False`` returns no in-band registrations (``streams`` then holds only what
+    sidecars say): for callers that never look at the streams' labels.
     """
     p = Path(path)
     if not p.is_dir():
@@ -212,11 +215,13 @@ def decode_columns(
     sidecars = load_sidecars(p) if _is_legacy_directory(p) else None
     ids = None if stream_ids is None else sorted({int(s) for s in stream_ids})
     names = _segment_names(segments)
-    raw = _core.decode_directory(str(p), _fallback_scales(sidecars or {}), ids, threads, names)
+    raw = _core.decode_directory(str(p), _fallback_scales(sidecars or {}), ids, threads, names,
+                                 registrations)
     if raw["unregistered"] and sidecars is None:
         sidecars = load_sidecars(p)
         if sidecars:
-            raw = _core.decode_directory(str(p), _fallback_scales(sidecars), ids, threads, names)
+            raw = _core.decode_directory(str(p), _fallback_scales(sidecars), ids, threads, names,
+                                         registrations)
     cols = DecodedColumns(
         stream_id=raw["stream_id"],
         epoch=raw["epoch"],
@@ -351,5 +356,8 @@ def read(
             streams = read_registrations(p, warn=False)
         chosen = {sid for sid, meta in streams.items() if match(meta)}
         ids = chosen if ids is None else ids & chosen
-    cols = decode_columns(p, stream_ids=ids, threads=threads, segments=segments)
+    # Without label columns the table needs no stream metadata: none is built (a one-stream
+    # query of a shard with a million streams would otherwise build 100,000 label dicts).
+    cols = decode_columns(p, stream_ids=ids, threads=threads, segments=segments,
+                          registrations=bool(label_columns))
     return columns_to_arrow(cols, label_columns=label_columns)

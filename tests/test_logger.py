@@ -616,6 +616,9 @@ def test_read_only_the_named_segments(tmp_path: Path) -> None:
     assert read(path, segments=[]).num_rows == 0
     cols = decode_columns(path, stream_ids=[sids[2]])
     assert set(cols.registrations) == {sids[2]}  # only the selected streams' registrations
+    assert cols.streams[sids[2]]["s"] == 2
+    bare = decode_columns(path, stream_ids=[sids[2]], registrations=False)
+    assert bare.registrations == {} and np.array_equal(bare.epoch, cols.epoch)
     for bad in (["../00000.seg.zst"], ["x"], "00000.seg.zst"):
         with pytest.raises(ValueError, match="segment file name"):
             read(path, segments=bad)
