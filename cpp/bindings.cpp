@@ -209,7 +209,7 @@ py::dict result_dict(ddl::DecodeResult&& r) {
 }
 
 ddl::DecodeOptions decode_options(const py::dict& fallback, const py::object& stream_ids,
-                                  unsigned threads) {
+                                  unsigned threads, const py::object& segments) {
     ddl::DecodeOptions o;
     for (auto item : fallback) {
         ddl::Registration r;
@@ -223,6 +223,10 @@ ddl::DecodeOptions decode_options(const py::dict& fallback, const py::object& st
     if (!stream_ids.is_none()) {
         o.filter = true;
         o.stream_ids = stream_ids.cast<std::vector<uint32_t>>();
+    }
+    if (!segments.is_none()) {
+        o.segment_filter = true;
+        o.segments = segments.cast<std::vector<std::string>>();
     }
     o.threads = threads;
     return o;
@@ -448,8 +452,10 @@ PYBIND11_MODULE(_core, m) {
 
     m.def(
         "decode_directory",
-        [](const std::string& dir, py::dict fallback, py::object stream_ids, unsigned threads) {
-            ddl::DecodeOptions o = decode_options(fallback, stream_ids, threads);
+        [](const std::string& dir, py::dict fallback, py::object stream_ids, unsigned threads,
+           py::object segments, bool registrations) {
+            ddl::DecodeOptions o = decode_options(fallback, stream_ids, threads, segments);
+            o.registrations = registrations;
             ddl::DecodeResult r;
             {
                 py::gil_scoped_release nogil;
@@ -458,8 +464,10 @@ PYBIND11_MODULE(_core, m) {
             return result_dict(std::move(r));
         },
         py::arg("dir"), py::arg("fallback") = py::dict(), py::arg("stream_ids") = py::none(),
-        py::arg("threads") = 0,
-        "Decode every segment of a logger directory into columns (numpy arrays).");
+        py::arg("threads") = 0, py::arg("segments") = py::none(), py::arg("registrations") = true,
+        "Decode the segments of a logger directory (all, or the named files) into columns "
+        "(numpy arrays); with stream_ids, only those streams and their registrations "
+        "(none with registrations=False).");
     m.def(
         "read_registrations",
         [](const std::string& dir) {

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <new>
 #include <set>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -750,11 +751,18 @@ struct Worker {
 };
 
 // Runs f(i, worker) for i in [0, n) on up to `threads` threads; the first exception is rethrown
-// here, after every thread has stopped (none escapes its thread).
+// here, after every thread has stopped (none escapes its thread). A thread or worker that cannot
+// be created (no memory for its stack, a process limit) only means fewer threads: the calling
+// thread takes whatever the others do not, and every thread started is joined before returning.
 template <class F>
 void parallel_for(size_t n, unsigned threads, std::vector<std::unique_ptr<Worker>>& workers, F f) {
     threads = unsigned(std::max<size_t>(1, std::min<size_t>(threads, n)));
-    while (workers.size() < threads) workers.push_back(std::make_unique<Worker>());
+    if (workers.empty()) workers.push_back(std::make_unique<Worker>());  // the caller's own
+    try {
+        while (workers.size() < threads) workers.push_back(std::make_unique<Worker>());
+    } catch (const std::bad_alloc&) {
+        threads = unsigned(workers.size());
+    }
     std::atomic<size_t> next{0};
     std::exception_ptr first_error;
     std::mutex error_mu;
@@ -771,7 +779,12 @@ void parallel_for(size_t n, unsigned threads, std::vector<std::unique_ptr<Worker
         run(0);
     } else {
         std::vector<std::thread> pool;
-        for (unsigned t = 1; t < threads; ++t) pool.emplace_back(run, t);
+        try {
+            pool.reserve(threads - 1);
+            for (unsigned t = 1; t < threads; ++t) pool.emplace_back(run, t);
+        } catch (const std::exception&) {
+            // Fewer threads than asked for; the ones started share the work with this one.
+        }
         run(0);
         for (auto& t : pool) t.join();
     }
@@ -1222,8 +1235,17 @@ void keep_registration(std::map<uint32_t, StreamInfo>& out, const StreamInfo& in
     it->second = info;
 }
 
-void collect_registrations(const SegmentWork& seg, std::map<uint32_t, StreamInfo>& out) {
-    for (const auto& info : seg.registry.infos) keep_registration(out, *info);
+// Only the selected streams' registrations are returned: a query of one stream of a shard holding
+// a million must not hand a million label sets to Python.
+void collect_registrations(const SegmentWork& seg, const Selection& sel,
+                           std::map<uint32_t, StreamInfo>& out) {
+    for (const auto& info : seg.registry.infos)
+        if (sel.keep(info->reg.stream_id)) keep_registration(out, *info);
+}
+
+std::string base_name(const std::string& path) {
+    const size_t slash = path.rfind('/');
+    return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
 void sort_reports(std::vector<SkipReport>& reports) {
@@ -1258,7 +1280,13 @@ std::vector<std::string> list_segments(const std::string& dir) {
 
 DecodeResult decode_directory(const std::string& dir, const DecodeOptions& opts) {
     const Selection sel(opts);
-    const std::vector<std::string> paths = list_segments(dir);
+    std::vector<std::string> paths = list_segments(dir);
+    if (opts.segment_filter) {
+        const std::set<std::string> wanted(opts.segments.begin(), opts.segments.end());
+        paths.erase(std::remove_if(paths.begin(), paths.end(),
+                                   [&](const std::string& p) { return !wanted.count(base_name(p)); }),
+                    paths.end());
+    }
     const size_t n = paths.size();
     const unsigned threads = thread_count(opts.threads);
     std::vector<std::unique_ptr<Worker>> workers;
@@ -1474,7 +1502,7 @@ DecodeResult decode_directory(const std::string& dir, const DecodeOptions& opts)
         for (uint32_t sid : seg.unregistered_v1) unregistered.insert(sid);
         sort_reports(seg.reports);
         for (auto& r : seg.reports) result.skipped.push_back(std::move(r));
-        collect_registrations(seg, result.registrations);
+        if (opts.registrations) collect_registrations(seg, sel, result.registrations);
         if (!seg.path.empty()) result.segments.push_back(sum);
     }
     result.unregistered.assign(unregistered.begin(), unregistered.end());
@@ -1501,7 +1529,7 @@ RegistrationsResult read_registrations(const std::string& dir) {
     });
     RegistrationsResult out;
     for (auto& seg : segs) {
-        collect_registrations(seg, out.registrations);
+        collect_registrations(seg, sel, out.registrations);
         for (auto& r : seg.reports)
             if (r.kind != SkipKind::BadBlock) out.skipped.push_back(std::move(r));
     }

@@ -103,7 +103,14 @@ struct DecodeOptions {
     // Sidecar scales, used for streams without an in-band registration (0.1.x directories).
     std::map<uint32_t, Registration> fallback;
     bool filter = false;
-    std::vector<uint32_t> stream_ids;  // kept when `filter`
+    std::vector<uint32_t> stream_ids;  // kept when `filter`; registrations of the others too
+    // Only these segment files (names such as "00003.seg.zst", not paths) are read when
+    // `segment_filter`: the ones a shard's journal lists, so a stray copy is never read.
+    bool segment_filter = false;
+    std::vector<std::string> segments;
+    // False: no registrations are returned (a caller that has the streams' labels elsewhere,
+    // such as an experiment's index, saves building them).
+    bool registrations = true;
     unsigned threads = 0;              // 0: hardware concurrency
 };
 
@@ -117,7 +124,7 @@ struct DecodeResult {
     bool large_offsets = false;
     Column<int64_t> indices;
     Column<double> values;
-    std::map<uint32_t, StreamInfo> registrations;  // in-band ones found
+    std::map<uint32_t, StreamInfo> registrations;  // in-band ones found (of selected streams)
     std::vector<SkipReport> skipped;
     std::vector<SegmentSummary> segments;
     // Streams whose records had no registration (in-band or fallback): the caller may retry

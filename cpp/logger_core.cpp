@@ -7,6 +7,7 @@
 #include <cstring>
 #include <numeric>
 #include <sstream>
+#include <system_error>
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -89,7 +90,15 @@ LoggerCore::LoggerCore(const LoggerOptions& opts)
     writer_ = std::make_unique<SegmentWriter>(opts_.dir, opts_.rotate_bytes, opts_.zstd_level);
     written_segments_ = writer_->segments();
     written_bytes_ = writer_->bytes_written();
-    thread_ = std::thread([this] { writer_main(); });
+    try {
+        thread_ = std::thread([this] { writer_main(); });
+    } catch (const std::system_error& e) {
+        // No thread was started, so nothing is left to join; the segment opened above is closed
+        // by writer_'s destructor.
+        throw WriterFailure("cannot start the writer thread of '" + opts_.dir + "': " + e.what() +
+                                " (too many threads or too little memory for its stack)",
+                            e.code().value());
+    }
 }
 
 LoggerCore::~LoggerCore() {

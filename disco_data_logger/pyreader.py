@@ -488,11 +488,16 @@ _JSON_TOKEN = re.compile(r"""
 def _json_value(text: str) -> Any:
     """The value of a JSON text as Python's ``json.loads`` reads it (FORMAT.md 3.3), or
     ValueError. A text nested too deep for ``json.loads`` is checked without recursion and, when
-    valid, given as its text."""
+    valid, given as its text. The nesting bound (MAX_JSON_DEPTH) is checked here, not left to
+    ``json.loads``, whose depth follows ``sys.getrecursionlimit()``: with a raised limit it
+    would accept what the format (and the native reader) refuses."""
+    deep = text.count("[") + text.count("{") > MAX_JSON_DEPTH  # may nest too deep: check it
+    if deep and not _is_json(text):
+        raise ValueError("not JSON text, or nested deeper than the format allows")
     try:
         return json.loads(text)
     except RecursionError:
-        if _is_json(text):
+        if deep or _is_json(text):
             return text
         raise ValueError("not JSON text") from None
 
@@ -1234,9 +1239,10 @@ def _head(path: Path, size: int) -> bytes:
         return b""
 
 
-def read_directory(path: str | Path, stream_ids: Iterable[int] | None = None) -> DirectoryResult:
+def read_directory(path: str | Path, stream_ids: Iterable[int] | None = None,
+                   segments: Iterable[str] | None = None) -> DirectoryResult:
     """Decode every segment of a logger directory in order (formats 2 and 1, 0.1.x; finished,
-    killed or still being written).
+    killed or still being written); ``segments``: only these segment file names.
 
     ``stream_ids`` selects streams: the sections of other streams are skipped unparsed, and
     blocks that hold none of them are skipped unchecked (FORMAT.md sections 2.2 and 5.3).
@@ -1251,9 +1257,10 @@ def read_directory(path: str | Path, stream_ids: Iterable[int] | None = None) ->
     fallback = _sidecar_streams(sidecars)
     builder = _Builder(None if stream_ids is None else frozenset(int(s) for s in stream_ids))
     ticks = _LegacyTicks()
-    segments = _segment_files(path)
+    wanted = None if segments is None else {str(name) for name in segments}
+    files = [seg for seg in _segment_files(path) if wanted is None or seg.name in wanted]
     seen_legacy = False  # a 0.1.x segment came before
-    for seg in segments:
+    for seg in files:
         head = _head(seg, 12)
         legacy = head[:4] == _LEGACY_HEAD
         if ticks.broken and (legacy or (seen_legacy and head and not _shows_ddl(head))):
@@ -1271,4 +1278,4 @@ def read_directory(path: str | Path, stream_ids: Iterable[int] | None = None) ->
             # it would start from unknown values and invent epochs (FORMAT.md section 9).
             ticks.broken = True
     return DirectoryResult(**builder.columns(), registrations=known, skipped=skipped,
-                           path=path, segments=segments)
+                           path=path, segments=files)

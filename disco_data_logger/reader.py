@@ -23,7 +23,15 @@ import numpy as np
 
 from . import _core
 from .errors import CorruptDataWarning, FormatError, SkipKind
-from .layout import EPOCH_SCALE, KIND, PERIODICITY, RECORD_COLUMNS, STREAM_ID, VALUE_SCALE
+from .layout import (
+    EPOCH_SCALE,
+    KIND,
+    PERIODICITY,
+    RECORD_COLUMNS,
+    SEGMENT_NAME_RE,
+    STREAM_ID,
+    VALUE_SCALE,
+)
 from .sidecars import read_sidecars
 
 __all__ = [
@@ -163,17 +171,37 @@ def _warn_skipped(path: Path, skipped: list[dict[str, Any]], stacklevel: int) ->
     )
 
 
+def _segment_names(segments: Iterable[str] | None) -> list[str] | None:
+    """The segment file names to read, checked: plain names such as ``00003.seg.zst``."""
+    if segments is None:
+        return None
+    if isinstance(segments, (str, bytes)):
+        raise ValueError(f"segments must be an iterable of segment file names, not {segments!r}")
+    names = sorted({str(s) for s in segments})
+    bad = [n for n in names if not SEGMENT_NAME_RE.match(n)]
+    if bad:
+        raise ValueError(f"segments: {bad[0]!r} is not a segment file name (such as "
+                         "'00000.seg.zst'; names, not paths)")
+    return names
+
+
 def decode_columns(
     path: str | os.PathLike[str],
     *,
     stream_ids: Iterable[int] | None = None,
     warn: bool = True,
     threads: int = 0,
+    segments: Iterable[str] | None = None,
+    registrations: bool = True,
 ) -> DecodedColumns:
     """Decode every segment of a logger directory into flat numpy columns.
 
     ``stream_ids`` keeps only those streams (their sections alone are decoded, and blocks without
-    any of them are not even decompressed); ``threads`` bounds the decoding threads (0: all cores).
+    any of them are not even decompressed; only their registrations are returned); ``threads``
+    bounds the decoding threads (0: all cores); ``segments`` names the segment files to read
+    (``"00000.seg.zst"``, ...; others in the directory are ignored; None: all of them).
+    ``registrations=False`` returns no in-band registrations (``streams`` then holds only what
+    sidecars say): for callers that never look at the streams' labels.
     """
     p = Path(path)
     if not p.is_dir():
@@ -186,11 +214,14 @@ def decode_columns(
     # directories or, after a first pass, for the streams that turned out to have none.
     sidecars = load_sidecars(p) if _is_legacy_directory(p) else None
     ids = None if stream_ids is None else sorted({int(s) for s in stream_ids})
-    raw = _core.decode_directory(str(p), _fallback_scales(sidecars or {}), ids, threads)
+    names = _segment_names(segments)
+    raw = _core.decode_directory(str(p), _fallback_scales(sidecars or {}), ids, threads, names,
+                                 registrations)
     if raw["unregistered"] and sidecars is None:
         sidecars = load_sidecars(p)
         if sidecars:
-            raw = _core.decode_directory(str(p), _fallback_scales(sidecars), ids, threads)
+            raw = _core.decode_directory(str(p), _fallback_scales(sidecars), ids, threads, names,
+                                         registrations)
     cols = DecodedColumns(
         stream_id=raw["stream_id"],
         epoch=raw["epoch"],
@@ -275,29 +306,26 @@ def columns_to_arrow(cols: DecodedColumns, *, label_columns: bool | Iterable[str
 
 
 def _label_arrays(cols: DecodedColumns, which: bool | Iterable[str]) -> dict[str, Any]:
+    """Label columns of the records: one value per distinct stream, typed by the project's one
+    rule (:func:`disco_data_logger.labels.label_array`), then spread over the records by an Arrow
+    ``take`` (no Python work per record)."""
     import pyarrow as pa
+
+    from .labels import label_array
 
     uniq, inverse = np.unique(cols.stream_id, return_inverse=True)
     metas = [cols.streams.get(int(s), {}) for s in uniq]
     if which is True:
-        keys: list[str] = []
+        keys: dict[str, None] = {}
         for m in metas:
-            keys.extend(k for k in m if k not in METADATA_FIELDS and k not in keys)
+            for k in m:
+                if k not in METADATA_FIELDS:
+                    keys.setdefault(k)
+        names = list(keys)
     else:
-        keys = [k for k in which if k not in RECORD_COLUMNS]  # type: ignore[union-attr]
-    take = pa.array(inverse.astype(np.int64))
-    out = {}
-    for key in keys:
-        values = [m.get(key) for m in metas]
-        try:
-            per_stream = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            # Streams give this label values of different JSON types ("kg" here, 5 there):
-            # one string column, non-strings as their JSON text, missing ones null.
-            per_stream = pa.array([v if v is None or isinstance(v, str) else json.dumps(v)
-                                   for v in values], type=pa.string())
-        out[key] = per_stream.take(take)
-    return out
+        names = [k for k in which if k not in RECORD_COLUMNS]  # type: ignore[union-attr]
+    take = pa.array(inverse.astype(np.int64, copy=False))
+    return {key: label_array([m.get(key) for m in metas]).take(take) for key in names}
 
 
 def read(
@@ -307,13 +335,15 @@ def read(
     stream_ids: Iterable[int] | None = None,
     label_columns: bool | Iterable[str] = False,
     threads: int = 0,
+    segments: Iterable[str] | None = None,
 ) -> Any:
     """Read a logger directory into a ``pyarrow.Table``.
 
     ``rule`` selects streams by their labels (a mapping, a selector string such as
     ``"measure=stock,entity in (a,b)"``, or a callable on the labels dict); ``stream_ids``
     selects by id. Only the selected streams are decoded. ``label_columns=True`` adds one column
-    per label (or give the names).
+    per label (or give the names). ``segments`` reads only the named segment files of the
+    directory (for example the ones a shard's journal lists), ignoring any other.
     """
     p = Path(path)
     ids: set[int] | None = None if stream_ids is None else {int(s) for s in stream_ids}
@@ -326,5 +356,8 @@ def read(
             streams = read_registrations(p, warn=False)
         chosen = {sid for sid, meta in streams.items() if match(meta)}
         ids = chosen if ids is None else ids & chosen
-    cols = decode_columns(p, stream_ids=ids, threads=threads)
+    # Without label columns the table needs no stream metadata: none is built (a one-stream
+    # query of a shard with a million streams would otherwise build 100,000 label dicts).
+    cols = decode_columns(p, stream_ids=ids, threads=threads, segments=segments,
+                          registrations=bool(label_columns))
     return columns_to_arrow(cols, label_columns=label_columns)

@@ -186,3 +186,23 @@ def test_export_with_rule_and_partitions(experiment_dir: Path, tmp_path: Path) -
     out = Experiment.open(experiment_dir).export(tmp_path / "pq", "replication in (0, 2)",
                                                  partition_by=["replication"])
     assert sorted(p.name for p in out.iterdir()) == ["replication=0", "replication=2"]
+
+
+def test_a_stray_segment_copy_is_neither_read_nor_hidden(experiment_dir: Path) -> None:
+    """A copy of a committed segment under a name the journal never wrote to: queries read only
+    the segments the shard's commits wrote, so no record is counted twice; verify names it."""
+    from disco_data_logger.sharding.verify import verify_path
+
+    before = Experiment.open(experiment_dir).select()
+    shard = experiment_dir / "shards" / "a"
+    (shard / "00050.seg.zst").write_bytes((shard / "00000.seg.zst").read_bytes())
+    assert Experiment.open(experiment_dir).select().equals(before)
+    merge(experiment_dir)
+    assert Experiment.open(experiment_dir).select().equals(before)
+    shutil.rmtree(experiment_dir / "index")
+    assert Experiment.open(experiment_dir).select("stream=stock").num_rows == 30
+    report = verify_path(experiment_dir)
+    assert not report.ok
+    lines = list(report.lines())
+    at = next(i for i, line in enumerate(lines) if "00050.seg.zst" in line)
+    assert "not listed" in lines[at + 1]

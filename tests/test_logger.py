@@ -8,11 +8,12 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sparse_array import Vector
 
-from disco_data_logger import DataLogger, LoggerClosedError, WriterError, read
+from disco_data_logger import DataLogger, LoggerClosedError, WriterError, pyreader, read
 from tests.common import both_readers, by_stream, decode_native, decode_python, quantise
 
 
@@ -586,3 +587,58 @@ def test_read_threads_and_selection_give_the_same_records(tmp_path: Path) -> Non
     assert by_label["stream_id"].to_pylist() == [sids[3]] * expected
     with pytest.raises(ValueError, match="threads"):
         read(tmp_path / "l", threads=-1)
+
+
+def test_read_only_the_named_segments(tmp_path: Path) -> None:
+    """``segments=`` reads only the named files of a directory, in both readers; a copy of a
+    segment under another name is then not read (no record counted twice)."""
+    from disco_data_logger.reader import decode_columns
+
+    path = tmp_path / "l"
+    rng = np.random.default_rng(5)
+    with DataLogger(path, block_bytes=4096, rotate_bytes=16 << 10) as dl:
+        sids = [dl.register_stream({"s": k}, value_scale=None) for k in range(3)]
+        for t in range(900):
+            dl.record(sids[t % 3], float(t), np.arange(8), rng.normal(size=8))
+    names = sorted(p.name for p in path.glob("*.seg.zst"))
+    assert len(names) >= 3
+    everything = read(path)
+    (path / "00050.seg.zst").write_bytes((path / names[0]).read_bytes())
+    assert read(path).num_rows > everything.num_rows  # the copy is read when not excluded
+    assert read(path, segments=names).equals(everything)
+    assert read(path, segments=iter(names)).equals(everything)
+    python = decode_python(path)
+    assert len(python) > everything.num_rows
+    first_two = read(path, segments=names[:2], stream_ids=[sids[1]])
+    oracle = pyreader.read_directory(path, stream_ids=[sids[1]], segments=names[:2])
+    assert first_two["epoch"].to_pylist() == oracle.epoch.tolist()
+    assert 0 < first_two.num_rows < everything.num_rows / 3
+    assert read(path, segments=[]).num_rows == 0
+    cols = decode_columns(path, stream_ids=[sids[2]])
+    assert set(cols.registrations) == {sids[2]}  # only the selected streams' registrations
+    assert cols.streams[sids[2]]["s"] == 2
+    bare = decode_columns(path, stream_ids=[sids[2]], registrations=False)
+    assert bare.registrations == {} and np.array_equal(bare.epoch, cols.epoch)
+    for bad in (["../00000.seg.zst"], ["x"], "00000.seg.zst"):
+        with pytest.raises(ValueError, match="segment file name"):
+            read(path, segments=bad)
+
+
+def test_label_columns_follow_the_one_label_rule(tmp_path: Path) -> None:
+    """``label_columns`` types each label by ``labels.label_array`` over the streams (the rule of
+    the experiment index): integers stay int64, integers with floats become float64, lists and
+    mixed kinds become their compact JSON text, missing labels null."""
+    labels = [{"n": 1, "x": 1, "tags": [1, 2]}, {"n": 2, "x": 2.5, "tags": "a"}, {"n": 3}]
+    with DataLogger(tmp_path / "l") as dl:
+        sids = [dl.register_stream(lab, value_scale=None) for lab in labels]
+        for t, k in enumerate([0, 1, 2, 1, 0]):
+            dl.record(sids[k], float(t), [t], [1.0])
+    table = read(tmp_path / "l", label_columns=True)
+    streams = [sids.index(s) for s in table["stream_id"].to_pylist()]
+    assert sorted(streams) == [0, 0, 1, 1, 2]
+    assert table["n"].type == pa.int64()
+    assert table["n"].to_pylist() == [[1, 2, 3][k] for k in streams]
+    assert table["x"].type == pa.float64()
+    assert table["x"].to_pylist() == [[1.0, 2.5, None][k] for k in streams]
+    assert table["tags"].to_pylist() == [["[1,2]", "a", None][k] for k in streams]
+    assert read(tmp_path / "l", label_columns=["x"]).column_names[-1] == "x"

@@ -378,6 +378,28 @@ def test_registration_json_nesting_up_to_4096_deep(tmp_path, decode, depth):
                               ("00000.seg.zst", block_at, "unregistered_stream")]
 
 
+@both_readers
+def test_json_nesting_bound_does_not_follow_the_recursion_limit(tmp_path, decode):
+    """With a raised ``sys.setrecursionlimit`` Python's ``json.loads`` parses 4097 levels, and the
+    pure-Python reader accepted a registration the native one refused (FORMAT.md 3.3 bounds the
+    nesting at 4096 whatever the interpreter allows)."""
+    import sys
+
+    inner = 4096  # the object itself is one more level: 4097
+    text = b'{"a": ' + b"[" * inner + b"]" * inner + b"}"
+    data, reg_at, block_at = v1_registration_with_json(text)
+    write_segment(tmp_path, data)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)
+    try:
+        got = decode(tmp_path)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert len(got) == 0
+    assert kinds(got) == [("00000.seg.zst", reg_at, "invalid_registration"),
+                          ("00000.seg.zst", block_at, "unregistered_stream")]
+
+
 def v1_registration_with_json(text: bytes) -> tuple[bytes, int, int]:
     """A format-1 segment registering stream 9 with ``text`` as its JSON, then stream 3, then a
     block of RECORDS; with the offsets of the registration and of the block."""

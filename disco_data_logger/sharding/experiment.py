@@ -3,7 +3,8 @@
 Streams are chosen by labels from the index (:mod:`.index`: label columns, one per label key),
 column by column with Arrow compute (a callable rule is called once per distinct set of labels),
 then each shard's segments are decoded once by the native reader with exactly the committed
-stream ids of that shard, so the records of failed or uncommitted replications never appear.
+stream ids of that shard and only the segment files its journal's commits wrote to, so the records
+of failed or uncommitted replications, and of stray segment files, never appear.
 Everything after the decode is Arrow compute on whole columns: no Python loop per record.
 """
 
@@ -141,6 +142,7 @@ class Experiment:
                               stacklevel=3)
                 continue
             shard_dir = self.path / SHARDS_DIR / str(shard_id)
+            segments = self._committed_segments(str(shard_id))
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", CorruptDataWarning)
                 if self._mirror is not None:
@@ -148,9 +150,9 @@ class Experiment:
                     # command from dropping the copy while it is decoded.
                     with self._mirror.locked():
                         self._mirror.sync_shard(str(shard_id))
-                        table = read(shard_dir, stream_ids=sids.tolist())
+                        table = read(shard_dir, stream_ids=sids.tolist(), segments=segments)
                 else:
-                    table = read(shard_dir, stream_ids=sids.tolist())
+                    table = read(shard_dir, stream_ids=sids.tolist(), segments=segments)
             closed = self._closed_shards.get(str(shard_id), True)
             for w in caught:
                 # A shard whose worker died has a torn tail after its last commit; that is
@@ -188,6 +190,17 @@ class Experiment:
             cols["index"] = pc.list_flatten(indices)
             cols["value"] = pc.list_flatten(values)
             yield pa.table(cols)
+
+    def _committed_segments(self, shard_id: str) -> list[str] | None:
+        """The segment files a shard's journal says its group commits wrote to (their ``sync``
+        ranges); any other ``*.seg.zst`` in the shard (a stray copy, a file left by hand) is not
+        read, so its records are never counted twice. None (read all) for a format-1 shard,
+        whose journal does not list them."""
+        st = (self._index.state.get("shards") or {}).get(shard_id) or {}
+        covered = st.get("covered")
+        if st.get("version") != 2 or not isinstance(covered, dict):
+            return None
+        return sorted(covered)
 
     def _check_counts(self, shard_id: str, rows: np.ndarray, pos: np.ndarray,
                       sid_col: np.ndarray, expected: np.ndarray) -> None:

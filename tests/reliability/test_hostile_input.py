@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from disco_data_logger import DataLogger, read
@@ -157,14 +158,16 @@ def test_labels_over_the_format_limit_get_a_clear_error(tmp_path: Path) -> None:
 
 def test_labels_of_mixed_types_become_label_columns(tmp_path: Path) -> None:
     """Streams may give one label values of different JSON types; ``label_columns`` used to fail
-    with an ArrowTypeError on them."""
+    with an ArrowTypeError on them. The column follows ``labels.label_array`` (the rule of the
+    experiment index and the selectors): text, non-strings as their compact JSON."""
     with DataLogger(tmp_path / "l") as dl:
         for value in ("kg", 5, 2.5, True, None, {"nested": [1, 2]}, [1, "a"]):
             sid = dl.register_stream({"unit": value}, value_scale=1.0)
             dl.record(sid, 0.0, [1], [1.0])
     table = read(tmp_path / "l", label_columns=True)
     units = table["unit"].to_pylist()
-    assert units == ["kg", "5", "2.5", "true", None, '{"nested": [1, 2]}', '[1, "a"]']
+    assert units == ["kg", "5", "2.5", "true", None, '{"nested":[1,2]}', '[1,"a"]']
+    assert table["unit"].type == pa.string()
 
 
 def test_100k_streams_in_one_logger(tmp_path: Path, runslow: bool) -> None:
