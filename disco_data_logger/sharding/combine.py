@@ -63,6 +63,7 @@ from .layout import (
 from .lock import ExperimentLock, live_holders
 from .manifest import JournalReader, ShardManifest, atomic_write_json, fsync_directory
 from .paths import experiment_or_logger_kind
+from .storage import is_uri
 
 __all__ = ["MergeIntoResult", "merge_into"]
 
@@ -419,6 +420,12 @@ def merge_into(sources: Sequence[str | os.PathLike[str]],
     """
     if not sources:
         raise NotAnExperimentError("merge --into: give at least one experiment to merge")
+    for location in (*sources, into):
+        if is_uri(location):
+            raise UnsafePathError(
+                f"merge --into combines experiment directories on this machine; {location} is "
+                "in object storage: copy it to a local directory first (an experiment already "
+                "in one store needs no combining: every worker of it writes there)")
     dest = Path(into)
     paths: list[Path] = []
     for s in map(Path, sources):

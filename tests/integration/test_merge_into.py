@@ -158,3 +158,17 @@ def test_a_target_that_is_not_an_experiment_is_refused(halves: dict[str, Path],
     assert code == 2 and "one inside the other" in err
     code, _, err = cli("merge", str(halves["a"]), str(halves["b"]))
     assert code == 1 and "give --into D" in err
+
+
+def test_outputs_in_object_storage_are_refused_in_one_line(halves: dict[str, Path],
+                                                           tmp_path: Path) -> None:
+    """merge --into copies local shards; an s3:// input or target gets one line saying what to
+    do, before anything is read or written (and never becomes a local folder named 's3:')."""
+    before = tree(tmp_path)
+    for args in ((str(halves["a"]), "s3://bucket/exp", "--into", str(tmp_path / "m")),
+                 (str(halves["a"]), "--into", "s3://bucket/merged")):
+        code, out, err = cli("merge", *args)
+        assert code == 2 and out == ""
+        lines = err.splitlines()
+        assert len(lines) == 1 and "is in object storage" in lines[0], err
+    assert tree(tmp_path) == before and not Path("s3:").exists()
