@@ -195,7 +195,45 @@ def read_experiment_json(output_dir: str | os.PathLike[str], *,
         if warn:
             _warn(f"{path}: not an experiment file of disco-data-logger; ignored")
         return None
+    if doc is not None:
+        bad = _drop_mistyped(doc)
+        if bad and warn:
+            _warn(f"{path}: {', '.join(bad)} of the wrong type; ignored (`disco-data-logger "
+                  "merge` rebuilds them from the journals)")
     return doc
+
+
+_EXPERIMENT_KEY_TYPES: dict[str, type] = {
+    "output": str, "experiment": dict, "fingerprint": str, "config": dict, "overrides": list,
+    "config_path": str, "git_commit": str, "plan": dict, "created": str, "updated": str,
+    "state": str, "runs": list, "totals": dict, "shards": list, "versions": dict,
+}
+"""What each top-level key of ``experiment.json`` holds when present."""
+
+_EXPERIMENT_NULLABLE = frozenset({"experiment", "fingerprint", "config", "config_path",
+                                  "git_commit", "plan"})
+
+
+def _drop_mistyped(doc: dict[str, Any]) -> list[str]:
+    """Remove the keys of a damaged ``experiment.json`` that hold the wrong kind of value, and
+    the entries of ``runs`` and ``shards`` that are not objects; return what was dropped. Every
+    one of them is rebuilt by the next merge (the journals are the source of truth)."""
+    dropped = []
+    for key, kind in _EXPERIMENT_KEY_TYPES.items():
+        if key not in doc:
+            continue
+        value = doc[key]
+        if value is None and key in _EXPERIMENT_NULLABLE:
+            continue
+        if not isinstance(value, kind) or isinstance(value, bool):
+            del doc[key]
+            dropped.append(repr(key))
+    for key in ("runs", "shards"):
+        items = doc.get(key)
+        if isinstance(items, list) and not all(isinstance(x, dict) for x in items):
+            doc[key] = [x for x in items if isinstance(x, dict)]
+            dropped.append(f"entries of {key!r}")
+    return dropped
 
 
 def check_experiment(path: str | os.PathLike[str], *, writing: bool = False) -> Path:

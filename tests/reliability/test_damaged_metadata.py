@@ -209,6 +209,37 @@ def test_a_truncated_experiment_json_is_rebuilt_by_merge(work: Path) -> None:
     assert proc.returncode == 0 and proc.stderr == ""
 
 
+@pytest.mark.parametrize("edit", [{"fingerprint": True}, {"runs": None},
+                                  {"shards": [7, None]}, {"totals": "many", "config": []}])
+def test_experiment_json_values_of_the_wrong_type_are_ignored(work: Path,
+                                                              edit: dict[str, object]) -> None:
+    """Valid JSON holding the wrong kind of value (found by the damage fuzzer: a fingerprint
+    `true` made `run` fail with a TypeError, `"runs": null` every command): the value is
+    ignored with one warning naming the file and key, and every command serves and rebuilds."""
+    out = work / "out"
+    info = out / "experiment.json"
+    doc = json.loads(info.read_text())
+    doc.update(edit)
+    info.write_text(json.dumps(doc))
+    before = digest(work / "sibling")
+    for args in (["inspect", str(out)], ["export", str(out), "--parquet", str(work / "pq")]):
+        proc = cli(*args)
+        assert proc.returncode == 0, proc.stderr
+        one_line_each(proc.stderr, "experiment.json")
+    assert cli("verify", str(out)).returncode == 0  # segments and journals: experiment.json unused
+    with pytest.warns(CorruptDataWarning, match="experiment.json: .* of the wrong type"):
+        exp = Experiment.open(out)
+    assert exp.replications["status"].to_pylist().count("committed") == 6
+    assert exp.select("stream=stock").num_rows > 0
+    proc = cli("run", str(work / "damaged.yaml"), "--no-progress")
+    assert proc.returncode == 0 and "(0 this run, 6 resumed)" in proc.stdout, proc.stderr
+    rebuilt = json.loads(info.read_text())
+    assert isinstance(rebuilt["fingerprint"], str) and rebuilt["totals"]["committed"] == 6
+    assert all(isinstance(r, dict) for r in rebuilt["runs"]) and len(rebuilt["shards"]) == 2
+    assert cli("inspect", str(out)).stderr == ""
+    assert digest(work / "sibling") == before
+
+
 def test_a_stray_file_in_shards_is_ignored_with_a_warning(work: Path) -> None:
     out = work / "out"
     (out / "shards" / "notes.txt").write_text("hello")
