@@ -228,6 +228,12 @@ def _drop_mistyped(doc: dict[str, Any]) -> list[str]:
         if not isinstance(value, kind) or isinstance(value, bool):
             del doc[key]
             dropped.append(repr(key))
+    plan = doc.get("plan")
+    if isinstance(plan, dict) and not all(
+            isinstance(plan.get(k), int) and not isinstance(plan.get(k), bool)
+            and 0 <= plan[k] <= 1 << 40 for k in ("points", "replications")):
+        del doc["plan"]
+        dropped.append("'plan' (its points and replications are not counts)")
     for key in ("runs", "shards"):
         items = doc.get(key)
         if isinstance(items, list) and not all(isinstance(x, dict) for x in items):
@@ -350,7 +356,7 @@ def scan_shards(output_dir: Path, *, warn: bool = True) -> list[Path]:
                     or (path / MANIFEST_NAME).is_file():
                 out.append(path)
                 continue
-            if _starting(entry):
+            if _starting(entry) and not (path / DONE_MARKER).exists():
                 continue  # a writer of a running part creates its folder before its journal
             why = "a folder without a shard journal"
         if warn:
@@ -481,6 +487,8 @@ def _writer_may_be_closing(head: Mapping[str, Any], done: Path) -> bool:
     host, ``_DONE`` is younger than :data:`_CLOSING_GRACE`. A merge running beside live
     writers must not call their last step damage."""
     host, pid = head.get("host"), head.get("pid")
+    if not isinstance(host, str) or not host:
+        return False  # no journal header to say whose shard it is: nothing to wait for
     if host == socket.gethostname() and isinstance(pid, int) and pid > 0:
         try:
             os.kill(pid, 0)

@@ -240,6 +240,43 @@ def test_experiment_json_values_of_the_wrong_type_are_ignored(work: Path,
     assert digest(work / "sibling") == before
 
 
+def test_a_plan_whose_counts_are_not_numbers_is_ignored(work: Path) -> None:
+    out = work / "out"
+    info = out / "experiment.json"
+    doc = json.loads(info.read_text())
+    doc["plan"]["replications"] = "NaN"  # found by the damage fuzzer: int('NaN') everywhere
+    info.write_text(json.dumps(doc))
+    for args in (["inspect", str(out)], ["merge", str(out)]):
+        proc = cli(*args)
+        assert proc.returncode == 0, proc.stderr
+        one_line_each(proc.stderr, "experiment.json")
+    proc = cli("run", str(work / "damaged.yaml"), "--no-progress")  # the run knows its plan
+    assert proc.returncode == 0 and "(0 this run, 6 resumed)" in proc.stdout, proc.stderr
+    assert json.loads(info.read_text())["plan"]["replications"] == 6
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_a_closed_shard_that_lost_its_journal_with_the_index_is_reported(work: Path,
+                                                                         damage: str) -> None:
+    """The index and one closed shard's journal gone (or cut to its first bytes) within a
+    minute of the run: the folder is not taken for a writer that is starting (it has _DONE),
+    so its commits are reported missing, never dropped without a word."""
+    out = work / "out"
+    shutil.rmtree(out / "index")
+    (out / "experiment.json").unlink()
+    shard = sorted((out / "shards").iterdir())[0]
+    journal = shard / JOURNAL_NAME
+    if damage == "delete":
+        journal.unlink()
+    else:
+        journal.write_bytes(journal.read_bytes()[:39])
+    proc = cli("inspect", str(out))
+    assert proc.returncode == 0, proc.stderr
+    one_line_each(proc.stderr, shard.name)
+    with pytest.warns(CorruptDataWarning, match=shard.name):
+        Experiment.open(out)
+
+
 def test_a_stray_file_in_shards_is_ignored_with_a_warning(work: Path) -> None:
     out = work / "out"
     (out / "shards" / "notes.txt").write_text("hello")
