@@ -62,7 +62,7 @@ from .layout import (
 )
 from .lock import ExperimentLock, live_holders
 from .manifest import JournalReader, ShardManifest, atomic_write_json, fsync_directory
-from .paths import experiment_or_logger_kind
+from .paths import enclosing_experiment_or_logger, is_inside
 from .storage import is_uri
 
 __all__ = ["MergeIntoResult", "merge_into"]
@@ -206,10 +206,6 @@ def _check_same(sources: Sequence[_Source]) -> None:
 # ------------------------------------------------------------------------------- the target
 
 
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
 def _check_target(into: Path, sources: Sequence[Path]) -> bool:
     """Refuse a target that is unsafe to write; True when it is one of the inputs."""
     if into.is_symlink():
@@ -223,14 +219,14 @@ def _check_target(into: Path, sources: Sequence[Path]) -> bool:
         real = src.resolve()
         if real == target:
             is_input = True
-        elif _inside(target, real) or _inside(real, target):
+        elif is_inside(target, real) or is_inside(real, target):
             raise UnsafePathError(f"{into} and the input {src} lie one inside the other; merge "
                                   "into a directory of its own (or into the input itself)")
-    for parent in target.parents:
-        kind = experiment_or_logger_kind(parent)
-        if kind is not None:
-            raise UnsafePathError(f"{into} lies inside the {kind} directory {parent}; merge "
-                                  "into a directory outside it")
+    enclosing = enclosing_experiment_or_logger(target)
+    if enclosing is not None:
+        kind, parent = enclosing
+        raise UnsafePathError(f"{into} lies inside the {kind} directory {parent}; merge "
+                              "into a directory outside it")
     if into.is_dir() and any(into.iterdir()):
         try:
             check_experiment(into, writing=True)

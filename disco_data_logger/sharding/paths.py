@@ -24,8 +24,8 @@ from ..errors import UnsafePathError
 from ..layout import DONE_MARKER, SEGMENT_NAME_RE
 from .layout import EXPERIMENT_JSON, INDEX_DIR, JOURNAL_NAME, LOCK_NAME, SHARDS_DIR
 
-__all__ = ["check_export_target", "check_store_export_target", "experiment_or_logger_kind",
-           "refuse_links"]
+__all__ = ["check_export_target", "check_store_export_target", "enclosing_experiment_or_logger",
+           "experiment_or_logger_kind", "is_inside", "refuse_links"]
 
 
 def experiment_or_logger_kind(path: Path) -> str | None:
@@ -46,7 +46,18 @@ def experiment_or_logger_kind(path: Path) -> str | None:
     return None
 
 
-def _inside(path: Path, root: Path) -> bool:
+def enclosing_experiment_or_logger(path: Path) -> tuple[str, Path] | None:
+    """The nearest directory above ``path`` that is an experiment or a logger directory, with
+    its kind (:func:`experiment_or_logger_kind`); None when there is none."""
+    for parent in path.parents:
+        kind = experiment_or_logger_kind(parent)
+        if kind is not None:
+            return kind, parent
+    return None
+
+
+def is_inside(path: Path, root: Path) -> bool:
+    """``path`` is ``root`` or lies below it (both resolved by the caller)."""
     return path == root or root in path.parents
 
 
@@ -86,18 +97,18 @@ def check_export_target(out: Path, source: Path, *, overwrite: bool) -> None:
                               "neither writes nor deletes through links)")
     target = out.resolve()
     src = source.resolve()
-    if _inside(target, src):
+    if is_inside(target, src):
         beside = source.parent / f"{source.name}-parquet"
         raise UnsafePathError(f"{out} lies inside the experiment {source} being exported; "
                               f"export next to it, e.g. {beside}")
-    if _inside(src, target):
+    if is_inside(src, target):
         raise UnsafePathError(f"{out} contains the experiment {source} being exported; "
                               "choose a directory of its own")
-    for parent in target.parents:
-        kind = experiment_or_logger_kind(parent)
-        if kind is not None:
-            raise UnsafePathError(f"{out} lies inside the {kind} directory {parent}; export to "
-                                  "a directory outside it")
+    enclosing = enclosing_experiment_or_logger(target)
+    if enclosing is not None:
+        outer_kind, parent = enclosing
+        raise UnsafePathError(f"{out} lies inside the {outer_kind} directory {parent}; export to "
+                              "a directory outside it")
     if not os.path.lexists(out):
         return
     if not out.is_dir():
