@@ -336,15 +336,18 @@ def _mp_worker_main(conn: Connection, cfg: ExperimentConfig, output_dir: str, sh
     signal.signal(signal.SIGINT, _stop_on_first_sigint)
     runner: TaskRunner | None = None
 
-    def sync() -> None:
-        assert runner is not None
-        outcomes = _sync_or_drop(runner)
+    def report(outcomes: list[TaskOutcome]) -> None:
+        """Tell the coordinator what a group commit (or the close) made durable or failed."""
         durable = [o.task_id for o in outcomes if o.ok]
         if durable:
             conn.send(("durable", durable))
         for o in outcomes:
             if not o.ok:
                 conn.send(("done", o))
+
+    def sync() -> None:
+        assert runner is not None
+        report(_sync_or_drop(runner))
 
     try:
         try:
@@ -374,13 +377,7 @@ def _mp_worker_main(conn: Connection, cfg: ExperimentConfig, output_dir: str, sh
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             if runner is not None:
-                outcomes = runner.close()
-                durable = [o.task_id for o in outcomes if o.ok]
-                if durable:
-                    conn.send(("durable", durable))
-                for o in outcomes:
-                    if not o.ok:
-                        conn.send(("done", o))
+                report(runner.close())
             conn.send(("closed", shard_id))
         except (OSError, ValueError):
             pass
