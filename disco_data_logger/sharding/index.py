@@ -74,7 +74,7 @@ from .layout import (
     SHARDS_DIR,
     STATE_FORMAT,
 )
-from .lock import merge_turn
+from .lock import merge_turn, process_gone
 from .manifest import (
     CommitBatch,
     JournalReader,
@@ -490,13 +490,7 @@ def _writer_may_be_closing(head: Mapping[str, Any], done: Path) -> bool:
     if not isinstance(host, str) or not host:
         return False  # no journal header to say whose shard it is: nothing to wait for
     if host == socket.gethostname() and isinstance(pid, int) and pid > 0:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return not process_gone(host, pid)
     try:
         return time.time() - done.stat().st_mtime < _CLOSING_GRACE
     except OSError:

@@ -48,7 +48,7 @@ from ..errors import ExperimentLockedError, UnsafePathError
 from .layout import INDEX_DIR, LOCK_NAME, MERGE_LOCK_NAME
 
 __all__ = ["ExperimentLock", "LockHolder", "LOCK_NAME", "StoreLock", "live_holders", "lock_name",
-           "merge_turn"]
+           "merge_turn", "process_gone"]
 
 """The whole-experiment lock file, at the top of the output directory."""
 
@@ -110,15 +110,22 @@ class LockHolder:
 
     def process_gone(self) -> bool:
         """True when the holder was a process of this host that no longer exists."""
-        if self.host != socket.gethostname() or self.pid <= 0:
-            return False
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False  # it exists, under another user
+        return process_gone(self.host, self.pid)
+
+
+def process_gone(host: object, pid: object) -> bool:
+    """True when ``pid`` on ``host`` was a process of this host that no longer exists (False
+    for another host, where nothing can be known, and for a pid that is not a positive int)."""
+    if host != socket.gethostname() or not isinstance(pid, int) or isinstance(pid, bool) \
+            or pid <= 0:
         return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # it exists, under another user
+    return False
 
 
 def _read_small(fd: int) -> bytes:
