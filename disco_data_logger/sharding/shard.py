@@ -20,6 +20,9 @@ staged commit is ``commit_delay`` seconds old) and reports a replication as comm
 the sync that made it durable. A process killed before that sync loses the staged commits: they
 were never reported, so they are run again.
 
+**Ctrl-C.** A commit, a sync and a close are never cut by Ctrl-C: one that arrives during them is
+raised when they return (:mod:`.interrupts`), so a journal never holds a commit twice.
+
 Once a replication is durable (or aborted) its streams are retired from the logger
 (:meth:`DataLogger.retire_streams`), so a shard's memory does not grow with the replications it
 has run.
@@ -46,6 +49,7 @@ from typing import Any
 
 from ..errors import WriterError
 from ..layout import DONE_MARKER
+from .interrupts import whole
 from .layout import SHARD_ID_RE, SHARDS_DIR
 from .manifest import (
     JournalWriter,
@@ -125,6 +129,7 @@ class Replication:
         """The logger to register this replication's streams with and record into."""
         return self.shard.logger
 
+    @whole
     def commit(self) -> dict[str, Any]:
         """Record the replication in the journal: its commit point.
 
@@ -168,6 +173,7 @@ class Replication:
             "durable": durable,
         }
 
+    @whole
     def abort(self, error: BaseException | str | None = None) -> None:
         """Record the failure; the replication's records stay out of the experiment."""
         self._check_open()
@@ -357,6 +363,7 @@ class ShardWriter:
         """Seconds since the oldest staged commit (0 when none is staged)."""
         return time.monotonic() - self._staged_since if self._staged_ids else 0.0
 
+    @whole
     def sync(self) -> list[str]:
         """Make every staged commit durable: flush the logger, then append and fsync one journal
         frame. Returns the task ids that became durable (in commit order).
@@ -403,6 +410,7 @@ class ShardWriter:
     def closed(self) -> bool:
         return self._closed
 
+    @whole
     def close(self) -> list[str]:
         """Sync, close the logger (``_DONE``) and append the journal's ``close`` record with the
         segment files' sizes and checksums. Returns the task ids the final sync made durable.

@@ -1,0 +1,134 @@
+"""Ctrl-C at the worst moment of a commit never writes a commit twice, nor half of one.
+
+A real SIGINT (``signal.raise_signal``) is delivered while a real shard appends its group commit to
+the journal: after the frame's bytes are written and before the append returns. Python runs the
+KeyboardInterrupt handler at the next bytecode, which is exactly where a worker interrupted under
+load used to lose track of a group it had already written, and wrote it again at close (the index
+then counted fewer commits than the journal held, the extra ones as duplicates).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytest
+
+from disco_data_logger.sharding import ShardManifest, ShardWriter, merge
+from disco_data_logger.sharding import manifest as manifest_module
+
+pytestmark = pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                                reason="signals reach the main thread only")
+
+
+@contextmanager
+def sigint_at(function: Callable[..., Any], line_text: str, times: int = 1) -> Iterator[list[int]]:
+    """Raise a real SIGINT in this process when ``function`` reaches its line containing
+    ``line_text`` (the first ``times`` times). Yields the list of deliveries made so far."""
+    code = function.__code__
+    lines = [n for n, text in enumerate(Path(code.co_filename).read_text().splitlines(), 1)
+             if line_text in text and code.co_firstlineno <= n]
+    assert lines, f"{line_text!r} not found in {function.__qualname__}"
+    target = lines[0]
+    delivered: list[int] = []
+
+    def local(frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "line" and frame.f_lineno == target and len(delivered) < times:
+            delivered.append(target)
+            signal.raise_signal(signal.SIGINT)
+        return local
+
+    def trace(frame: FrameType, event: str, arg: Any) -> Any:
+        return local if frame.f_code is code else None
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    sys.settrace(trace)
+    try:
+        yield delivered
+    finally:
+        sys.settrace(None)
+        signal.signal(signal.SIGINT, previous)
+
+
+def _replication(shard: ShardWriter, task_id: str, value: float) -> Any:
+    rep = shard.begin(task_id, replication=int(task_id[1:]))
+    sid = rep.logger.register_stream({"stream": "stock"}, value_scale=1.0)
+    rep.logger.record(sid, 1.0, [0, 3], [value, value + 1])
+    return rep
+
+
+def _journal_task_ids(shard_dir: Path) -> list[str]:
+    loaded = ShardManifest.load(shard_dir)
+    assert loaded is not None
+    return [r["task_id"] for r in loaded.replications]
+
+
+@pytest.mark.parametrize("where", ["os.fsync(self._fd)", "self.bytes += len(data)"])
+def test_sigint_while_a_group_commit_is_appended(tmp_path: Path, where: str) -> None:
+    shard = ShardWriter(tmp_path, "s", commit_group=2)
+    _replication(shard, "t0", 1.0).commit()
+    _replication(shard, "t1", 2.0).commit()  # the second fills the group: it syncs here
+    _replication(shard, "t2", 3.0).commit()
+    with sigint_at(manifest_module.JournalWriter._append, where) as delivered:
+        with pytest.raises(KeyboardInterrupt):
+            shard.sync()  # t2's group: the interrupt arrives once its frame is written
+    assert delivered, "the signal was not delivered"
+    shard.close()
+    assert _journal_task_ids(tmp_path / "shards" / "s") == ["t0", "t1", "t2"]
+    index = merge(tmp_path)
+    assert index.totals["committed"] == 3 and index.duplicates == 0
+    assert sorted(index.streams["task_id"].to_pylist()) == ["t0", "t1", "t2"]
+
+
+def test_sigint_inside_a_commit_that_syncs(tmp_path: Path) -> None:
+    """commit_group=1: the commit writes its own group; Ctrl-C during that write is taken after
+    it, so the replication is committed once and never also aborted."""
+    shard = ShardWriter(tmp_path, "s")
+    _replication(shard, "t0", 1.0).commit()
+    rep = _replication(shard, "t1", 2.0)
+    with sigint_at(manifest_module.JournalWriter._append, "os.fsync(self._fd)"):
+        with pytest.raises(KeyboardInterrupt):
+            rep.commit()
+    assert rep.done
+    shard.close()
+    assert _journal_task_ids(tmp_path / "shards" / "s") == ["t0", "t1"]
+    rows = {r["task_id"]: r["status"] for r in merge(tmp_path).replications.to_pylist()}
+    assert rows == {"t0": "committed", "t1": "committed"}
+
+
+def test_sigint_between_writes_of_a_frame_leaves_no_torn_frame(tmp_path: Path) -> None:
+    """The signal lands right after a write() of the frame (were the frame written in several,
+    a short write, the rest would follow before the interrupt is taken): no torn frame, no
+    frame twice."""
+    shard = ShardWriter(tmp_path, "s", commit_group=4)
+    for i in range(3):
+        _replication(shard, f"t{i}", float(i)).commit()
+    with sigint_at(manifest_module.JournalWriter._append, "view = view[written:]"):
+        with pytest.raises(KeyboardInterrupt):
+            shard.sync()
+    shard.close()
+    loaded = ShardManifest.load(tmp_path / "shards" / "s")
+    assert loaded is not None and loaded.closed and not loaded.problems
+    assert [r["task_id"] for r in loaded.replications] == ["t0", "t1", "t2"]
+
+
+def test_sigint_during_close_is_taken_after_a_clean_close(tmp_path: Path) -> None:
+    """Close syncs the staged group, closes the logger and writes the close record: a Ctrl-C in
+    its sync is raised once, after all of that, and the shard is closed, not failed."""
+    shard = ShardWriter(tmp_path, "s", commit_group=4)
+    _replication(shard, "t0", 1.0).commit()
+    _replication(shard, "t1", 2.0).commit()
+    with sigint_at(manifest_module.JournalWriter._append, "os.fsync(self._fd)") as delivered:
+        with pytest.raises(KeyboardInterrupt):
+            shard.close()
+    assert len(delivered) == 1 and shard.closed
+    loaded = ShardManifest.load(tmp_path / "shards" / "s")
+    assert loaded is not None and loaded.closed and loaded.state == "closed"
+    assert [r["task_id"] for r in loaded.replications] == ["t0", "t1"]
+    assert (tmp_path / "shards" / "s" / "_DONE").is_file()
