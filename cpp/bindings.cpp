@@ -470,18 +470,22 @@ PYBIND11_MODULE(_core, m) {
         "(none with registrations=False).");
     m.def(
         "read_registrations",
-        [](const std::string& dir) {
+        [](const std::string& dir, py::object segments) {
+            std::vector<std::string> names;
+            const bool filter = !segments.is_none();
+            if (filter) names = segments.cast<std::vector<std::string>>();
             ddl::RegistrationsResult r;
             {
                 py::gil_scoped_release nogil;
-                r = ddl::read_registrations(dir);
+                r = ddl::read_registrations(dir, filter ? &names : nullptr);
             }
             py::dict out;
             out["registrations"] = registrations_dict(r.registrations);
             out["skipped"] = skipped_list(r.skipped);
             return out;
         },
-        py::arg("dir"),
-        "The in-band registrations of a logger directory, without decompressing any block.");
+        py::arg("dir"), py::arg("segments") = py::none(),
+        "The in-band registrations of a logger directory (all its segments, or the named "
+        "files), without decompressing any block.");
     m.def("list_segments", &ddl::list_segments, py::arg("dir"));
 }

@@ -1278,15 +1278,25 @@ std::vector<std::string> list_segments(const std::string& dir) {
     return out;
 }
 
-DecodeResult decode_directory(const std::string& dir, const DecodeOptions& opts) {
-    const Selection sel(opts);
+namespace {
+// The segment files of `dir`, or only those named in `names` when it is not null.
+std::vector<std::string> chosen_segments(const std::string& dir,
+                                         const std::vector<std::string>* names) {
     std::vector<std::string> paths = list_segments(dir);
-    if (opts.segment_filter) {
-        const std::set<std::string> wanted(opts.segments.begin(), opts.segments.end());
+    if (names != nullptr) {
+        const std::set<std::string> wanted(names->begin(), names->end());
         paths.erase(std::remove_if(paths.begin(), paths.end(),
                                    [&](const std::string& p) { return !wanted.count(base_name(p)); }),
                     paths.end());
     }
+    return paths;
+}
+}  // namespace
+
+DecodeResult decode_directory(const std::string& dir, const DecodeOptions& opts) {
+    const Selection sel(opts);
+    const std::vector<std::string> paths =
+        chosen_segments(dir, opts.segment_filter ? &opts.segments : nullptr);
     const size_t n = paths.size();
     const unsigned threads = thread_count(opts.threads);
     std::vector<std::unique_ptr<Worker>> workers;
@@ -1509,8 +1519,9 @@ DecodeResult decode_directory(const std::string& dir, const DecodeOptions& opts)
     return result;
 }
 
-RegistrationsResult read_registrations(const std::string& dir) {
-    const std::vector<std::string> paths = list_segments(dir);
+RegistrationsResult read_registrations(const std::string& dir,
+                                       const std::vector<std::string>* segments) {
+    const std::vector<std::string> paths = chosen_segments(dir, segments);
     std::vector<SegmentWork> segs(paths.size());
     std::vector<std::unique_ptr<Worker>> workers;
     const DecodeOptions none;

@@ -144,6 +144,8 @@ std::vector<std::string> list_segments(const std::string& dir);
 DecodeResult decode_directory(const std::string& dir, const DecodeOptions& opts);
 
 // The in-band registrations of every segment, without decompressing any block.
-RegistrationsResult read_registrations(const std::string& dir);
+// `segments`: when not null, only these segment files (names, as in DecodeOptions).
+RegistrationsResult read_registrations(const std::string& dir,
+                                       const std::vector<std::string>* segments = nullptr);
 
 }  // namespace ddl

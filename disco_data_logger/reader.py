@@ -240,15 +240,16 @@ def decode_columns(
 
 
 def read_registrations(
-    path: str | os.PathLike[str], *, warn: bool = True
+    path: str | os.PathLike[str], *, warn: bool = True, segments: Iterable[str] | None = None
 ) -> dict[int, dict[str, Any]]:
     """Stream id -> metadata of every stream registered in-band in a logger directory, found
     without decompressing a single block (for selecting streams by label where sidecars are
-    absent, as in a shard of the experiment service)."""
+    absent, as in a shard of the experiment service). ``segments`` reads only the named
+    segment files, as in :func:`read`."""
     p = Path(path)
     if not p.is_dir():
         raise FormatError(f"'{p}' is not a logger directory")
-    raw = _core.read_registrations(str(p))
+    raw = _core.read_registrations(str(p), _segment_names(segments))
     skipped = [dict(s) for s in raw["skipped"]]
     if warn and skipped:
         _warn_skipped(p, skipped, stacklevel=3)
@@ -343,7 +344,8 @@ def read(
     ``"measure=stock,entity in (a,b)"``, or a callable on the labels dict); ``stream_ids``
     selects by id. Only the selected streams are decoded. ``label_columns=True`` adds one column
     per label (or give the names). ``segments`` reads only the named segment files of the
-    directory (for example the ones a shard's journal lists), ignoring any other.
+    directory (for example the ones a shard's journal lists), ignoring any other: their data
+    and, for a ``rule``, their registrations.
     """
     p = Path(path)
     ids: set[int] | None = None if stream_ids is None else {int(s) for s in stream_ids}
@@ -353,7 +355,7 @@ def read(
         match = compile_rule(rule)
         streams = load_sidecars(p)
         if not streams:  # no sidecars (a service shard, or lost): the in-band registrations
-            streams = read_registrations(p, warn=False)
+            streams = read_registrations(p, warn=False, segments=segments)
         chosen = {sid for sid, meta in streams.items() if match(meta)}
         ids = chosen if ids is None else ids & chosen
     # Without label columns the table needs no stream metadata: none is built (a one-stream

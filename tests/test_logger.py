@@ -624,6 +624,32 @@ def test_read_only_the_named_segments(tmp_path: Path) -> None:
             read(path, segments=bad)
 
 
+def test_a_rule_reads_the_registrations_of_the_named_segments_only(tmp_path: Path) -> None:
+    """Without sidecars (a service shard) a rule matches labels from the in-band registrations:
+    with ``segments=`` only those of the named files count, so a stray segment that registers
+    the same stream id under other labels neither adds nor changes a match."""
+    from disco_data_logger.reader import read_registrations
+
+    def write(path: Path, measure: str, value: float) -> None:
+        with DataLogger(path, sidecars=False) as dl:
+            sid = dl.register_stream({"measure": measure}, value_scale=None)
+            dl.record(sid, 1.0, [0, 2], [value, value])
+
+    write(tmp_path / "mine", "stock", 1.0)
+    write(tmp_path / "other", "orders", 9.0)
+    mine = tmp_path / "mine"
+    (mine / "00007.seg.zst").write_bytes((tmp_path / "other" / "00000.seg.zst").read_bytes())
+    listed = ["00000.seg.zst"]
+    assert read_registrations(mine, segments=listed)[0]["measure"] == "stock"
+    assert read_registrations(mine, segments=["00007.seg.zst"])[0]["measure"] == "orders"
+    stock = read(mine, "measure=stock", segments=listed)
+    assert stock["values"].to_pylist() == [[1.0, 1.0]]
+    assert read(mine, "measure=orders", segments=listed).num_rows == 0
+    assert read(mine, "measure=stock", segments=[]).num_rows == 0
+    with pytest.raises(ValueError, match="segment file name"):
+        read_registrations(mine, segments=["../other/00000.seg.zst"])
+
+
 def test_label_columns_follow_the_one_label_rule(tmp_path: Path) -> None:
     """``label_columns`` types each label by ``labels.label_array`` over the streams (the rule of
     the experiment index): integers stay int64, integers with floats become float64, lists and
