@@ -206,3 +206,41 @@ def test_a_stray_segment_copy_is_neither_read_nor_hidden(experiment_dir: Path) -
     lines = list(report.lines())
     at = next(i for i, line in enumerate(lines) if "00050.seg.zst" in line)
     assert "not listed" in lines[at + 1]
+
+
+def test_verify_names_a_stray_segment_in_a_shard_still_open(tmp_path: Path) -> None:
+    """An open shard (its writer running, or dead) lists no segments yet; its journal's commits
+    cover every segment up to the last one they wrote, and the writer's later segments follow
+    without a gap. A segment outside both is named by verify; the writer's own are not."""
+    from disco_data_logger.sharding.verify import verify_path
+
+    rng = np.random.default_rng(3)
+    shard = ShardWriter(tmp_path, "open", logger_kwargs={"block_bytes": 4096,
+                                                         "rotate_bytes": 16 << 10})
+    for r in range(3):
+        with shard.replication(f"p0000-r{r:06d}", replication=r, point_id="p0000") as rep:
+            sid = rep.logger.register_stream({"stream": "stock"}, value_scale=None)
+            for t in range(300):
+                rep.logger.record(sid, float(t), np.arange(8), rng.normal(size=8))
+    with shard.replication("p0000-r000003", replication=3, point_id="p0000") as rep:
+        sid = rep.logger.register_stream({"stream": "stock"}, value_scale=None)
+        for t in range(300):  # recorded and flushed, not committed: the writer's own tail
+            rep.logger.record(sid, float(t), np.arange(8), rng.normal(size=8))
+        rep.logger.flush()
+        folder = tmp_path / "shards" / "open"
+        names = sorted(p.name for p in folder.glob("*.seg.zst"))
+        assert len(names) >= 3, names
+        report = verify_path(tmp_path)
+        assert report.ok, list(report.lines())  # an open shard alone is not damage
+        stray = f"{int(names[-1][:5]) + 3:05d}.seg.zst"  # after a gap
+        (folder / stray).write_bytes((folder / names[0]).read_bytes())
+        report = verify_path(tmp_path)
+        assert not report.ok
+        lines = list(report.lines())
+        flagged = [line for line in lines if "not written by this shard's writer" in line]
+        assert len(flagged) == 1, lines
+        at = next(i for i, line in enumerate(lines) if stray in line)
+        assert "not written by this shard's writer" in lines[at + 1]
+        (folder / stray).unlink()
+    shard.close()
+    assert verify_path(tmp_path).ok

@@ -376,6 +376,28 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _strays_of_open_shard(manifest: ShardManifest | None,
+                          files: list[Path]) -> dict[str, str]:
+    """Segments of a shard that is still open (or whose writer died) that its writer did not
+    write: every sync covers all segment bytes written since the one before, so each segment
+    up to the last one a commit covers is covered, and the only uncovered ones a writer leaves
+    are the segments after it, numbered on without a gap. Name -> why it is a stray."""
+    if manifest is None or manifest.batch is None:
+        return {}
+    covered = {int(r[0]) for group in manifest.batch.groups for r in group}
+    numbers = {int(m.group(1)): f.name for f in files
+               if (m := SEGMENT_NAME_RE.match(f.name)) is not None}
+    last = max(covered, default=-1)
+    tail = last + 1  # the writer's segments after its last commit: last+1, last+2, ... no gap
+    while tail in numbers:
+        tail += 1
+    return {name: "not written by this shard's writer: no commit covers it and it is not one of "
+                  "the segments written after the last commit (a stray or copied file; queries "
+                  "do not read it)"
+            for number, name in numbers.items()
+            if number not in covered and not last < number < tail}
+
+
 def _verify_dir(name: str, path: Path) -> ShardCheck:
     from ..reader import read
 
@@ -385,6 +407,7 @@ def _verify_dir(name: str, path: Path) -> ShardCheck:
     listed = ({str(e.get("name")) for e in manifest.segments}
               if manifest is not None and manifest.closed else None)
     segment_files = sorted(path.glob("*.seg.zst"))
+    strays = _strays_of_open_shard(manifest, segment_files) if listed is None else {}
     for seg in segment_files:
         problem = _regular_file_problem(seg)
         if problem is not None:
@@ -399,6 +422,9 @@ def _verify_dir(name: str, path: Path) -> ShardCheck:
             check.repairable = False
             check.problems.append("not listed in the manifest of this closed shard (a closed "
                                   "shard lists every segment it wrote)")
+        elif seg.name in strays:
+            check.repairable = False
+            check.problems.append(strays[seg.name])
         shard.segments.append(check)
 
     with warnings.catch_warnings():
