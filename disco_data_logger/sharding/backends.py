@@ -39,6 +39,7 @@ from typing import Any
 
 from ..errors import ConfigError, DataLoggerError
 from .config import DEFAULT_COMMIT_DELAY, ExperimentConfig
+from .interrupts import sigint_deferred
 from .planning import Task
 from .shard import new_shard_id
 from .storage import output_location
@@ -336,27 +337,32 @@ def _mp_worker_main(conn: Connection, cfg: ExperimentConfig, output_dir: str, sh
     signal.signal(signal.SIGINT, _stop_on_first_sigint)
     runner: TaskRunner | None = None
 
+    def send(message: tuple[str, Any]) -> None:
+        with sigint_deferred():  # never half a message in the pipe
+            conn.send(message)
+
     def report(outcomes: list[TaskOutcome]) -> None:
         """Tell the coordinator what a group commit (or the close) made durable or failed."""
         durable = [o.task_id for o in outcomes if o.ok]
         if durable:
-            conn.send(("durable", durable))
+            send(("durable", durable))
         for o in outcomes:
             if not o.ok:
-                conn.send(("done", o))
+                send(("done", o))
 
     def sync() -> None:
         assert runner is not None
-        report(_sync_or_drop(runner))
+        with sigint_deferred():  # a group made durable is also reported as such
+            report(_sync_or_drop(runner))
 
     try:
         try:
             runner = TaskRunner(cfg, output_dir, shard_id, fingerprint,
                                 commit_group=commit_group, commit_delay=commit_delay)
         except Exception as exc:
-            conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
+            send(("fatal", f"{type(exc).__name__}: {exc}"))
             return
-        conn.send(("ready", os.getpid()))
+        send(("ready", os.getpid()))
         while True:
             if runner.staged and not conn.poll(runner.time_to_sync()):
                 sync()  # nothing new arrived before the oldest staged commit fell due
@@ -366,9 +372,9 @@ def _mp_worker_main(conn: Connection, cfg: ExperimentConfig, output_dir: str, sh
                 break
             task, attempt = message
             outcome, earlier = runner.run(task, attempt)
-            conn.send(("done", outcome))
+            send(("done", outcome))
             if earlier:
-                conn.send(("durable", [o.task_id for o in earlier]))
+                send(("durable", [o.task_id for o in earlier]))
             if runner.sync_due(idle=not conn.poll(0)):
                 sync()
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
