@@ -56,11 +56,17 @@ __all__ = [
 ]
 
 STOP_GRACE_SECONDS = 30.0
+"""How long stopping workers may take to close their writers before they are killed."""
 
 PLACEMENT_TIMEOUT = 10.0
 """Seconds a Ray actor that asked for custom resources may wait to be placed before it is
 replaced by one placed anywhere (only while no live node offers those resources)."""
-"""How long stopping workers may take to close their writers before they are killed."""
+
+WORKER_START_SECONDS = 120.0
+"""With ``execution.timeout``, how long a worker may take to start (import the model, open its
+writer) before the task it holds is taken back: the timeout counts from the moment the worker
+is ready, since a replication cannot run before that. A worker that does not start in this time
+is killed and counts as dying before its first task (:data:`MAX_STARTUP_DEATHS`)."""
 
 MAX_STARTUP_DEATHS = 3
 """Consecutive workers dying before running anything: the setup is broken, stop retrying."""
@@ -401,8 +407,11 @@ class _Worker:
     awaiting: dict[str, tuple[Task | None, TaskOutcome]] = field(default_factory=dict)
     """Commits staged in the worker's group, not yet durable."""
     ready: bool = False
+    ready_at: float | None = None
+    """When the coordinator learned that the worker listens (its ``ready`` message)."""
     ran_any: bool = False
     killed_for_timeout: bool = False
+    killed_starting: bool = False
 
     @property
     def busy(self) -> bool:
@@ -508,6 +517,7 @@ class MultiprocessingBackend(Backend):
         kind, payload = message
         if kind == "ready":
             w.ready = True
+            w.ready_at = time.monotonic()
         elif kind == "done":
             outcome: TaskOutcome = payload
             task = None
@@ -535,10 +545,14 @@ class MultiprocessingBackend(Backend):
             raise WorkerStartupError(f"worker {w.slot} could not start: {payload}")
 
     def _orphans(self, w: _Worker, why: str) -> list[TaskOutcome]:
-        """What a dead worker held: the running task failed, the rest run again uncounted."""
+        """What a dead worker held: the running task failed, the rest run again uncounted (all
+        of them when the worker died before it started)."""
         out = []
         for i, (task, attempt, sent) in enumerate(w.queue):
-            if i == 0:
+            if w.killed_starting:
+                out.append(TaskOutcome(task_id=task.task_id, attempt=attempt, ok=False,
+                                       shard_id=w.shard_id, requeue=True, error=why))
+            elif i == 0:
                 out.append(TaskOutcome(task_id=task.task_id, attempt=attempt, ok=False,
                                        shard_id=w.shard_id, error=why, worker_died=True,
                                        seconds=time.monotonic() - sent))
@@ -560,7 +574,9 @@ class MultiprocessingBackend(Backend):
         w.conn.close()
         self._slots[w.slot] = None
         if w.busy:
-            if w.killed_for_timeout:
+            if w.killed_starting:
+                why = f"its worker did not start within {WORKER_START_SECONDS:g} s (killed)"
+            elif w.killed_for_timeout:
                 why = f"timed out after {self.timeout:g} s (worker killed)"
             else:
                 why = f"worker process died ({_describe_exit(code)})"
@@ -570,18 +586,31 @@ class MultiprocessingBackend(Backend):
         if not w.ran_any and not w.killed_for_timeout:
             self._startup_deaths += 1
             if self._startup_deaths >= MAX_STARTUP_DEATHS:
+                last = f"not started within {WORKER_START_SECONDS:g} s, killed" \
+                    if w.killed_starting else _describe_exit(code)
                 raise WorkerStartupError(
                     f"{self._startup_deaths} worker processes died before finishing a task "
-                    f"(last: {_describe_exit(code)}); giving up"
+                    f"(last: {last}); giving up"
                 )
         self._spawn(w.slot)
 
     def _enforce_timeouts(self) -> None:
+        """Kill a worker whose task runs longer than ``execution.timeout``, counted from when
+        the task was sent or the worker became ready, whichever is later (with the timeout
+        every worker holds one task, which it starts as soon as it can); and a worker that
+        has not started :data:`WORKER_START_SECONDS` after it was given a task."""
         if self.timeout is None:
             return
         now = time.monotonic()
         for w in self._live():
-            if w.queue and not w.killed_for_timeout and now - w.queue[0][2] > self.timeout:
+            if not w.queue or w.killed_for_timeout or w.killed_starting:
+                continue
+            sent = w.queue[0][2]
+            if w.ready_at is None:
+                if now - sent > WORKER_START_SECONDS:
+                    w.killed_starting = True
+                    w.process.kill()
+            elif now - max(sent, w.ready_at) > self.timeout:
                 w.killed_for_timeout = True
                 w.process.kill()
 
@@ -690,6 +719,11 @@ class RayBackend(Backend):
         self._placing: dict[int, tuple[Any, float]] = {}
         """Slots whose actor asked for custom resources and is not known to be placed yet:
         its ``ready`` call and when it was spawned."""
+        self._starting: dict[int, Any] = {}
+        """With a timeout: slots whose actor is not known to be ready yet, and its ``ready``
+        call."""
+        self._ready_at: dict[int, float] = {}
+        """With a timeout: when each slot's actor was seen ready (its tasks' clocks start)."""
         self._noted_fallback = False
 
     def start(self) -> None:
@@ -722,6 +756,9 @@ class RayBackend(Backend):
         self._placing.pop(slot, None)
         if wanted:
             self._placing[slot] = (actor.ready.remote(), time.monotonic())
+        self._ready_at.pop(slot, None)
+        if self.timeout is not None:
+            self._starting[slot] = actor.ready.remote()
 
     def _resources_offered(self) -> bool:
         """Whether a live node of the cluster offers every custom resource actors ask for."""
@@ -825,10 +862,29 @@ class RayBackend(Backend):
         self._spawn(slot)
 
     def _enforce_timeouts(self, outcomes: list[TaskOutcome]) -> None:
+        """As the multiprocessing backend's: a task's clock starts when it was submitted or
+        its actor became ready, whichever is later; an actor not ready
+        :data:`WORKER_START_SECONDS` after it was given a task is replaced (its task runs
+        again without counting an attempt; it counts as dying before its first task)."""
         if self.timeout is None:
             return
         now = time.monotonic()
-        for ref, (slot, task, attempt, started) in list(self._running.items()):
+        for slot, ready in list(self._starting.items()):
+            done, _ = self.ray.wait([ready], timeout=0)
+            if done:  # ready, or its constructor failed (its task's result will say so)
+                del self._starting[slot]
+                self._ready_at[slot] = now
+        for ref, (slot, task, attempt, sent) in list(self._running.items()):
+            ready_at = self._ready_at.get(slot)
+            if ready_at is None:
+                if now - sent > WORKER_START_SECONDS:
+                    del self._running[ref]
+                    outcomes.append(TaskOutcome(
+                        task_id=task.task_id, attempt=attempt, ok=False, requeue=True,
+                        error=f"its actor did not start within {WORKER_START_SECONDS:g} s"))
+                    self._replace_actor(slot, startup=True)
+                continue
+            started = max(sent, ready_at)
             if now - started > self.timeout:
                 del self._running[ref]
                 self._replace_actor(slot, startup=False)

@@ -115,13 +115,55 @@ def test_ray_missing_message(monkeypatch: pytest.MonkeyPatch, make_config: Any) 
         run(make_config(execution={"backend": "ray", "workers": 1}))
 
 
-def test_multiprocessing_timeout_kills_the_worker(make_config: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["multiprocessing", "ray"])
+def test_timeout_kills_the_worker(make_config: Any, tmp_path: Path, backend: str,
+                                  request: pytest.FixtureRequest) -> None:
+    if backend == "ray":
+        request.getfixturevalue("ray_instance")
     result = run(make_config(replications=1, parameters={"sleep": 60.0},
-                             execution={"backend": "multiprocessing", "workers": 2,
+                             execution={"backend": backend, "workers": 2,
                                         "retries": 0, "timeout": 1.0}))
     assert result.state == "failed"
-    assert all("timed out after 1 s" in e for e in result.failed.values())
+    assert all("timed out after 1 s" in e for e in result.failed.values()), result.failed
     assert len(result.failed) == 2
+
+
+
+@pytest.mark.parametrize("backend", ["multiprocessing", "ray"])
+def test_the_timeout_counts_from_when_the_worker_is_ready(
+        make_config: Any, tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
+    """A model whose import takes 2.5 s and whose replications take milliseconds, with a 1 s
+    timeout: the replications are not failed while their workers start (the timeout counted
+    from the moment a task was sent, so a slow start, or a loaded machine, failed them)."""
+    from ddl_slowimport import IMPORT_SECONDS
+
+    assert IMPORT_SECONDS > 2.0
+    if backend == "ray":
+        request.getfixturevalue("ray_instance")
+    result = run(make_config(replications=2, entry_point="ddl_slowimport:run",
+                             execution={"backend": backend, "workers": 2,
+                                        "retries": 0, "timeout": 1.0}))
+    assert result.state == "complete" and result.committed == 4, result.failed
+
+
+
+def test_a_worker_that_does_not_start_in_time_gives_up_the_run(
+        make_config: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a timeout, a worker still not ready WORKER_START_SECONDS after it was given a task
+    (here shortened to 1 s; the model's import takes 2.5 s) is killed; its task is not failed
+    (it never ran), and after three such workers the run stops with one clear error."""
+    from disco_data_logger.sharding import backends
+
+    monkeypatch.setattr(backends, "WORKER_START_SECONDS", 1.0)
+    config = make_config(replications=1, entry_point="ddl_slowimport:run",
+                         execution={"backend": "multiprocessing", "workers": 1,
+                                    "retries": 0, "timeout": 30.0})
+    with pytest.raises(backends.WorkerStartupError,
+                       match=r"3 worker processes died before finishing a task "
+                             r"\(last: not started within 1 s, killed\)"):
+        run(config)
+    reps = Experiment.open(tmp_path / "out").replications.to_pylist()
+    assert {r["status"] for r in reps} == {"pending"}, reps  # nothing failed: nothing ran
 
 
 def _commit_frames(output: Path) -> list[int]:
