@@ -38,7 +38,7 @@ def _deliver(previous: Any) -> None:
     """Give a remembered SIGINT to the handler it would have reached."""
     if callable(previous):
         previous(signal.SIGINT, None)  # the default handler raises KeyboardInterrupt here
-    elif previous == signal.SIG_DFL or previous is None:
+    elif previous == signal.SIG_DFL:
         signal.raise_signal(signal.SIGINT)  # the process's default action, as it would have
     # SIG_IGN: the signal was to be ignored anyway
 
@@ -56,6 +56,9 @@ def sigint_deferred() -> Iterator[None]:
             yield
         finally:
             _depth -= 1
+        return
+    if signal.getsignal(signal.SIGINT) is None:
+        yield  # a handler installed outside Python: it could not be put back
         return
     try:
         previous = signal.signal(signal.SIGINT, _remember)

@@ -132,3 +132,43 @@ def test_sigint_during_close_is_taken_after_a_clean_close(tmp_path: Path) -> Non
     assert loaded is not None and loaded.closed and loaded.state == "closed"
     assert [r["task_id"] for r in loaded.replications] == ["t0", "t1"]
     assert (tmp_path / "shards" / "s" / "_DONE").is_file()
+
+
+def test_sigint_deferred_delivers_once_to_the_handler_that_was_there() -> None:
+    from disco_data_logger.sharding.interrupts import sigint_deferred
+
+    seen: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
+    try:
+        with sigint_deferred():
+            with sigint_deferred():  # nested: only the outermost delivers
+                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)
+                assert seen == []
+            assert seen == []
+        assert seen == [signal.SIGINT]  # once, after the block
+        with sigint_deferred():
+            pass
+        assert seen == [signal.SIGINT]  # nothing remembered from before
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with sigint_deferred():
+            signal.raise_signal(signal.SIGINT)  # ignored before, ignored after
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_sigint_deferred_leaves_other_threads_alone() -> None:
+    from disco_data_logger.sharding.interrupts import sigint_deferred
+
+    handler = signal.getsignal(signal.SIGINT)
+    seen: list[object] = []
+
+    def body() -> None:
+        with sigint_deferred():
+            seen.append(signal.getsignal(signal.SIGINT))
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    assert seen == [handler]  # a thread cannot change handlers; nothing was tried
