@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import struct
+import sys
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -200,3 +205,38 @@ def frame_units(data: bytes) -> list[FrameUnit]:
         units.append(FrameUnit(pos, end, kind, records))
         pos = end
     return units
+
+
+@contextmanager
+def sigint_at(function: Callable[..., Any], line_text: str, times: int = 1,
+              skip: int = 0) -> Iterator[list[int]]:
+    """Raise a real SIGINT in this process (``signal.raise_signal``, Python's default handler
+    installed) when ``function`` reaches its first line containing ``line_text``: ``times`` times,
+    after letting the first ``skip`` passes go by. Yields the list of deliveries made so far.
+    Python runs the handler at the next bytecode, so the KeyboardInterrupt lands right there."""
+    code = function.__code__
+    lines = [n for n, text in enumerate(Path(code.co_filename).read_text().splitlines(), 1)
+             if line_text in text and code.co_firstlineno <= n]
+    assert lines, f"{line_text!r} not found in {function.__qualname__}"
+    target = lines[0]
+    delivered: list[int] = []
+    passes = [0]
+
+    def local(frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "line" and frame.f_lineno == target:
+            passes[0] += 1
+            if passes[0] > skip and len(delivered) < times:
+                delivered.append(target)
+                signal.raise_signal(signal.SIGINT)
+        return local
+
+    def trace(frame: FrameType, event: str, arg: Any) -> Any:
+        return local if frame.f_code is code else None
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    sys.settrace(trace)
+    try:
+        yield delivered
+    finally:
+        sys.settrace(None)
+        signal.signal(signal.SIGINT, previous)

@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import ConfigError, UnsafePathError
 from .backends import Backend, import_ray, machine_worker_limit, make_backend
@@ -392,6 +394,7 @@ class Coordinator:
         requeued: deque[tuple[Task, int]] = deque()
         retry: deque[tuple[Task, int]] = deque()
         inflight: dict[str, Task] = {}
+        interrupted: set[str] = set()  # attempts stopped by this run's end (Ctrl-C)
 
         def next_task() -> tuple[Task, int] | None:
             if requeued:
@@ -435,6 +438,7 @@ class Coordinator:
             task = inflight.pop(tid, None)
             status = outcome.status
             if status is OutcomeStatus.INTERRUPTED:
+                interrupted.add(tid)
                 return  # stopped by this run's end, not an attempt that counts: stays pending
             if outcome.attempt > 1 or status is not OutcomeStatus.COMMITTED:
                 attempts[tid] = max(attempts.get(tid, 0), outcome.attempt)
@@ -559,6 +563,13 @@ class Coordinator:
                 run_record.notes = list(self.notes)
             self._run_info["state"] = result.state
             result.index = merge(self.output, run=self._run_info, storage=self.storage)
+            raced = _committed_among(result.index, interrupted)
+            if raced:
+                # Commits made durable as the run was interrupted, before their workers could
+                # report them: the journals, and so the index, hold them; count them here too.
+                result.committed += raced
+                run_record.committed = result.committed
+                result.index = merge(self.output, run=self._run_info, storage=self.storage)
         return result
 
     def _task_source(self, plan: TaskPlan, done: np.ndarray, resumed: int,
@@ -585,6 +596,14 @@ class Coordinator:
 
         previous = signal.signal(signal.SIGTERM, stop)
         return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def _committed_among(index: ExperimentIndex, task_ids: set[str]) -> int:
+    """How many of ``task_ids`` the index has as committed."""
+    if not task_ids:
+        return 0
+    committed = index.committed()["task_id"]
+    return int(pc.sum(pc.is_in(committed, value_set=pa.array(sorted(task_ids)))).as_py() or 0)
 
 
 class _sigint_ignored:

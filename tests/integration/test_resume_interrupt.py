@@ -14,6 +14,8 @@ from typing import Any
 from helpers import decoded, run, statuses
 
 from disco_data_logger.sharding import Experiment, ShardManifest
+from disco_data_logger.sharding.manifest import JournalWriter
+from tests.common import sigint_at
 
 
 def test_second_run_skips_finished_tasks(make_config: Any, tmp_path: Path) -> None:
@@ -69,6 +71,7 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_completes(make_config: Any, tmp_path
     done = info["totals"]["committed"]
     assert 2 <= done < 24
     assert done == _commits(out)  # the index records exactly what finished
+    assert f"({done} this run, 0 resumed)" in stdout  # and the run's summary says the same
     for shard in (out / "shards").iterdir():  # every worker closed its writer
         manifest = ShardManifest.load(shard)
         assert manifest is not None and manifest.closed, shard.name
@@ -77,4 +80,22 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_completes(make_config: Any, tmp_path
     result = run(config)
     assert result.resumed == done and result.committed == 24 - done
     assert set(statuses(out).values()) == {"committed"}
+    assert Experiment.open(out).info["totals"]["duplicates_dropped"] == 0
+
+
+def test_a_commit_racing_ctrl_c_is_counted_by_the_run(make_config: Any, tmp_path: Path) -> None:
+    """Ctrl-C lands while the second replication's commit is written (the serial backend runs it
+    in this process; a real SIGINT at the journal's fsync): the commit completes, the run stops
+    as interrupted, and the run counts that commit, as the index does (it used to say one)."""
+    config = make_config(replications=3, execution={"backend": "serial", "commit_group": 1})
+    out = tmp_path / "out"
+    with sigint_at(JournalWriter._append, "os.fsync(self._fd)", skip=2) as delivered:
+        result = run(config)  # passes: the journal's header, the first commit; then the second
+    assert delivered
+    assert result.state == "interrupted"
+    info = Experiment.open(out).info
+    assert result.committed == info["totals"]["committed"] == _commits(out) == 2
+    assert info["runs"][-1]["committed"] == 2
+    again = run(config)
+    assert (again.resumed, again.committed) == (2, 4)
     assert Experiment.open(out).info["totals"]["duplicates_dropped"] == 0

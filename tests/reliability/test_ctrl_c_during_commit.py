@@ -10,50 +10,18 @@ then counted fewer commits than the journal held, the extra ones as duplicates).
 from __future__ import annotations
 
 import signal
-import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import pytest
 
 from disco_data_logger.sharding import ShardManifest, ShardWriter, merge
 from disco_data_logger.sharding import manifest as manifest_module
+from tests.common import sigint_at
 
 pytestmark = pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
                                 reason="signals reach the main thread only")
-
-
-@contextmanager
-def sigint_at(function: Callable[..., Any], line_text: str, times: int = 1) -> Iterator[list[int]]:
-    """Raise a real SIGINT in this process when ``function`` reaches its line containing
-    ``line_text`` (the first ``times`` times). Yields the list of deliveries made so far."""
-    code = function.__code__
-    lines = [n for n, text in enumerate(Path(code.co_filename).read_text().splitlines(), 1)
-             if line_text in text and code.co_firstlineno <= n]
-    assert lines, f"{line_text!r} not found in {function.__qualname__}"
-    target = lines[0]
-    delivered: list[int] = []
-
-    def local(frame: FrameType, event: str, arg: Any) -> Any:
-        if event == "line" and frame.f_lineno == target and len(delivered) < times:
-            delivered.append(target)
-            signal.raise_signal(signal.SIGINT)
-        return local
-
-    def trace(frame: FrameType, event: str, arg: Any) -> Any:
-        return local if frame.f_code is code else None
-
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    sys.settrace(trace)
-    try:
-        yield delivered
-    finally:
-        sys.settrace(None)
-        signal.signal(signal.SIGINT, previous)
 
 
 def _replication(shard: ShardWriter, task_id: str, value: float) -> Any:
