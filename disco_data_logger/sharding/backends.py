@@ -412,6 +412,8 @@ class _Worker:
     ran_any: bool = False
     killed_for_timeout: bool = False
     killed_starting: bool = False
+    undelivered: set[str] = field(default_factory=set)
+    """Task ids whose sending failed: the worker was already gone."""
 
     @property
     def busy(self) -> bool:
@@ -473,7 +475,12 @@ class MultiprocessingBackend(Backend):
             raise RuntimeError("submit() without a free worker")
         worker = min(candidates, key=lambda w: w.held)
         worker.queue.append((task, attempt, time.monotonic()))
-        worker.conn.send((task, attempt))
+        try:
+            worker.conn.send((task, attempt))
+        except (OSError, ValueError):
+            # The worker died since the last wait() (its sentinel says so at the next one): the
+            # attempt never reached it, so it runs again without counting.
+            worker.undelivered.add(task.task_id)
 
     def wait(self, timeout: float) -> list[TaskOutcome]:
         outcomes: list[TaskOutcome] = []
@@ -549,7 +556,11 @@ class MultiprocessingBackend(Backend):
         of them when the worker died before it started)."""
         out = []
         for i, (task, attempt, sent) in enumerate(w.queue):
-            if w.killed_starting:
+            if task.task_id in w.undelivered:
+                out.append(TaskOutcome(task_id=task.task_id, attempt=attempt, ok=False,
+                                       shard_id=w.shard_id, requeue=True,
+                                       error="its worker died before it was handed over"))
+            elif w.killed_starting:
                 out.append(TaskOutcome(task_id=task.task_id, attempt=attempt, ok=False,
                                        shard_id=w.shard_id, requeue=True, error=why))
             elif i == 0:

@@ -166,6 +166,51 @@ def test_a_worker_that_does_not_start_in_time_gives_up_the_run(
     assert {r["status"] for r in reps} == {"pending"}, reps  # nothing failed: nothing ran
 
 
+
+def test_a_task_sent_to_a_worker_that_just_died_runs_again_uncounted(make_config: Any) -> None:
+    """The coordinator can hand a task to a worker that died since its last look (CI saw a
+    BrokenPipeError stop a whole run): the attempt never reached the worker, so it comes back
+    to run again without counting, and the replacement worker runs it."""
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    from disco_data_logger.sharding.backends import make_backend
+    from disco_data_logger.sharding.config import load_config
+    from disco_data_logger.sharding.layout import SHARDS_DIR
+    from disco_data_logger.sharding.planning import TaskPlan
+    from disco_data_logger.sharding.records import OutcomeStatus
+
+    cfg = load_config(make_config(execution={"backend": "multiprocessing", "workers": 1,
+                                             "retries": 0}))
+    output = Path(cfg.output)
+    (output / SHARDS_DIR).mkdir(parents=True)
+    backend = make_backend("multiprocessing", cfg, output, cfg.fingerprint(), 1)
+    backend.start()
+    try:
+        (worker,) = multiprocessing.active_children()
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.join(10)
+        task = TaskPlan(cfg).task(0, 0)
+        backend.submit(task, 1)  # into the pipe of the dead worker: no error here
+        outcomes = []
+        end = time.monotonic() + 60
+        while not outcomes:
+            assert time.monotonic() < end
+            outcomes += backend.wait(timeout=0.25)
+        (outcome,) = outcomes
+        assert outcome.status is OutcomeStatus.REQUEUED and outcome.attempt == 1, outcome
+        assert outcome.error == "its worker died before it was handed over"
+        backend.submit(task, 1)  # the replacement worker runs it
+        while not (outcomes := backend.wait(timeout=0.25)):
+            assert time.monotonic() < end
+        assert [o.status for o in outcomes] == [OutcomeStatus.COMMITTED]
+        backend.shutdown()
+    finally:
+        backend.interrupt()
+
+
 def _commit_frames(output: Path) -> list[int]:
     """How many commits each journal frame of every shard holds (``zstd -dc`` reads them)."""
     sizes = []
