@@ -14,6 +14,7 @@ import pytest
 from disco_data_logger.errors import StorageError
 from disco_data_logger.sharding.mirror import Piece, cover
 from disco_data_logger.sharding.storage import (
+    BACKOFF_START,
     ObjectStore,
     StorageOptions,
     aws_credentials_problem,
@@ -164,7 +165,12 @@ def test_retries_run_out_with_one_line(s3: object, monkeypatch: pytest.MonkeyPat
         with pytest.raises(StorageError, match="failed 3 times in a row") as info:
             store.put("x", b"data")
     assert "\n" not in str(info.value)
-    assert len(sleeps) == 2 and sleeps[1] > sleeps[0] * 0.9  # backoff grows
+    # Exponential backoff with jitter: the k-th wait lies in [0.5, 1.5] x 0.1 s x 2**k. (Comparing
+    # two jittered waits with each other failed in CI: 0.136 s, then 0.120 s.)
+    assert len(sleeps) == 2, sleeps
+    for k, waited in enumerate(sleeps):
+        base = BACKOFF_START * 2**k
+        assert 0.5 * base <= waited <= 1.5 * base, (k, waited)
 
 
 # -- covers ------------------------------------------------------------------------------------
