@@ -26,6 +26,7 @@ import yaml
 from disco_data_logger.errors import CorruptDataWarning
 from disco_data_logger.sharding import Experiment
 from disco_data_logger.sharding.manifest import FRAME_HEADER_BYTES, JOURNAL_NAME
+from tests import format_v2 as v2
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "experiment_v1"
 PROG = "disco-data-logger"
@@ -100,24 +101,6 @@ def frames(path: Path) -> list[int]:
         starts.append(pos)
         pos += FRAME_HEADER_BYTES + struct.unpack_from("<I", data, pos + 12)[0]
     return starts
-
-
-def block_frames(data: bytes) -> list[tuple[int, int]]:
-    """(offset, length) of the zstd frame after each block header of a format-2 segment: every
-    skippable frame is ``magic | u32 size | payload``; a block header (kind 3) is followed by a zstd
-    frame of the size at byte 20 of its payload (docs/FORMAT.md, sections 2 and 2.2)."""
-    found, pos = [], 0
-    while pos + 8 <= len(data):
-        magic, size = struct.unpack_from("<II", data, pos)
-        assert magic == 0x184D2A5D, f"no skippable frame at {pos}"
-        payload = data[pos + 8:pos + 8 + size]
-        pos += 8 + size
-        if payload[:4] == b"DDL2" and payload[4] == 3:
-            length = struct.unpack_from("<I", payload, 20)[0]
-            found.append((pos, length))
-            pos += length
-    assert found, "the segment holds no block"
-    return found
 
 
 def every_command_serves(out: Path, tmp: Path, name: str, committed_at_least: int,
@@ -340,8 +323,10 @@ def test_resume_reruns_commits_whose_segment_bytes_are_gone(work: Path, damage: 
         segment.write_bytes(segment.read_bytes()[:200])
     else:  # one byte in every block's zstd frame: every commit of the shard is damaged
         data = bytearray(segment.read_bytes())
-        for start, length in block_frames(bytes(data)):
-            data[start + length // 2] ^= 0xFF
+        blocks = [u for u in v2.units(bytes(data)) if u.kind == 3]
+        assert blocks, "the segment holds no block"
+        for block in blocks:
+            data[block.end - 3] ^= 0xFF  # inside the block's zstd frame, which ends the unit
         segment.write_bytes(bytes(data))
         os.utime(segment, ns=(1, 1))  # even a change that keeps the size and an old mtime
     proc = cli("verify", str(out))
