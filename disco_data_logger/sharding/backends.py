@@ -556,21 +556,16 @@ class MultiprocessingBackend(Backend):
         of them when the worker died before it started)."""
         out = []
         for i, (task, attempt, sent) in enumerate(w.queue):
-            if task.task_id in w.undelivered:
-                out.append(TaskOutcome(task_id=task.task_id, attempt=attempt, ok=False,
-                                       shard_id=w.shard_id, requeue=True,
-                                       error="its worker died before it was handed over"))
-            elif w.killed_starting:
-                out.append(TaskOutcome(task_id=task.task_id, attempt=attempt, ok=False,
-                                       shard_id=w.shard_id, requeue=True, error=why))
-            elif i == 0:
+            undelivered = task.task_id in w.undelivered
+            if i == 0 and not undelivered and not w.killed_starting:
                 out.append(TaskOutcome(task_id=task.task_id, attempt=attempt, ok=False,
                                        shard_id=w.shard_id, error=why, worker_died=True,
                                        seconds=time.monotonic() - sent))
-            else:
-                out.append(TaskOutcome(task_id=task.task_id, attempt=attempt, ok=False,
-                                       shard_id=w.shard_id, requeue=True,
-                                       error="its worker died before running it"))
+                continue
+            error = ("its worker died before it was handed over" if undelivered else
+                     why if w.killed_starting else "its worker died before running it")
+            out.append(TaskOutcome(task_id=task.task_id, attempt=attempt, ok=False,
+                                   shard_id=w.shard_id, requeue=True, error=error))
         for tid, (_task, staged) in w.awaiting.items():
             out.append(TaskOutcome(task_id=tid, attempt=staged.attempt, ok=False,
                                    shard_id=w.shard_id, requeue=True, worker_died=True,
