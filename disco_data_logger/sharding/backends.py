@@ -760,11 +760,13 @@ class RayBackend(Backend):
         self._actors[slot] = actor
         self._actor_shards[slot] = shard_id
         self._placing.pop(slot, None)
-        if wanted:
-            self._placing[slot] = (actor.ready.remote(), time.monotonic())
         self._ready_at.pop(slot, None)
-        if self.timeout is not None:
-            self._starting[slot] = actor.ready.remote()
+        if wanted or self.timeout is not None:
+            ready = actor.ready.remote()  # one call serves placement and the timeout's clock
+            if wanted:
+                self._placing[slot] = (ready, time.monotonic())
+            if self.timeout is not None:
+                self._starting[slot] = ready
 
     def _resources_offered(self) -> bool:
         """Whether a live node of the cluster offers every custom resource actors ask for."""
